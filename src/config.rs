@@ -1,0 +1,493 @@
+//! Typed configuration: built-in defaults < `gateway.toml` (`--config`) < environment.
+//!
+//! Environment variables are `GATEWAY__SECTION__KEY` (for example `GATEWAY__API__LISTEN`); the Cloudflare
+//! credentials are also read from `CALLS_APP_ID`, `CALLS_APP_SECRET` and `CALLS_API_URL` (the names the
+//! official examples use), below the `GATEWAY__` variables. [`Config::validate`] checks ranges, port clashes
+//! and files; every problem is reported as a [`ConfigError`] naming the key.
+
+use crate::redact::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `api.listen`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// Builds an [`ConfigError::Invalid`].
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// Control API.
+    pub api: ApiConfig,
+    /// Session supervisor.
+    pub supervisor: SupervisorConfig,
+    /// SFU connection (Cloudflare or the embedded SFU).
+    pub sfu: SfuConfig,
+    /// GStreamer pipeline fragments.
+    pub pipelines: PipelinesConfig,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `sfu_gateway=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`; `--log-format` wins when given.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the control API, dashboard and metrics.
+    pub listen: SocketAddr,
+    /// Bearer token for `/v1/*`. When empty the API binds loopback only.
+    pub token: Secret,
+    /// Enables `/v1/test/*` routes that create dummy sessions (for process tests only).
+    pub test_routes: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            token: Secret::default(),
+            test_routes: false,
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// How long sessions get to finish after SIGTERM before they are stopped.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Maximum number of live sessions (admission beyond it is refused with 503).
+    pub max_sessions: usize,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+            max_sessions: 1000,
+        }
+    }
+}
+
+/// Which SFU the gateway talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuMode {
+    /// The in-process, Calls-API-compatible SFU.
+    Embedded,
+    /// Cloudflare Realtime SFU.
+    Cloudflare,
+}
+
+/// `[sfu]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SfuConfig {
+    /// `embedded` or `cloudflare`; unset means cloudflare when credentials are set, embedded otherwise.
+    pub mode: Option<SfuMode>,
+    /// Calls API base URL (`CALLS_API_URL`).
+    pub api_url: String,
+    /// Calls app id (`CALLS_APP_ID`).
+    pub app_id: String,
+    /// Calls app secret (`CALLS_APP_SECRET`).
+    pub app_secret: Secret,
+    /// Timeout of one Calls API request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The embedded SFU.
+    pub embedded: EmbeddedSfuConfig,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            api_url: "https://rtc.live.cloudflare.com/v1".into(),
+            app_id: String::new(),
+            app_secret: Secret::default(),
+            request_timeout: Duration::from_secs(10),
+            embedded: EmbeddedSfuConfig::default(),
+        }
+    }
+}
+
+impl SfuConfig {
+    /// The mode in effect: the configured one, else cloudflare when credentials are set.
+    pub fn effective_mode(&self) -> SfuMode {
+        self.mode
+            .unwrap_or(if !self.app_id.is_empty() && !self.app_secret.is_empty() {
+                SfuMode::Cloudflare
+            } else {
+                SfuMode::Embedded
+            })
+    }
+}
+
+/// `[sfu.embedded]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedSfuConfig {
+    /// HTTP listener of the Calls API.
+    pub listen: SocketAddr,
+    /// The one UDP socket for all media.
+    pub udp: SocketAddr,
+    /// App id accepted by the embedded SFU (generated at start-up when empty).
+    pub app_id: String,
+    /// App secret accepted by the embedded SFU (generated and printed at start-up when empty).
+    pub app_secret: Secret,
+    /// Addresses advertised as host candidates; the UDP socket's address when empty.
+    pub public_ips: Vec<IpAddr>,
+    /// A track with no media for this long is collected.
+    #[serde(with = "humantime_serde")]
+    pub track_idle_timeout: Duration,
+}
+
+impl Default for EmbeddedSfuConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8788),
+            udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8789),
+            app_id: String::new(),
+            app_secret: Secret::default(),
+            public_ips: Vec::new(),
+            track_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[pipelines]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelinesConfig {
+    /// Directory of `<name>.gst` files overriding the built-in fragments of the same name.
+    pub dir: Option<PathBuf>,
+}
+
+/// Environment variables the loader reads besides `GATEWAY__*`.
+const CALLS_ENV: [(&str, &str); 3] = [
+    ("CALLS_API_URL", "sfu.api_url"),
+    ("CALLS_APP_ID", "sfu.app_id"),
+    ("CALLS_APP_SECRET", "sfu.app_secret"),
+];
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars().collect())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests).
+    pub fn load_with_env(file: Option<&Path>, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        // CALLS_* sit above the file and below GATEWAY__*: sources added later win.
+        let calls_env: HashMap<String, String> = CALLS_ENV
+            .iter()
+            .filter_map(|(var, key)| {
+                let value = env.get(*var).filter(|v| !v.is_empty())?;
+                Some((key.replace('.', "__").to_uppercase(), value.clone()))
+            })
+            .collect();
+        builder = builder.add_source(config::Environment::default().separator("__").source(Some(calls_env)));
+        let gateway_env = config::Environment::with_prefix("GATEWAY")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("sfu.embedded.public_ips")
+            .source(Some(env.into_iter().collect()));
+        builder = builder.add_source(gateway_env);
+        let loaded = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let config: Config = loaded.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks ranges, port clashes and required files. Pipeline fragments are checked by
+    /// [`crate::media::fragments::Fragments::load`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let timeout_range = |key: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                Err(ConfigError::invalid(
+                    key,
+                    format!("{value:?} is out of range ({min:?} to {max:?})"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        timeout_range(
+            "supervisor.drain_timeout",
+            self.supervisor.drain_timeout,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
+        timeout_range(
+            "sfu.request_timeout",
+            self.sfu.request_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        )?;
+        timeout_range(
+            "sfu.embedded.track_idle_timeout",
+            self.sfu.embedded.track_idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        if self.supervisor.max_sessions == 0 {
+            return Err(ConfigError::invalid("supervisor.max_sessions", "must be at least 1"));
+        }
+        if !matches!(self.log.level.trim(), "") {
+            tracing_subscriber::EnvFilter::try_new(&self.log.level)
+                .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        }
+        if self.sfu.effective_mode() == SfuMode::Cloudflare {
+            if self.sfu.app_id.is_empty() {
+                return Err(ConfigError::invalid(
+                    "sfu.app_id",
+                    "required when sfu.mode = \"cloudflare\"",
+                ));
+            }
+            if self.sfu.app_secret.is_empty() {
+                return Err(ConfigError::invalid(
+                    "sfu.app_secret",
+                    "required when sfu.mode = \"cloudflare\"",
+                ));
+            }
+        }
+        if !(self.sfu.api_url.starts_with("https://") || self.sfu.api_url.starts_with("http://")) {
+            return Err(ConfigError::invalid(
+                "sfu.api_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        self.check_port_clashes()?;
+        if let Some(dir) = &self.pipelines.dir {
+            if !dir.is_dir() {
+                return Err(ConfigError::invalid(
+                    "pipelines.dir",
+                    format!("directory {} does not exist", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_port_clashes(&self) -> Result<(), ConfigError> {
+        let mut tcp: Vec<(&str, SocketAddr)> = vec![("api.listen", self.api.listen)];
+        if self.sfu.effective_mode() == SfuMode::Embedded {
+            tcp.push(("sfu.embedded.listen", self.sfu.embedded.listen));
+        }
+        for (i, (key_a, a)) in tcp.iter().enumerate() {
+            for (key_b, b) in &tcp[i + 1..] {
+                let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() != 0 && a.port() == b.port() && same_ip {
+                    return Err(ConfigError::invalid(
+                        *key_b,
+                        format!("port {} is already used by `{key_a}`", b.port()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.api.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.supervisor.drain_timeout, Duration::from_secs(30));
+        assert_eq!(config.sfu.effective_mode(), SfuMode::Embedded);
+        assert_eq!(config.sfu.embedded.listen, "127.0.0.1:8788".parse().unwrap());
+        assert_eq!(config.sfu.embedded.track_idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "[api]\nlisten = \"127.0.0.1:9000\"\n[supervisor]\ndrain_timeout = \"5s\"\n[sfu]\napp_id = \"from-file\"\n",
+        );
+        let config = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.api.listen.port(), 9000);
+        assert_eq!(config.supervisor.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.sfu.app_id, "from-file");
+
+        let config = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("GATEWAY__API__LISTEN", "127.0.0.1:9100"),
+                ("GATEWAY__SFU__EMBEDDED__PUBLIC_IPS", "127.0.0.1,::1"),
+                ("CALLS_APP_ID", "from-calls-env"),
+                ("CALLS_APP_SECRET", "s3cr3t-app-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.api.listen.port(), 9100);
+        assert_eq!(config.supervisor.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.sfu.app_id, "from-calls-env");
+        assert_eq!(config.sfu.app_secret.expose(), "s3cr3t-app-secret");
+        assert_eq!(config.sfu.effective_mode(), SfuMode::Cloudflare);
+        assert_eq!(config.sfu.embedded.public_ips.len(), 2);
+
+        let config = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("CALLS_APP_ID", "from-calls-env"),
+                ("GATEWAY__SFU__APP_ID", "from-gateway-env"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.sfu.app_id, "from-gateway-env");
+    }
+
+    #[test]
+    fn example_file_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
+        let example = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        example.validate().unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.to_redacted_toml(), defaults.to_redacted_toml());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rendered: toml::Table = toml::from_str(&defaults.to_redacted_toml()).unwrap();
+        fn walk(prefix: &str, table: &toml::Table, text: &str) {
+            for (key, value) in table {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match value.as_table() {
+                    Some(inner) => {
+                        assert!(text.contains(&format!("[{path}]")), "example lacks [{path}]");
+                        walk(&path, inner, text);
+                    }
+                    None => assert!(text.contains(&format!("{key} =")), "example lacks {path}"),
+                }
+            }
+        }
+        walk("", &rendered, &text);
+    }
+
+    #[test]
+    fn redacted_toml_hides_secrets() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("CALLS_APP_SECRET", "s3cr3t-app-secret"),
+                ("GATEWAY__API__TOKEN", "tok-123456"),
+            ]),
+        )
+        .unwrap();
+        let text = config.to_redacted_toml();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(!text.contains("tok-123456"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("[api]\nlisten = \"127.0.0.1:70000\"\n", "api.listen"),
+            ("[supervisor]\nmax_sessions = \"many\"\n", "supervisor.max_sessions"),
+            ("[supervisor]\ndrain_timeout = \"2h\"\n", "supervisor.drain_timeout"),
+            ("[sfu.embedded]\nlisten = \"127.0.0.1:8080\"\n", "sfu.embedded.listen"),
+            ("[pipelines]\ndir = \"/nonexistent/pipelines\"\n", "pipelines.dir"),
+            ("[sfu]\nmode = \"cloudflare\"\n", "sfu.app_id"),
+        ];
+        for (text, key) in cases {
+            let path = write(&dir, text);
+            let err = Config::load_with_env(Some(&path), env(&[]))
+                .and_then(|c| c.validate().map(|_| c))
+                .expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+}

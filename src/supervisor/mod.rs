@@ -1,0 +1,411 @@
+//! The supervisor owns every session: it admits, registers, tracks state, stops and drains them.
+//!
+//! Each session runs as one task (its single owner) inside a `session` span carrying its id and kind. It
+//! gets a [`SessionCtx`] with a cancellation token (a child of the process token) and a drain signal. The
+//! registry is the only shared map of live state; it holds snapshots, never the sessions themselves.
+
+mod session;
+
+pub use session::{SessionId, SessionInfo, SessionKind, SessionState};
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How many finished sessions stay visible in the API.
+const ENDED_HISTORY: usize = 256;
+/// How long stopped sessions get to unwind after a forced stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The error a session task returns when it fails; its text becomes the `failed` reason.
+pub type SessionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the supervisor refused or could not do something.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SupervisorError {
+    /// The gateway is draining and accepts no new sessions.
+    #[error("the gateway is shutting down and accepts no new sessions")]
+    Draining,
+    /// The session limit is reached.
+    #[error("at capacity ({max} sessions)")]
+    AtCapacity {
+        /// The configured limit.
+        max: usize,
+    },
+    /// No live session has this id.
+    #[error("no such session")]
+    NotFound,
+}
+
+impl SupervisorError {
+    /// The error class, for status codes.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            SupervisorError::Draining | SupervisorError::AtCapacity { .. } => crate::error::ErrorClass::Unavailable,
+            SupervisorError::NotFound => crate::error::ErrorClass::NotFound,
+        }
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every session finished within the drain timeout.
+    Clean,
+    /// The timeout passed; this many sessions were stopped.
+    TimedOut {
+        /// Sessions still live when the timeout passed.
+        stopped: usize,
+    },
+}
+
+struct Entry {
+    info: SessionInfo,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct Registry {
+    live: HashMap<SessionId, Entry>,
+    ended: VecDeque<SessionInfo>,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    root: CancellationToken,
+    drain: CancellationToken,
+    live_count: watch::Sender<usize>,
+    max_sessions: usize,
+}
+
+impl Inner {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the map half-updated (every update is one
+        // statement), so a poisoned lock is still usable.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, id: &SessionId, state: SessionState) {
+        let mut registry = self.registry();
+        if let Some(mut entry) = registry.live.remove(id) {
+            entry.info.state = state;
+            if registry.ended.len() == ENDED_HISTORY {
+                registry.ended.pop_front();
+            }
+            registry.ended.push_back(entry.info);
+        }
+        self.live_count.send_replace(registry.live.len());
+    }
+}
+
+/// Handle to the supervisor; cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+/// What a session task receives: its identity, its stop and drain signals, and a way to report state.
+#[derive(Clone)]
+pub struct SessionCtx {
+    id: SessionId,
+    kind: SessionKind,
+    cancel: CancellationToken,
+    drain: CancellationToken,
+    inner: Arc<Inner>,
+}
+
+impl SessionCtx {
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The session kind.
+    pub fn kind(&self) -> SessionKind {
+        self.kind
+    }
+
+    /// Cancelled when the session must stop now (API stop, forced shutdown).
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Cancelled when the gateway starts draining: finish the work in hand, then return.
+    pub fn drain_token(&self) -> &CancellationToken {
+        &self.drain
+    }
+
+    /// Reports a new state (ignored once the session has finished).
+    pub fn set_state(&self, state: SessionState) {
+        if state.is_final() {
+            return;
+        }
+        if let Some(entry) = self.inner.registry().live.get_mut(&self.id) {
+            tracing::debug!(from = entry.info.state.name(), to = state.name(), "session state");
+            entry.info.state = state;
+        }
+    }
+}
+
+impl Supervisor {
+    /// A supervisor admitting at most `max_sessions` live sessions.
+    pub fn new(max_sessions: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(Registry::default()),
+                root: CancellationToken::new(),
+                drain: CancellationToken::new(),
+                live_count: watch::Sender::new(0),
+                max_sessions,
+            }),
+        }
+    }
+
+    /// The process-wide token: cancelled when everything must stop now.
+    pub fn root_token(&self) -> &CancellationToken {
+        &self.inner.root
+    }
+
+    /// Whether new sessions are admitted (false once draining).
+    pub fn is_accepting(&self) -> bool {
+        !self.inner.drain.is_cancelled() && !self.inner.root.is_cancelled()
+    }
+
+    /// Starts a session task. `run` gets the session context and returns when the session is over.
+    pub fn spawn<F, Fut>(
+        &self,
+        kind: SessionKind,
+        name: impl Into<String>,
+        run: F,
+    ) -> Result<SessionId, SupervisorError>
+    where
+        F: FnOnce(SessionCtx) -> Fut,
+        Fut: Future<Output = Result<(), SessionError>> + Send + 'static,
+    {
+        let id = SessionId::random();
+        let cancel = self.inner.root.child_token();
+        {
+            let mut registry = self.inner.registry();
+            if !self.is_accepting() {
+                return Err(SupervisorError::Draining);
+            }
+            if registry.live.len() >= self.inner.max_sessions {
+                return Err(SupervisorError::AtCapacity {
+                    max: self.inner.max_sessions,
+                });
+            }
+            let info = SessionInfo {
+                id: id.clone(),
+                kind,
+                name: name.into(),
+                state: SessionState::Starting,
+                started_at: session::unix_now(),
+            };
+            registry.live.insert(
+                id.clone(),
+                Entry {
+                    info,
+                    cancel: cancel.clone(),
+                },
+            );
+            self.inner.live_count.send_replace(registry.live.len());
+        }
+        let ctx = SessionCtx {
+            id: id.clone(),
+            kind,
+            cancel,
+            drain: self.inner.drain.clone(),
+            inner: self.inner.clone(),
+        };
+        let span = tracing::info_span!("session", id = %id, kind = %kind);
+        let task = tokio::spawn(run(ctx).instrument(span.clone()));
+        let inner = self.inner.clone();
+        let task_id = id.clone();
+        tokio::spawn(
+            async move {
+                let state = match task.await {
+                    Ok(Ok(())) => SessionState::Ended,
+                    Ok(Err(e)) => SessionState::Failed { reason: e.to_string() },
+                    Err(e) if e.is_panic() => SessionState::Failed {
+                        reason: "internal error (the session task panicked)".into(),
+                    },
+                    Err(_) => SessionState::Failed {
+                        reason: "the session task was aborted".into(),
+                    },
+                };
+                match &state {
+                    SessionState::Failed { reason } => tracing::warn!(%reason, "session failed"),
+                    _ => tracing::info!("session ended"),
+                }
+                inner.finish(&task_id, state);
+            }
+            .instrument(span),
+        );
+        tracing::info!(id = %id, kind = %kind, "session started");
+        Ok(id)
+    }
+
+    /// Live sessions, then recently finished ones.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let registry = self.inner.registry();
+        let mut out: Vec<SessionInfo> = registry.live.values().map(|e| e.info.clone()).collect();
+        out.sort_by_key(|info| (info.started_at, info.id.clone()));
+        out.extend(registry.ended.iter().rev().cloned());
+        out
+    }
+
+    /// One session, live or recently finished.
+    pub fn get(&self, id: &SessionId) -> Option<SessionInfo> {
+        let registry = self.inner.registry();
+        registry
+            .live
+            .get(id)
+            .map(|e| e.info.clone())
+            .or_else(|| registry.ended.iter().find(|i| &i.id == id).cloned())
+    }
+
+    /// Asks a live session to stop now.
+    pub fn stop(&self, id: &SessionId) -> Result<(), SupervisorError> {
+        let registry = self.inner.registry();
+        let entry = registry.live.get(id).ok_or(SupervisorError::NotFound)?;
+        entry.cancel.cancel();
+        Ok(())
+    }
+
+    /// Number of live sessions per (kind, state name), for metrics.
+    pub fn counts(&self) -> HashMap<(SessionKind, &'static str), usize> {
+        let mut counts = HashMap::new();
+        for entry in self.inner.registry().live.values() {
+            *counts.entry((entry.info.kind, entry.info.state.name())).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Number of live sessions.
+    pub fn live(&self) -> usize {
+        *self.inner.live_count.borrow()
+    }
+
+    /// Stops admitting, tells sessions to finish, waits up to `timeout`, then stops what is left.
+    pub async fn drain(&self, timeout: Duration) -> DrainOutcome {
+        self.inner.drain.cancel();
+        for entry in self.inner.registry().live.values_mut() {
+            entry.info.state = SessionState::Draining;
+        }
+        tracing::info!(sessions = self.live(), ?timeout, "draining");
+        let mut count = self.inner.live_count.subscribe();
+        let outcome = match tokio::time::timeout(timeout, count.wait_for(|n| *n == 0)).await {
+            Ok(_) => DrainOutcome::Clean,
+            Err(_) => DrainOutcome::TimedOut { stopped: self.live() },
+        };
+        self.stop_all().await;
+        outcome
+    }
+
+    /// Stops every session now and waits (bounded) for them to unwind.
+    pub async fn stop_all(&self) {
+        self.inner.drain.cancel();
+        self.inner.root.cancel();
+        let mut count = self.inner.live_count.subscribe();
+        if tokio::time::timeout(STOP_GRACE, count.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!(sessions = self.live(), "sessions did not stop in time");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn wait_final(sup: &Supervisor, id: &SessionId) -> SessionState {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = sup.get(id).expect("known session").state;
+            if state.is_final() || tokio::time::Instant::now() > deadline {
+                return state;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn lifecycle_stop_and_failure() {
+        let sup = Supervisor::new(10);
+        let id = sup
+            .spawn(SessionKind::Egress, "e1", |ctx| async move {
+                ctx.set_state(SessionState::Active);
+                ctx.cancel_token().cancelled().await;
+                Ok(())
+            })
+            .unwrap();
+        let failing = sup
+            .spawn(SessionKind::SipCall, "c1", |_ctx| async move {
+                Err("callee hung up badly".into())
+            })
+            .unwrap();
+        let panicking = sup
+            .spawn(SessionKind::RtmpIngress, "i1", |_ctx| async move {
+                if true {
+                    panic!("boom");
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            wait_final(&sup, &failing).await,
+            SessionState::Failed {
+                reason: "callee hung up badly".into()
+            }
+        );
+        assert!(matches!(
+            wait_final(&sup, &panicking).await,
+            SessionState::Failed { .. }
+        ));
+        assert_eq!(sup.get(&id).unwrap().state, SessionState::Active);
+        assert_eq!(sup.counts().get(&(SessionKind::Egress, "active")), Some(&1));
+        sup.stop(&id).unwrap();
+        assert_eq!(wait_final(&sup, &id).await, SessionState::Ended);
+        assert_eq!(sup.stop(&id), Err(SupervisorError::NotFound));
+        assert_eq!(sup.list().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn capacity_and_drain() {
+        let sup = Supervisor::new(2);
+        for _ in 0..2 {
+            sup.spawn(SessionKind::Egress, "finishes-on-drain", |ctx| async move {
+                ctx.drain_token().cancelled().await;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let refused = sup.spawn(SessionKind::Egress, "x", |_| async { Ok(()) });
+        assert_eq!(refused.unwrap_err(), SupervisorError::AtCapacity { max: 2 });
+        assert_eq!(sup.drain(Duration::from_secs(5)).await, DrainOutcome::Clean);
+        assert_eq!(sup.live(), 0);
+        let refused = sup.spawn(SessionKind::Egress, "x", |_| async { Ok(()) });
+        assert_eq!(refused.unwrap_err(), SupervisorError::Draining);
+    }
+
+    #[tokio::test]
+    async fn drain_timeout_stops_stragglers() {
+        let sup = Supervisor::new(10);
+        let id = sup
+            .spawn(SessionKind::SipCall, "ignores-drain", |ctx| async move {
+                ctx.cancel_token().cancelled().await;
+                Ok(())
+            })
+            .unwrap();
+        let outcome = sup.drain(Duration::from_millis(50)).await;
+        assert_eq!(outcome, DrainOutcome::TimedOut { stopped: 1 });
+        assert_eq!(sup.get(&id).unwrap().state, SessionState::Ended);
+    }
+}

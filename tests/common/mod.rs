@@ -1,0 +1,125 @@
+//! Helpers shared by the process tests: start the real binary, find its address, send signals.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The gateway binary built by cargo for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sfu-gateway")
+}
+
+/// A running `sfu-gateway run`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every log line seen so far.
+    pub log: Vec<String>,
+    /// Base URL of the control API.
+    pub api: String,
+}
+
+impl Gateway {
+    /// Starts the gateway with JSON logs, the API on a free loopback port, and `env` on top.
+    pub fn start(env: &[(&str, &str)]) -> Gateway {
+        let mut command = Command::new(binary());
+        command
+            .args(["run", "--log-format", "json"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
+            .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
+            .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start sfu-gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut gateway = Gateway {
+            child,
+            lines,
+            log: Vec::new(),
+            api: String::new(),
+        };
+        let line = gateway.wait_for_log("api listening", Duration::from_secs(20));
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = value["fields"]["addr"].as_str().expect("addr field").to_string();
+        gateway.api = format!("http://{addr}");
+        gateway
+    }
+
+    /// Waits (bounded) for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                while let Ok(line) = self.lines.try_recv() {
+                    self.log.push(line);
+                }
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            // Polling the child's exit status: there is no portable blocking wait with a timeout.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
