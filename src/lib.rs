@@ -12,4 +12,5 @@ pub mod media;
 pub mod readiness;
 pub mod redact;
 pub mod server;
+pub mod sfu;
 pub mod supervisor;

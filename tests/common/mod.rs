@@ -1,6 +1,9 @@
 //! Helpers shared by the process tests: start the real binary, find its address, send signals.
 #![allow(dead_code)]
 
+
+pub mod media;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
