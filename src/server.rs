@@ -2,9 +2,10 @@
 //! second SIGTERM (stop now).
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, SfuMode};
 use crate::media::Fragments;
 use crate::readiness::Readiness;
+use crate::sfu::embedded::EmbeddedSfu;
 use crate::supervisor::{DrainOutcome, Supervisor};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,7 +30,7 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let supervisor = Supervisor::new(config.supervisor.max_sessions);
     let readiness = Readiness::default();
-    readiness.set("sfu", false, "the SFU connection is not available yet");
+    let embedded = start_sfu(&config, &readiness).await?;
 
     let listen = api::effective_listen(config.api.listen, &config.api.token);
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -85,6 +86,36 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
         Ok(Err(e)) => tracing::warn!(error = %e, "api task failed"),
         Err(_) => tracing::warn!("api server did not stop in time"),
     }
+    if let Some(sfu) = embedded {
+        sfu.shutdown().await;
+    }
     tracing::info!("gateway stopped");
     Ok(code)
+}
+
+/// Starts the embedded SFU in embedded mode; reports the SFU subsystem either way.
+async fn start_sfu(config: &Config, readiness: &Readiness) -> std::io::Result<Option<EmbeddedSfu>> {
+    match config.sfu.effective_mode() {
+        SfuMode::Cloudflare => {
+            readiness.set("sfu", true, format!("cloudflare ({})", config.sfu.api_url));
+            Ok(None)
+        }
+        SfuMode::Embedded => {
+            let generated = config.sfu.embedded.app_secret.is_empty();
+            let sfu = EmbeddedSfu::start(config.sfu.embedded.clone())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if generated {
+                // Printed once for the developer, on stdout and never through the logger.
+                println!(
+                    "embedded SFU: CALLS_API_URL={} CALLS_APP_ID={} CALLS_APP_SECRET={}",
+                    sfu.api_url(),
+                    sfu.app_id(),
+                    sfu.app_secret().expose()
+                );
+            }
+            readiness.set("sfu", true, format!("embedded ({})", sfu.api_url()));
+            Ok(Some(sfu))
+        }
+    }
 }

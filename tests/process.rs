@@ -154,8 +154,10 @@ async fn metrics_are_prometheus_text() {
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {
     let mut gateway = start("10s");
-    let before = readyz(&gateway).await.1;
+    let (status, before) = readyz(&gateway).await;
+    assert_eq!(status, 200, "{before}");
     assert_eq!(before["subsystems"]["supervisor"]["ready"], true, "{before}");
+    assert_eq!(before["subsystems"]["sfu"]["ready"], true, "{before}");
     let id = create_dummy(&gateway, serde_json::json!({"drain_ms": 1500})).await;
 
     let signalled = Instant::now();

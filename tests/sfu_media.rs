@@ -26,10 +26,14 @@ async fn embedded() -> EmbeddedSfu {
 }
 
 fn client(sfu: &EmbeddedSfu) -> CallsClient {
+    client_for(&sfu.api_url(), sfu.app_id(), sfu.app_secret().expose())
+}
+
+fn client_for(api_url: &str, app_id: &str, secret: &str) -> CallsClient {
     CallsClient::new(&ClientConfig {
-        api_url: sfu.api_url(),
-        app_id: sfu.app_id().to_string(),
-        app_secret: sfu.app_secret().clone(),
+        api_url: api_url.to_string(),
+        app_id: app_id.to_string(),
+        app_secret: secret.to_string().into(),
         request_timeout: Duration::from_secs(5),
         retry: RetryPolicy::default(),
     })
@@ -88,11 +92,8 @@ impl Received {
     }
 }
 
-async fn publish_and_receive(video: Codec) {
-    let sfu = embedded().await;
-    let (a, mut a_streams) = Peer::connect(client(&sfu), PeerConfig::default())
-        .await
-        .expect("peer a");
+async fn publish_and_receive(video: Codec, client: impl Fn() -> CallsClient) {
+    let (a, mut a_streams) = Peer::connect(client(), PeerConfig::default()).await.expect("peer a");
     let published = a
         .publish(vec![
             LocalTrackSpec {
@@ -116,9 +117,7 @@ async fn publish_and_receive(video: Codec) {
     let video_pump = pump(video_source(fragment), a.frame_sender(), "cam", 90_000);
     let audio_pump = pump(audio_source(), a.frame_sender(), "mic", 48_000);
 
-    let (b, mut b_streams) = Peer::connect(client(&sfu), PeerConfig::default())
-        .await
-        .expect("peer b");
+    let (b, mut b_streams) = Peer::connect(client(), PeerConfig::default()).await.expect("peer b");
     let subscribed = b
         .subscribe(vec![
             RemoteTrackSpec {
@@ -176,7 +175,7 @@ async fn publish_and_receive(video: Codec) {
     // Closing the publication on A ends B's tracks: B's session reports them inactive, and frames stop.
     let a_mids: Vec<String> = published.iter().map(|t| t.mid.clone()).collect();
     a.close(a_mids).await.expect("close on a");
-    let b_session = client(&sfu).get_session(&b.session_id()).await.expect("get b");
+    let b_session = client().get_session(&b.session_id()).await.expect("get b");
     let statuses: Vec<_> = b_session
         .tracks
         .iter()
@@ -197,15 +196,39 @@ async fn publish_and_receive(video: Codec) {
     assert!(quiet.is_err(), "frames still arrive after close: {quiet:?}");
     video_pump.abort();
     audio_pump.abort();
-    sfu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_and_vp8_through_the_embedded_sfu_decode() {
-    publish_and_receive(Codec::Vp8).await;
+    let sfu = embedded().await;
+    publish_and_receive(Codec::Vp8, || client(&sfu)).await;
+    sfu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_and_h264_through_the_embedded_sfu_decode() {
-    publish_and_receive(Codec::H264).await;
+    let sfu = embedded().await;
+    publish_and_receive(Codec::H264, || client(&sfu)).await;
+    sfu.shutdown().await;
+}
+
+/// The same flow through the real binary's embedded SFU (`sfu-gateway run` with no Cloudflare credentials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_through_the_real_binary() {
+    const APP: &str = "0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "binary-test-secret-0123456789abcdef0123456789abcdef0123456789ab";
+    let mut gateway = common::Gateway::start(&[
+        ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+        ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+    ]);
+    let line = gateway.wait_for_log("embedded sfu started", Duration::from_secs(10));
+    let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
+    let api_url = format!("http://{}/v1", value["fields"]["http"].as_str().expect("http field"));
+    assert!(
+        !gateway.log.iter().any(|l| l.contains(SECRET)),
+        "the app secret reached the log"
+    );
+    let ready = reqwest::get(format!("{}/readyz", gateway.api)).await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    publish_and_receive(Codec::Vp8, || client_for(&api_url, APP, SECRET)).await;
 }

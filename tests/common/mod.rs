@@ -1,7 +1,6 @@
 //! Helpers shared by the process tests: start the real binary, find its address, send signals.
 #![allow(dead_code)]
 
-
 pub mod media;
 
 use std::io::{BufRead, BufReader};
