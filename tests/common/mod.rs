@@ -1,6 +1,8 @@
 //! Helpers shared by the process tests: start the real binary, find its address, send signals.
 #![allow(dead_code)]
 
+pub mod browser;
+
 pub mod media;
 
 use std::io::{BufRead, BufReader};
