@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::media::{Decoder, EncodedSource, audio_source, video_source};
+use common::media::{Decoder, audio_source, pump, video_source};
 use sfu_gateway::config::EmbeddedSfuConfig;
 use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
 use sfu_gateway::sfu::embedded::EmbeddedSfu;
@@ -51,27 +51,6 @@ async fn wait_connected(streams: &mut PeerStreams) {
     })
     .await;
     assert_eq!(connected, Ok(true), "peer did not connect to the SFU");
-}
-
-/// Feeds an encoded source into a published track until the task is aborted.
-fn pump(
-    mut source: EncodedSource,
-    peer_sender: tokio::sync::mpsc::Sender<sfu_gateway::sfu::peer::OutFrame>,
-    track: &str,
-    clock: u32,
-) -> tokio::task::JoinHandle<()> {
-    let track = track.to_string();
-    tokio::spawn(async move {
-        let _keep = &source.guard;
-        while let Some(frame) = source.frames.recv().await {
-            let out = sfu_gateway::sfu::peer::OutFrame {
-                track: track.clone(),
-                rtp_time: frame.ticks(clock),
-                data: frame.data,
-            };
-            let _ = peer_sender.try_send(out);
-        }
-    })
 }
 
 struct Received {

@@ -2,6 +2,7 @@
 
 use sfu_gateway::media::frames::{FramePusher, appsink_frames};
 use sfu_gateway::media::{Fragments, PipelineGuard};
+use sfu_gateway::sfu::peer::OutFrame;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -140,4 +141,25 @@ impl Decoder {
     pub fn snapshot(&self) -> Decoded {
         self.decoded.lock().expect("decoded lock").clone()
     }
+}
+
+/// Feeds an encoded source into a published track until the task is aborted.
+pub fn pump(
+    mut source: EncodedSource,
+    peer_sender: tokio::sync::mpsc::Sender<OutFrame>,
+    track: &str,
+    clock: u32,
+) -> tokio::task::JoinHandle<()> {
+    let track = track.to_string();
+    tokio::spawn(async move {
+        let _keep = &source.guard;
+        while let Some(frame) = source.frames.recv().await {
+            let out = OutFrame {
+                track: track.clone(),
+                rtp_time: frame.ticks(clock),
+                data: frame.data,
+            };
+            let _ = peer_sender.try_send(out);
+        }
+    })
 }

@@ -9,7 +9,7 @@ use crate::sfu::api::TrackKind;
 use crate::sfu::client::{CallsClient, ClientError};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -125,7 +125,22 @@ pub enum PeerEvent {
         /// The track's name.
         track: String,
     },
-    /// The transport failed for good.
+    /// The transport failed; a new session is being created.
+    Reconnecting {
+        /// Why the old one was given up.
+        reason: String,
+    },
+    /// A new session replaced the failed one; published tracks keep their names, subscriptions were redone
+    /// (their mids may have changed).
+    Reconnected {
+        /// The new SFU session.
+        session_id: String,
+        /// Tracks published again.
+        published: Vec<PublishedTrack>,
+        /// Subscriptions made again.
+        subscribed: Vec<SubscribedTrack>,
+    },
+    /// The transport failed and could not be replaced.
     Failed {
         /// Why.
         reason: String,
@@ -178,6 +193,12 @@ pub struct PeerConfig {
     pub media_in_capacity: usize,
     /// Capacity of the frames-to-send channel.
     pub media_out_capacity: usize,
+    /// How long ICE may stay disconnected before the peer replaces its session.
+    pub reconnect_after: Duration,
+    /// Largest STUN retransmission interval (how fast a dead path is noticed).
+    pub stun_max_rto: Duration,
+    /// STUN retransmissions before a candidate pair is given up.
+    pub stun_max_retransmits: usize,
 }
 
 impl Default for PeerConfig {
@@ -186,6 +207,9 @@ impl Default for PeerConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             media_in_capacity: 512,
             media_out_capacity: 512,
+            reconnect_after: Duration::from_secs(5),
+            stun_max_rto: Duration::from_secs(3),
+            stun_max_retransmits: 9,
         }
     }
 }
@@ -231,7 +255,7 @@ impl Peer {
         let (media_out, media_out_rx) = mpsc::channel(config.media_out_capacity);
         let (media_in_tx, media_in) = mpsc::channel(config.media_in_capacity);
         let (events_tx, events) = mpsc::channel(64);
-        let (_, session_id) = watch::channel(session.session_id.clone());
+        let (session_tx, session_id) = watch::channel(session.session_id.clone());
         let cancel = CancellationToken::new();
         let task = task::PeerTask::new(
             client,
@@ -242,7 +266,9 @@ impl Peer {
                 media_out: media_out_rx,
                 media_in: media_in_tx,
                 events: events_tx,
+                session: session_tx,
             },
+            config,
         )
         .map_err(|e| PeerError::Rtc(e.to_string()))?;
         let span = tracing::info_span!("sfu_peer", session = %session_id.borrow().as_str());

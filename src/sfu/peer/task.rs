@@ -1,7 +1,7 @@
 //! The task that owns a peer's `Rtc`, socket and timers, and runs one SDP exchange at a time.
 
 use super::{
-    Codec, Command, InFrame, LocalTrackSpec, OutFrame, PeerError, PeerEvent, PeerStats, PublishedTrack,
+    Codec, Command, InFrame, LocalTrackSpec, OutFrame, PeerConfig, PeerError, PeerEvent, PeerStats, PublishedTrack,
     RemoteTrackSpec, SubscribedTrack,
 };
 use crate::sfu::api::{self, CloseTrackObject, SessionDescription, SimulcastPreferences, TrackObject};
@@ -14,13 +14,11 @@ use str0m::format::Codec as StrCodec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How long ICE may stay disconnected before the peer reports failure.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
-
 pub(super) struct Channels {
+    pub session: watch::Sender<String>,
     pub commands: mpsc::Receiver<Command>,
     pub media_out: mpsc::Receiver<OutFrame>,
     pub media_in: mpsc::Sender<InFrame>,
@@ -29,6 +27,7 @@ pub(super) struct Channels {
 
 /// Results of HTTP calls made on the task's behalf.
 enum Http {
+    NewSession(Result<api::NewSessionResponse, ClientError>),
     Published(Result<api::TracksResponse, ClientError>),
     Subscribed(Result<api::TracksResponse, ClientError>),
     Renegotiated(Result<(), ClientError>),
@@ -43,6 +42,7 @@ enum InFlight {
         reply: oneshot::Sender<Result<Vec<PublishedTrack>, PeerError>>,
     },
     Subscribe {
+        specs: Vec<RemoteTrackSpec>,
         tracks: Vec<SubscribedTrack>,
         reply: oneshot::Sender<Result<Vec<SubscribedTrack>, PeerError>>,
     },
@@ -67,7 +67,29 @@ pub(super) struct PeerTask {
     disconnected_since: Option<Instant>,
     next_timeout: Instant,
     stats: PeerStats,
-    failed: bool,
+    /// The transport is being replaced (new session, republish, re-subscribe).
+    recovering: bool,
+    /// What was published and subscribed, to restore after a transport failure.
+    publications: Vec<LocalTrackSpec>,
+    subscriptions: Vec<RemoteTrackSpec>,
+    config: PeerConfig,
+}
+
+/// A full-ICE (controlling) `Rtc` with our codecs and one host candidate.
+fn build_rtc(local_addr: SocketAddr, config: &PeerConfig, now: Instant) -> std::io::Result<Rtc> {
+    let mut builder = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+        .set_stats_interval(Some(Duration::from_secs(1)));
+    builder.set_max_stun_rto(config.stun_max_rto);
+    builder.set_max_stun_retransmits(config.stun_max_retransmits);
+    let mut rtc = builder.build(now);
+    let candidate = Candidate::host(local_addr, "udp")
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
 }
 
 fn codec_of(codec: StrCodec) -> Option<Codec> {
@@ -87,25 +109,40 @@ fn str_codec(codec: Codec) -> StrCodec {
     }
 }
 
+impl InFlight {
+    /// Ends the operation with an error (its transport is gone).
+    fn abort(self, reason: &str) {
+        let error = || PeerError::Rtc(reason.to_string());
+        match self {
+            InFlight::Publish { reply, .. } => drop(reply.send(Err(error()))),
+            InFlight::Subscribe { reply, .. } => drop(reply.send(Err(error()))),
+            InFlight::Close { reply } => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
 impl PeerTask {
+    fn remember_subscriptions(&mut self, specs: &[RemoteTrackSpec], tracks: &[SubscribedTrack]) {
+        for spec in specs {
+            let subscribed = tracks
+                .iter()
+                .any(|t| t.session_id == spec.session_id && t.track_name == spec.track_name);
+            if subscribed {
+                self.subscriptions.push(spec.clone());
+            }
+        }
+    }
+
     pub(super) fn new(
         client: CallsClient,
         session: String,
         socket: tokio::net::UdpSocket,
         channels: Channels,
+        config: PeerConfig,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
-        let candidate = Candidate::host(local_addr, "udp")
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let rtc = build_rtc(local_addr, &config, now)?;
         let (http_tx, http_rx) = mpsc::channel(8);
         Ok(Self {
             client,
@@ -123,7 +160,10 @@ impl PeerTask {
             disconnected_since: None,
             next_timeout: now,
             stats: PeerStats::default(),
-            failed: false,
+            recovering: false,
+            publications: Vec::new(),
+            subscriptions: Vec::new(),
+            config,
         })
     }
 
@@ -217,22 +257,80 @@ impl PeerTask {
         }
     }
 
+    /// The transport is gone: replace it with a new session, then republish and re-subscribe.
     fn fail(&mut self, reason: String) {
-        if !self.failed {
-            self.failed = true;
-            tracing::warn!(%reason, "peer failed");
-            self.emit(PeerEvent::Failed { reason });
+        if self.recovering {
+            return;
         }
+        self.recovering = true;
+        self.connected = false;
+        self.stats.connected = false;
+        self.disconnected_since = None;
+        tracing::warn!(%reason, "peer lost the SFU; recovering with a new session");
+        self.emit(PeerEvent::Reconnecting { reason });
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.abort("the transport to the SFU was lost");
+        }
+        let client = self.client.clone();
+        self.spawn_http(async move { Http::NewSession(client.new_session(None).await) });
     }
 
     fn check_disconnect(&mut self, now: Instant) {
-        if self
-            .disconnected_since
-            .is_some_and(|t| now.duration_since(t) > DISCONNECT_GRACE)
-            || !self.rtc.is_alive()
-        {
+        let grace = self.config.reconnect_after;
+        if self.disconnected_since.is_some_and(|t| now.duration_since(t) > grace) || !self.rtc.is_alive() {
             self.fail("the transport to the SFU was lost".into());
         }
+    }
+
+    /// A new session is ready: swap the `Rtc`, then queue the republish and re-subscribe.
+    fn recovered(&mut self, result: Result<api::NewSessionResponse, ClientError>) {
+        let session = match result {
+            Ok(session) => session,
+            Err(e) => {
+                self.recovering = false;
+                self.emit(PeerEvent::Failed {
+                    reason: format!("cannot create a new SFU session: {e}"),
+                });
+                return;
+            }
+        };
+        let rtc = match build_rtc(self.local_addr, &self.config, Instant::now()) {
+            Ok(rtc) => rtc,
+            Err(e) => {
+                self.emit(PeerEvent::Failed { reason: e.to_string() });
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.rtc, rtc);
+        drop(old);
+        self.session = session.session_id.clone();
+        self.channels.session.send_replace(session.session_id.clone());
+        self.published.clear();
+        let publications = std::mem::take(&mut self.publications);
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        let (published_tx, published_rx) = oneshot::channel();
+        let (subscribed_tx, subscribed_rx) = oneshot::channel();
+        self.queue.push_front(Command::Subscribe(subscriptions, subscribed_tx));
+        self.queue.push_front(Command::Publish(publications, published_tx));
+        let events = self.channels.events.clone();
+        let session_id = session.session_id;
+        tokio::spawn(async move {
+            let event = match (published_rx.await, subscribed_rx.await) {
+                (Ok(Ok(published)), Ok(Ok(subscribed))) => PeerEvent::Reconnected {
+                    session_id,
+                    published,
+                    subscribed,
+                },
+                (Ok(Err(e)), _) | (_, Ok(Err(e))) => PeerEvent::Failed {
+                    reason: format!("cannot restore the tracks: {e}"),
+                },
+                _ => PeerEvent::Failed {
+                    reason: "the peer stopped while recovering".into(),
+                },
+            };
+            let _ = events.send(event).await;
+        });
+        self.recovering = false;
     }
 
     fn event(&mut self, event: Event) {
@@ -360,6 +458,7 @@ impl PeerTask {
         let mut api = self.rtc.sdp_api();
         let mut tracks = Vec::new();
         for spec in specs {
+            self.publications.push(spec.clone());
             let kind = if spec.codec == Codec::Opus {
                 MediaKind::Audio
             } else {
@@ -398,6 +497,10 @@ impl PeerTask {
         specs: Vec<RemoteTrackSpec>,
         reply: oneshot::Sender<Result<Vec<SubscribedTrack>, PeerError>>,
     ) {
+        if specs.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
         let request = api::TracksRequest {
             session_description: None,
             tracks: Some(
@@ -418,6 +521,7 @@ impl PeerTask {
         let (client, session) = (self.client.clone(), self.session.clone());
         self.spawn_http(async move { Http::Subscribed(client.tracks_new(&session, &request).await) });
         self.in_flight = Some(InFlight::Subscribe {
+            specs,
             tracks: Vec::new(),
             reply,
         });
@@ -429,7 +533,14 @@ impl PeerTask {
             force: true,
             session_description: None,
         };
-        self.published.retain(|_, (mid, _)| !mids.contains(&mid.to_string()));
+        let closed: Vec<String> = self
+            .published
+            .iter()
+            .filter(|(_, (mid, _))| mids.contains(&mid.to_string()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.publications.retain(|spec| !closed.contains(&spec.name));
+        self.published.retain(|name, _| !closed.contains(name));
         let (client, session) = (self.client.clone(), self.session.clone());
         self.spawn_http(async move { Http::Closed(client.tracks_close(&session, &request).await) });
         self.in_flight = Some(InFlight::Close { reply });
@@ -467,7 +578,11 @@ impl PeerTask {
                 });
                 let _ = reply.send(outcome);
             }
-            (Http::Subscribed(result), Some(InFlight::Subscribe { reply, .. })) => {
+            (Http::NewSession(result), other) => {
+                self.in_flight = other;
+                self.recovered(result);
+            }
+            (Http::Subscribed(result), Some(InFlight::Subscribe { specs, reply, .. })) => {
                 let response = match result {
                     Ok(response) => response,
                     Err(e) => {
@@ -489,6 +604,7 @@ impl PeerTask {
                     .session_description
                     .filter(|d| d.sdp_type == api::SdpType::Offer && response.requires_immediate_renegotiation);
                 let Some(offer) = offer else {
+                    self.remember_subscriptions(&specs, &tracks);
                     let _ = reply.send(Ok(tracks));
                     return;
                 };
@@ -507,12 +623,15 @@ impl PeerTask {
                         self.spawn_http(
                             async move { Http::Renegotiated(client.renegotiate(&session, description).await) },
                         );
-                        self.in_flight = Some(InFlight::Subscribe { tracks, reply });
+                        self.in_flight = Some(InFlight::Subscribe { specs, tracks, reply });
                     }
                     Err(e) => drop(reply.send(Err(e))),
                 }
             }
-            (Http::Renegotiated(result), Some(InFlight::Subscribe { tracks, reply })) => {
+            (Http::Renegotiated(result), Some(InFlight::Subscribe { specs, tracks, reply })) => {
+                if result.is_ok() {
+                    self.remember_subscriptions(&specs, &tracks);
+                }
                 let _ = reply.send(result.map(|()| tracks).map_err(PeerError::from));
             }
             (Http::Closed(result), Some(InFlight::Close { reply })) => {
