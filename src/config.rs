@@ -325,6 +325,15 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
+        if self.sfu.effective_mode() == SfuMode::Embedded
+            && self.sfu.embedded.udp.ip().is_unspecified()
+            && self.sfu.embedded.public_ips.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "sfu.embedded.public_ips",
+                "must list the addresses clients reach when sfu.embedded.udp is a wildcard address",
+            ));
+        }
         self.check_port_clashes()?;
         if let Some(dir) = &self.pipelines.dir {
             if !dir.is_dir() {
@@ -481,6 +490,7 @@ mod tests {
             ("[sfu.embedded]\nlisten = \"127.0.0.1:8080\"\n", "sfu.embedded.listen"),
             ("[pipelines]\ndir = \"/nonexistent/pipelines\"\n", "pipelines.dir"),
             ("[sfu]\nmode = \"cloudflare\"\n", "sfu.app_id"),
+            ("[sfu.embedded]\nudp = \"0.0.0.0:8789\"\n", "sfu.embedded.public_ips"),
         ];
         for (text, key) in cases {
             let path = write(&dir, text);

@@ -450,3 +450,43 @@ async fn malformed_input_gets_json_errors_and_never_breaks_the_server() {
     // Still serving.
     api.new_session().await;
 }
+
+#[tokio::test]
+async fn silent_tracks_are_collected_and_unconnected_sessions_expire() {
+    let config = EmbeddedSfuConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        track_idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let api = Api {
+        sfu: EmbeddedSfu::start(config).await.expect("embedded sfu"),
+        http: reqwest::Client::new(),
+    };
+    let session = api.new_session().await;
+    publish(&api, &session, &["mic"]).await;
+    let (_, got) = api
+        .send(reqwest::Method::GET, &format!("/sessions/{session}"), None)
+        .await;
+    assert_eq!(got["tracks"][0]["status"], "active");
+    // The publisher never connects or sends: the track goes inactive, then the session is gone (410).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut saw_inactive = false;
+    loop {
+        let (status, got) = api
+            .send(reqwest::Method::GET, &format!("/sessions/{session}"), None)
+            .await;
+        if status == 410 {
+            assert_eq!(got["errorCode"], "session_error");
+            break;
+        }
+        saw_inactive |= got["tracks"][0]["status"] == "inactive";
+        assert!(Instant::now() < deadline, "session never expired: {got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_inactive, "the silent track was never reported inactive");
+    let (status, _) = api
+        .post(&format!("/sessions/{session}/tracks/new"), Some(json!({"tracks": []})))
+        .await;
+    assert_eq!(status, 410);
+}

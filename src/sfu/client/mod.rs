@@ -145,7 +145,7 @@ impl CallsClient {
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 ClientError::Timeout
-            } else if e.is_connect() || e.is_builder() || e.is_request() {
+            } else if e.is_connect() || e.is_builder() {
                 ClientError::Connect(e.without_url().to_string())
             } else {
                 ClientError::Decode(e.without_url().to_string())

@@ -113,7 +113,8 @@ impl EmbeddedSfu {
             .enable_h264(true);
         let timers = core::CoreTimers {
             track_idle: config.track_idle_timeout,
-            session_idle: config.track_idle_timeout.max(Duration::from_secs(30)),
+            // Unconnected or disconnected sessions outlive their tracks, as on the real SFU.
+            session_idle: config.track_idle_timeout * 2,
         };
         let stats = Arc::new(CoreStats::default());
         let core = core::Core::new(socket, candidates, template, timers, stats.clone()).map_err(|source| {

@@ -598,13 +598,19 @@ impl Core {
                 mid: Some(close.mid.clone()),
                 ..Default::default()
             };
-            if let Some(local) = session.local_by_mid_mut(mid) {
+            // A bidirectional mid carries both a publication and a subscription: closing it ends both.
+            let publication = session.local_by_mid_mut(mid).map(|local| {
                 local.active = false;
-                let name = local.name.clone();
-                self.end_publication(id, &name);
-                results.push(item);
-            } else if session.remote.get(&mid).is_some_and(|r| r.active) {
+                local.name.clone()
+            });
+            let subscribed = session.remote.get(&mid).is_some_and(|r| r.active);
+            if let Some(name) = &publication {
+                self.end_publication(id, name);
+            }
+            if subscribed {
                 self.end_subscription(id, mid);
+            }
+            if publication.is_some() || subscribed {
                 results.push(item);
             } else {
                 results.push(item_error(

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec as StrCodec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -67,6 +67,9 @@ pub(super) struct PeerTask {
     disconnected_since: Option<Instant>,
     next_timeout: Instant,
     stats: PeerStats,
+    /// Packet counters per (mid, rid), summed into `stats`.
+    packets_rx: HashMap<(Mid, Option<Rid>), u64>,
+    packets_tx: HashMap<(Mid, Option<Rid>), u64>,
     /// The transport is being replaced (new session, republish, re-subscribe).
     recovering: bool,
     /// What was published and subscribed, to restore after a transport failure.
@@ -160,6 +163,8 @@ impl PeerTask {
             disconnected_since: None,
             next_timeout: now,
             stats: PeerStats::default(),
+            packets_rx: HashMap::new(),
+            packets_tx: HashMap::new(),
             recovering: false,
             publications: Vec::new(),
             subscriptions: Vec::new(),
@@ -297,6 +302,7 @@ impl PeerTask {
         let rtc = match build_rtc(self.local_addr, &self.config, Instant::now()) {
             Ok(rtc) => rtc,
             Err(e) => {
+                self.recovering = false;
                 self.emit(PeerEvent::Failed { reason: e.to_string() });
                 return;
             }
@@ -387,10 +393,12 @@ impl PeerTask {
                 self.stats.rtt_ms = stats.rtt.map(|d| d.as_secs_f64() * 1000.0);
             }
             Event::MediaIngressStats(stats) => {
-                self.stats.packets_rx = self.stats.packets_rx.max(stats.packets);
+                self.packets_rx.insert((stats.mid, stats.rid), stats.packets);
+                self.stats.packets_rx = self.packets_rx.values().sum();
             }
             Event::MediaEgressStats(stats) => {
-                self.stats.packets_tx = self.stats.packets_tx.max(stats.packets);
+                self.packets_tx.insert((stats.mid, stats.rid), stats.packets);
+                self.stats.packets_tx = self.packets_tx.values().sum();
             }
             _ => {}
         }
