@@ -41,6 +41,7 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
         metrics: api::install_recorder(),
         token: config.api.token.clone(),
         test_routes: config.api.test_routes,
+        embedded_sfu: embedded.as_ref().map(EmbeddedSfu::stats),
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));

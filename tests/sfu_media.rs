@@ -210,4 +210,16 @@ async fn media_through_the_real_binary() {
     let ready = reqwest::get(format!("{}/readyz", gateway.api)).await.expect("readyz");
     assert_eq!(ready.status().as_u16(), 200);
     publish_and_receive(Codec::Vp8, || client_for(&api_url, APP, SECRET)).await;
+    let metrics = reqwest::get(format!("{}/metrics", gateway.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let forwarded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sfu_embedded_frames_forwarded_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("forwarded frames metric");
+    assert!(forwarded > 30, "{metrics}");
 }

@@ -45,8 +45,42 @@ pub(super) fn render(state: &AppState) -> String {
     out.push_str("# HELP sfu_gateway_ready Whether the gateway accepts new sessions.\n");
     out.push_str("# TYPE sfu_gateway_ready gauge\n");
     let _ = writeln!(out, "sfu_gateway_ready {}", u8::from(state.supervisor.is_accepting()));
+    if let Some(stats) = &state.embedded_sfu {
+        embedded_sfu_metrics(&mut out, stats);
+    }
     process_metrics(&mut out);
     out
+}
+
+fn embedded_sfu_metrics(out: &mut String, stats: &crate::sfu::embedded::CoreStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "frames_forwarded_total",
+            "Frames written to subscriber legs.",
+            &stats.frames_forwarded,
+        ),
+        (
+            "bytes_forwarded_total",
+            "Payload bytes written to subscriber legs.",
+            &stats.bytes_forwarded,
+        ),
+        (
+            "frames_dropped_total",
+            "Frames that could not be forwarded.",
+            &stats.frames_dropped,
+        ),
+        ("datagrams_in_total", "UDP datagrams received.", &stats.datagrams_in),
+        ("datagrams_out_total", "UDP datagrams sent.", &stats.datagrams_out),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP sfu_embedded_{name} {help}");
+        let _ = writeln!(out, "# TYPE sfu_embedded_{name} counter");
+        let _ = writeln!(out, "sfu_embedded_{name} {}", value.load(Relaxed));
+    }
+    out.push_str("# HELP sfu_embedded_sessions Live sessions in the embedded SFU.\n");
+    out.push_str("# TYPE sfu_embedded_sessions gauge\n");
+    let _ = writeln!(out, "sfu_embedded_sessions {}", stats.sessions.load(Relaxed));
 }
 
 /// Resident memory, CPU time, open file descriptors and start time, read from `/proc/self`.

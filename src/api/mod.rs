@@ -34,6 +34,8 @@ pub struct AppState {
     pub token: Secret,
     /// Whether `/v1/test/*` is mounted.
     pub test_routes: bool,
+    /// Counters of the embedded SFU, when it runs in this process.
+    pub embedded_sfu: Option<std::sync::Arc<crate::sfu::embedded::CoreStats>>,
 }
 
 /// Builds the router.
