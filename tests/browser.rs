@@ -159,3 +159,72 @@ async fn gateway_peer_decodes_a_browser_publication() {
     drop(page);
     sfu.shutdown().await;
 }
+
+/// Simulcast: Chromium sends three layers (1280x720, 640x360, 320x180); the gateway Peer pulls the quarter
+/// layer, then switches to the full one with `tracks/update`, and the decoded frame size follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_is_chosen_and_switched() {
+    use common::media::Decoder;
+    use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
+    use sfu_gateway::sfu::peer::{Peer, PeerConfig, RemoteTrackSpec};
+
+    let sfu = start_sfu().await;
+    let (page, published) =
+        browser::start_publishing_page(Mode::Simulcast, &sfu.api_url(), sfu.app_id(), sfu.app_secret().expose()).await;
+    let client = CallsClient::new(&ClientConfig {
+        api_url: sfu.api_url(),
+        app_id: sfu.app_id().to_string(),
+        app_secret: sfu.app_secret().clone(),
+        request_timeout: Duration::from_secs(5),
+        retry: RetryPolicy::default(),
+    })
+    .expect("client");
+    let (peer, mut streams) = Peer::connect(client, PeerConfig::default()).await.expect("peer");
+    let subscribed = peer
+        .subscribe(vec![RemoteTrackSpec {
+            session_id: published.session_id.clone(),
+            track_name: "cam".into(),
+            preferred_rid: Some("c".into()),
+        }])
+        .await
+        .expect("subscribe to the quarter layer");
+    let mid = subscribed[0].mid.clone();
+    let decoder = Decoder::video("vp8");
+    let mut base = None;
+    let mut wait_for_size = async |bytes: usize, what: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+        let mut frames_at_size = 0;
+        loop {
+            let pictures = decoder.snapshot();
+            frames_at_size = if pictures.last_frame_bytes == bytes {
+                frames_at_size + 1
+            } else {
+                0
+            };
+            if frames_at_size >= 10 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: decoded {pictures:?}, want frames of {bytes} bytes\n{}",
+                page.diagnostics()
+            );
+            if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(200), streams.media_in.recv()).await {
+                if frame.mid == mid {
+                    let first = *base.get_or_insert(frame.rtp_time);
+                    decoder.push(
+                        &frame.data,
+                        (u128::from(frame.rtp_time - first) * 1_000_000_000 / 90_000) as u64,
+                    );
+                }
+            }
+        }
+    };
+    wait_for_size(320 * 180 * 3 / 2, "quarter layer c").await;
+    let missing = peer.prefer_layer(&mid, "z").await.expect_err("there is no layer z");
+    assert!(missing.to_string().contains("update_track_error"), "{missing}");
+    peer.prefer_layer(&mid, "a").await.expect("switch to layer a");
+    wait_for_size(1280 * 720 * 3 / 2, "full layer a").await;
+    drop(page);
+    sfu.shutdown().await;
+}

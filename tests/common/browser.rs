@@ -66,6 +66,9 @@ pub enum Mode {
     /// Publish camera (VP8 first) and microphone as `cam` and `mic`, report once packets leave
     /// ([`PublishedReport`]), then keep streaming until the browser is killed.
     Publish,
+    /// Like [`Mode::Publish`] with a 1280x720 camera sent as three simulcast layers: `a` (full), `b` (half),
+    /// `c` (quarter).
+    Simulcast,
 }
 
 impl Mode {
@@ -74,6 +77,7 @@ impl Mode {
         match self {
             Mode::Loop => "loop",
             Mode::Publish => "publish",
+            Mode::Simulcast => "simulcast",
         }
     }
 }
@@ -233,7 +237,17 @@ pub async fn open_page(mode: Mode, api: &str, app: &str, secret: &str) -> Browse
 /// packets are leaving the browser. Panics (printing the page and Chromium logs) if the page fails or does not
 /// report within [`REPORT_TIMEOUT`].
 pub async fn start_browser_publisher(sfu_api: &str, app: &str, secret: &str) -> (BrowserGuard, PublishedReport) {
-    let mut browser = open_page(Mode::Publish, sfu_api, app, secret).await;
+    start_publishing_page(Mode::Publish, sfu_api, app, secret).await
+}
+
+/// Like [`start_browser_publisher`] in `mode` ([`Mode::Publish`] or [`Mode::Simulcast`]).
+pub async fn start_publishing_page(
+    mode: Mode,
+    sfu_api: &str,
+    app: &str,
+    secret: &str,
+) -> (BrowserGuard, PublishedReport) {
+    let mut browser = open_page(mode, sfu_api, app, secret).await;
     let report = browser.next_report(REPORT_TIMEOUT).await;
     assert_eq!(
         report.get("ok"),

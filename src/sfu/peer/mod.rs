@@ -225,6 +225,7 @@ enum Command {
     ),
     Close(Vec<String>, oneshot::Sender<Result<(), PeerError>>),
     Keyframe(String),
+    Layer(String, String, oneshot::Sender<Result<(), PeerError>>),
     Stats(oneshot::Sender<PeerStats>),
 }
 
@@ -306,6 +307,12 @@ impl Peer {
     /// Closes tracks by mid (forced close at the SFU).
     pub async fn close(&self, mids: Vec<String>) -> Result<(), PeerError> {
         self.ask(|tx| Command::Close(mids, tx)).await?
+    }
+
+    /// Switches a received simulcast track (by mid) to layer `rid` (`tracks/update`).
+    pub async fn prefer_layer(&self, mid: impl Into<String>, rid: impl Into<String>) -> Result<(), PeerError> {
+        let (mid, rid) = (mid.into(), rid.into());
+        self.ask(|tx| Command::Layer(mid, rid, tx)).await?
     }
 
     /// Asks the SFU for a keyframe on a received track (PLI).

@@ -445,6 +445,34 @@ impl PeerTask {
                     }
                 }
             }
+            Command::Layer(mid, rid, reply) => {
+                // No SDP involved: sent at once (the client still serialises it with other mutations).
+                let track = TrackObject {
+                    location: Some(api::Location::Remote),
+                    mid: Some(mid),
+                    simulcast: Some(SimulcastPreferences {
+                        preferred_rid: Some(rid),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let request = api::UpdateTracksRequest {
+                    tracks: vec![track],
+                    session_description: None,
+                };
+                let (client, session) = (self.client.clone(), self.session.clone());
+                tokio::spawn(async move {
+                    let result = client.tracks_update(&session, &request).await.map_err(PeerError::from);
+                    let result = result.and_then(|reply| match reply.tracks.first().and_then(|t| t.error()) {
+                        Some((code, description)) => Err(PeerError::Api(ClientError::Item {
+                            code: code.to_string(),
+                            description: description.to_string(),
+                        })),
+                        None => Ok(()),
+                    });
+                    let _ = reply.send(result);
+                });
+            }
             command if self.in_flight.is_some() => self.queue.push_back(command),
             Command::Publish(tracks, reply) => self.publish(tracks, reply),
             Command::Subscribe(tracks, reply) => self.subscribe(tracks, reply),
