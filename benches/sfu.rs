@@ -111,6 +111,7 @@ fn start_sfu() -> Sfu {
         .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
         .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
         .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
+        .env("GATEWAY__RTMP__ENABLED", "false")
         .env("GATEWAY__SFU__EMBEDDED__APP_ID", APP)
         .env("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET)
         .env("RUST_LOG", "info")

@@ -52,6 +52,78 @@ pub struct Config {
     pub sfu: SfuConfig,
     /// GStreamer pipeline fragments.
     pub pipelines: PipelinesConfig,
+    /// RTMP ingest server.
+    pub rtmp: RtmpConfig,
+    /// Ingresses declared here (stable stream keys for a fleet); more can be created through the API.
+    pub ingresses: Vec<IngressConfig>,
+}
+
+/// `[rtmp]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Whether the RTMP server runs.
+    pub enabled: bool,
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Application name in the publish URL (`rtmp://host/{app}/{streamKey}`).
+    pub app: String,
+    /// Base URL shown to streamers (`rtmp://host:port/app`); derived from `listen` when empty.
+    pub public_url: String,
+    /// A publisher that drops may come back this long and continue the same tracks.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+    /// From TCP connect to a completed RTMP handshake.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Longest silence from a connected publisher (also the wait for its publish request).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1935),
+            app: "live".into(),
+            public_url: String::new(),
+            reconnect_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RtmpConfig {
+    /// The URL streamers publish to, without the key.
+    pub fn url(&self, bound: SocketAddr) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_string();
+        }
+        let host = if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        format!("rtmp://{host}:{}/{}", bound.port(), self.app)
+    }
+}
+
+/// `[[ingresses]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Name; tracks are `{name}-video` and `{name}-audio`.
+    pub name: String,
+    /// The stream key (at least 16 characters).
+    pub stream_key: Secret,
+    /// Room the tracks join.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// `auto`, `passthrough` or `transcode`.
+    #[serde(default)]
+    pub video_mode: crate::ingress::store::VideoMode,
 }
 
 /// Log output format.
@@ -334,6 +406,53 @@ impl Config {
                 "must list the addresses clients reach when sfu.embedded.udp is a wildcard address",
             ));
         }
+        timeout_range(
+            "rtmp.reconnect_grace",
+            self.rtmp.reconnect_grace,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?;
+        timeout_range(
+            "rtmp.handshake_timeout",
+            self.rtmp.handshake_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?;
+        timeout_range(
+            "rtmp.idle_timeout",
+            self.rtmp.idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let valid_name = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !valid_name(&self.rtmp.app) {
+            return Err(ConfigError::invalid(
+                "rtmp.app",
+                "must be 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        for (i, ingress) in self.ingresses.iter().enumerate() {
+            if !valid_name(&ingress.name) {
+                return Err(ConfigError::invalid(
+                    format!("ingresses[{i}].name"),
+                    "must be 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            if ingress.stream_key.expose().len() < 16 {
+                return Err(ConfigError::invalid(
+                    format!("ingresses[{i}].stream_key"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if self.ingresses[..i].iter().any(|o| o.stream_key == ingress.stream_key) {
+                return Err(ConfigError::invalid(
+                    format!("ingresses[{i}].stream_key"),
+                    "is the same as another ingress's",
+                ));
+            }
+        }
         self.check_port_clashes()?;
         if let Some(dir) = &self.pipelines.dir {
             if !dir.is_dir() {
@@ -348,6 +467,9 @@ impl Config {
 
     fn check_port_clashes(&self) -> Result<(), ConfigError> {
         let mut tcp: Vec<(&str, SocketAddr)> = vec![("api.listen", self.api.listen)];
+        if self.rtmp.enabled {
+            tcp.push(("rtmp.listen", self.rtmp.listen));
+        }
         if self.sfu.effective_mode() == SfuMode::Embedded {
             tcp.push(("sfu.embedded.listen", self.sfu.embedded.listen));
         }
@@ -491,6 +613,15 @@ mod tests {
             ("[pipelines]\ndir = \"/nonexistent/pipelines\"\n", "pipelines.dir"),
             ("[sfu]\nmode = \"cloudflare\"\n", "sfu.app_id"),
             ("[sfu.embedded]\nudp = \"0.0.0.0:8789\"\n", "sfu.embedded.public_ips"),
+            ("[rtmp]\nlisten = \"127.0.0.1:8080\"\n", "rtmp.listen"),
+            (
+                "[[ingresses]]\nname = \"a b\"\nstream_key = \"0123456789abcdef\"\n",
+                "ingresses[0].name",
+            ),
+            (
+                "[[ingresses]]\nname = \"ab\"\nstream_key = \"short\"\n",
+                "ingresses[0].stream_key",
+            ),
         ];
         for (text, key) in cases {
             let path = write(&dir, text);

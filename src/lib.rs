@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod ingress;
 pub mod logging;
 pub mod media;
 pub mod readiness;

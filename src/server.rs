@@ -3,9 +3,13 @@
 
 use crate::api::{self, AppState};
 use crate::config::{Config, SfuMode};
+use crate::ingress::rtmp::{self, ingest::IngestDeps};
+use crate::ingress::store::IngressStore;
 use crate::media::Fragments;
 use crate::readiness::Readiness;
+use crate::sfu::client::{CallsClient, ClientConfig, ClientError, RetryPolicy};
 use crate::sfu::embedded::EmbeddedSfu;
+use crate::sfu::peer::PeerConfig;
 use crate::supervisor::{DrainOutcome, Supervisor};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -15,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub const EXIT_STOPPED: u8 = 130;
 
 /// Runs the gateway until it is told to stop; returns the process exit code.
-pub async fn run(config: Config, _fragments: Fragments) -> ExitCode {
-    match serve(config).await {
+pub async fn run(config: Config, fragments: Fragments) -> ExitCode {
+    match serve(config, fragments).await {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed to start");
@@ -25,12 +29,47 @@ pub async fn run(config: Config, _fragments: Fragments) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> std::io::Result<ExitCode> {
+async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let supervisor = Supervisor::new(config.supervisor.max_sessions);
     let readiness = Readiness::default();
     let embedded = start_sfu(&config, &readiness).await?;
+    let client = sfu_client(&config, embedded.as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let ingresses = IngressStore::default();
+    for declared in &config.ingresses {
+        ingresses
+            .create(
+                &declared.name,
+                declared.room.clone(),
+                declared.video_mode,
+                Some(declared.stream_key.clone()),
+                true,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    let adapters = CancellationToken::new();
+    let rtmp_url = if config.rtmp.enabled {
+        let deps = IngestDeps {
+            store: ingresses.clone(),
+            client: client.clone(),
+            fragments: fragments.clone(),
+            grace: config.rtmp.reconnect_grace,
+            peer: PeerConfig::default(),
+        };
+        let bound = rtmp::start(
+            config.rtmp.clone(),
+            ingresses.clone(),
+            supervisor.clone(),
+            deps,
+            adapters.clone(),
+        )
+        .await?;
+        readiness.set("rtmp", true, format!("listening on {bound}"));
+        Some(config.rtmp.url(bound))
+    } else {
+        None
+    };
 
     let listen = api::effective_listen(config.api.listen, &config.api.token);
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -42,6 +81,8 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
         token: config.api.token.clone(),
         test_routes: config.api.test_routes,
         embedded_sfu: embedded.as_ref().map(EmbeddedSfu::stats),
+        ingresses: ingresses.clone(),
+        rtmp_url,
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));
@@ -80,6 +121,7 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
             }
         }
     };
+    adapters.cancel();
     api_shutdown.cancel();
     match tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await {
         Ok(Ok(Ok(()))) => {}
@@ -92,6 +134,25 @@ async fn serve(config: Config) -> std::io::Result<ExitCode> {
     }
     tracing::info!("gateway stopped");
     Ok(code)
+}
+
+/// The Calls API client: to Cloudflare, or to the embedded SFU.
+fn sfu_client(config: &Config, embedded: Option<&EmbeddedSfu>) -> Result<CallsClient, ClientError> {
+    let (api_url, app_id, app_secret) = match embedded {
+        Some(sfu) => (sfu.api_url(), sfu.app_id().to_string(), sfu.app_secret().clone()),
+        None => (
+            config.sfu.api_url.clone(),
+            config.sfu.app_id.clone(),
+            config.sfu.app_secret.clone(),
+        ),
+    };
+    CallsClient::new(&ClientConfig {
+        api_url,
+        app_id,
+        app_secret,
+        request_timeout: config.sfu.request_timeout,
+        retry: RetryPolicy::default(),
+    })
 }
 
 /// Starts the embedded SFU in embedded mode; reports the SFU subsystem either way.

@@ -214,7 +214,7 @@ async fn simulcast_layer_is_chosen_and_switched() {
                     let first = *base.get_or_insert(frame.rtp_time);
                     decoder.push(
                         &frame.data,
-                        (u128::from(frame.rtp_time - first) * 1_000_000_000 / 90_000) as u64,
+                        (u128::from(frame.rtp_time.saturating_sub(first)) * 1_000_000_000 / 90_000) as u64,
                     );
                 }
             }

@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod ingresses;
 mod metrics;
 mod sessions;
 mod test_routes;
@@ -36,11 +37,15 @@ pub struct AppState {
     pub test_routes: bool,
     /// Counters of the embedded SFU, when it runs in this process.
     pub embedded_sfu: Option<std::sync::Arc<crate::sfu::embedded::CoreStats>>,
+    /// The ingress registry.
+    pub ingresses: crate::ingress::store::IngressStore,
+    /// Publish URL of the RTMP server (without the key), when it runs.
+    pub rtmp_url: Option<String>,
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let mut v1 = Router::new().merge(sessions::routes());
+    let mut v1 = Router::new().merge(sessions::routes()).merge(ingresses::routes());
     if state.test_routes {
         v1 = v1.merge(test_routes::routes());
     }

@@ -96,6 +96,19 @@ impl FramePusher {
         self.appsrc.push_buffer(buffer).is_ok()
     }
 
+    /// Pushes one buffer with presentation and decoding timestamps (streams with B-frames).
+    pub fn push_with_dts(&self, data: &[u8], pts_ns: u64, dts_ns: u64, keyframe: bool) -> bool {
+        let mut buffer = gst::Buffer::from_slice(data.to_vec());
+        if let Some(buffer) = buffer.get_mut() {
+            buffer.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+            buffer.set_dts(gst::ClockTime::from_nseconds(dts_ns));
+            if !keyframe {
+                buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        self.appsrc.push_buffer(buffer).is_ok()
+    }
+
     /// Ends the stream.
     pub fn end(&self) {
         let _ = self.appsrc.end_of_stream();

@@ -137,6 +137,20 @@ impl Decoder {
         }
     }
 
+    /// The results once the decoder has caught up: its output stopped growing for 300 ms (at most 5 s).
+    pub async fn settled(&self) -> Decoded {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut last = self.snapshot();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let now = self.snapshot();
+            if now.frames == last.frames || tokio::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// A copy of the results.
     pub fn snapshot(&self) -> Decoded {
         self.decoded.lock().expect("decoded lock").clone()

@@ -36,6 +36,7 @@ impl Gateway {
             .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
             .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
             .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
+            .env("GATEWAY__RTMP__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -86,6 +87,16 @@ impl Gateway {
                 ),
             }
         }
+    }
+
+    /// The value of field `field` in the first JSON log line containing `needle` (bounded wait).
+    pub fn log_field(&mut self, needle: &str, field: &str) -> String {
+        let line = self.wait_for_log(needle, Duration::from_secs(20));
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        value["fields"][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no field {field} in {line}"))
+            .to_string()
     }
 
     /// Sends a signal (`TERM`, `INT`) to the process.

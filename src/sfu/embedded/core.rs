@@ -3,7 +3,7 @@
 //! sessions (frame mode: each subscriber leg has its own SSRC, sequence numbers and timestamps, and
 //! str0m answers NACKs per leg from its send buffer).
 
-use super::session::{ApiFailure, Session};
+use super::session::{ApiFailure, RemoteTrack, Session};
 use crate::sfu::api;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -261,9 +261,22 @@ impl Core {
                 }
             }
             Event::Connected => {
-                if let Some(session) = self.sessions.get_mut(id) {
-                    session.connected = true;
-                    tracing::debug!(session = %id, "embedded sfu: session connected");
+                let Some(session) = self.sessions.get_mut(id) else {
+                    return;
+                };
+                session.connected = true;
+                tracing::debug!(session = %id, "embedded sfu: session connected");
+                // Its subscriptions can start now: ask their publishers for keyframes.
+                let upstream: Vec<RemoteTrack> = session.remote.values().filter(|r| r.active).cloned().collect();
+                for remote in upstream {
+                    let rid = remote.preferred_rid.as_deref().map(Rid::from);
+                    self.request_keyframe(
+                        &remote.publisher,
+                        &remote.track_name,
+                        rid,
+                        KeyframeRequestKind::Fir,
+                        false,
+                    );
                 }
             }
             Event::IceConnectionStateChange(state) => {
@@ -325,6 +338,7 @@ impl Core {
         let track_name = local.name.clone();
         let subscribers = local.subscribers.clone();
         let simulcast = !local.rids.is_empty();
+        let video = local.kind.is_video();
         if !data.contiguous {
             self.request_keyframe(publisher_id, &track_name, data.rid, KeyframeRequestKind::Fir, true);
         }
@@ -351,6 +365,12 @@ impl Core {
                 if rid != remote.current_rid {
                     continue;
                 }
+            }
+            if video && !remote.started {
+                if !keyframe {
+                    continue; // a new subscriber starts at a keyframe
+                }
+                remote.started = true;
             }
             if write_frame(subscriber, out_mid, &data) {
                 self.stats.frames_forwarded.fetch_add(1, Ordering::Relaxed);

@@ -269,6 +269,7 @@ impl Core {
                 preferred_rid: track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
                 current_rid: None,
                 active: true,
+                started: false,
             };
             let mid = match track.mid.as_deref().and_then(|m| m.strip_prefix('#')) {
                 Some(own_name) => {
@@ -378,6 +379,7 @@ impl Core {
                 preferred_rid: track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
                 current_rid: None,
                 active: true,
+                started: false,
             };
             started.push((mid, remote));
             results.push(TrackObject {

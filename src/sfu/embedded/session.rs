@@ -85,6 +85,8 @@ pub struct RemoteTrack {
     pub current_rid: Option<String>,
     /// False once the subscription or its source ended.
     pub active: bool,
+    /// Video only: forwarding has started at a keyframe (a subscriber never gets a partial GOP).
+    pub started: bool,
 }
 
 /// The SDP exchange state of a session.

@@ -1,0 +1,103 @@
+//! `POST/GET/DELETE /v1/ingresses[/{id}]`: RTMP ingest endpoints with their stream keys.
+
+use super::{ApiError, AppState};
+use crate::error::ErrorClass;
+use crate::ingress::store::{Ingress, IngressError, VideoMode};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ingresses", get(list).post(create))
+        .route("/ingresses/{id}", get(one).delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VideoOptions {
+    mode: Option<VideoMode>,
+    layers: Option<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateIngress {
+    name: String,
+    room: Option<String>,
+    video: Option<VideoOptions>,
+}
+
+fn view(state: &AppState, ingress: &Ingress) -> Value {
+    let mut value = serde_json::to_value(ingress).unwrap_or(Value::Null);
+    if let Some(url) = &state.rtmp_url {
+        value["url"] = json!(url);
+        value["publishUrl"] = json!(format!("{url}/{}", ingress.stream_key.expose()));
+    }
+    value
+}
+
+fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("{field}: {problem}"),
+    )
+}
+
+async fn create(
+    State(state): State<AppState>,
+    body: Result<axum::Json<CreateIngress>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let axum::Json(request) = body.map_err(|e| ApiError::from_class(ErrorClass::BadInput, e.body_text()))?;
+    let valid = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !valid(&request.name) {
+        return Err(invalid("name", "must be 1-64 letters, digits, '-' or '_'"));
+    }
+    if let Some(room) = &request.room {
+        if room.is_empty() || room.len() > 128 {
+            return Err(invalid("room", "must be 1-128 characters"));
+        }
+    }
+    let video = request.video.unwrap_or(VideoOptions {
+        mode: None,
+        layers: None,
+    });
+    if let Some(layers) = video.layers {
+        if !(1..=3).contains(&layers) {
+            return Err(invalid("video.layers", "must be 1, 2 or 3"));
+        }
+    }
+    let ingress = state
+        .ingresses
+        .create(&request.name, request.room, video.mode.unwrap_or_default(), None, false)
+        .map_err(|e| ApiError::from_class(ErrorClass::Internal, e.to_string()))?;
+    tracing::info!(ingress = %ingress.id, name = %ingress.name, "ingress created");
+    Ok((StatusCode::CREATED, axum::Json(view(&state, &ingress))))
+}
+
+async fn list(State(state): State<AppState>) -> axum::Json<Value> {
+    let all: Vec<Value> = state.ingresses.list().iter().map(|i| view(&state, i)).collect();
+    axum::Json(json!({"ingresses": all}))
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    let ingress = state.ingresses.get(&id).ok_or_else(|| ApiError::not_found("ingress"))?;
+    Ok(axum::Json(view(&state, &ingress)))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match state.ingresses.delete(&id) {
+        Ok(ingress) => {
+            tracing::info!(ingress = %ingress.id, "ingress deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(IngressError::NotFound) => Err(ApiError::not_found("ingress")),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())),
+    }
+}

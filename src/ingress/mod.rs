@@ -1,0 +1,4 @@
+//! Ingress adapters: RTMP(S) publishers into the SFU, and the ingress registry.
+
+pub mod rtmp;
+pub mod store;

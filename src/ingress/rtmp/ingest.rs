@@ -1,0 +1,493 @@
+//! One live ingest: the session task that owns the SFU peer and the media legs of an ingress, survives
+//! publisher reconnects within the grace period, and keeps its tracks alive during a gap.
+
+use super::flv::{self, AudioTag, AvcConfig, VideoTag};
+use super::media::Transcoder;
+use crate::ingress::store::{IngressSfu, IngressState, IngressStore, IngressTrack, VideoMode};
+use crate::media::Fragments;
+use crate::media::frames::Frame;
+use crate::sfu::client::CallsClient;
+use crate::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, PeerStreams};
+use crate::supervisor::{SessionCtx, SessionError, SessionState};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// An Opus frame of 20 ms of silence, sent during a publisher gap so the SFU keeps the audio track.
+const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+
+/// What the connection tasks send to the ingest session.
+#[derive(Debug)]
+pub enum IngestMsg {
+    /// A publisher connection took over the stream.
+    Attach,
+    /// A video tag body, its RTMP timestamp (ms), and when it arrived.
+    Video(u32, Bytes, Instant),
+    /// An audio tag body, its RTMP timestamp (ms), and when it arrived.
+    Audio(u32, Bytes, Instant),
+    /// `onMetaData`.
+    Metadata(serde_json::Value),
+    /// The publisher connection ended.
+    Detach(String),
+}
+
+/// What every ingest session needs.
+#[derive(Clone)]
+pub struct IngestDeps {
+    /// The ingress registry.
+    pub store: IngressStore,
+    /// Calls API client.
+    pub client: CallsClient,
+    /// Pipeline fragments.
+    pub fragments: Fragments,
+    /// How long a dropped publisher may take to come back.
+    pub grace: Duration,
+    /// Peer settings.
+    pub peer: PeerConfig,
+}
+
+/// Extends 32-bit millisecond timestamps across wraps and keeps output time monotonic over reconnects.
+#[derive(Default)]
+struct Clock {
+    last_raw: Option<u32>,
+    wraps: u64,
+    /// Added to the publisher's time so that a reconnect continues where the last connection stopped.
+    offset_ms: i64,
+    last_out_ms: i64,
+    rebase: bool,
+}
+
+impl Clock {
+    fn attach(&mut self) {
+        self.last_raw = None;
+        self.wraps = 0;
+        self.rebase = true;
+    }
+
+    /// The output time in ms of a tag with RTMP timestamp `raw`.
+    fn map(&mut self, raw: u32) -> i64 {
+        if let Some(last) = self.last_raw {
+            if raw < last && last - raw > u32::MAX / 2 {
+                self.wraps += 1;
+            }
+        }
+        self.last_raw = Some(raw);
+        let extended = ((self.wraps << 32) | u64::from(raw)) as i64;
+        if self.rebase {
+            self.rebase = false;
+            self.offset_ms = self.last_out_ms + 40 - extended;
+        }
+        let out = extended + self.offset_ms;
+        self.last_out_ms = self.last_out_ms.max(out);
+        out
+    }
+}
+
+struct Video {
+    config: AvcConfig,
+    transcoder: Option<Transcoder>,
+    /// Frames since the last keyframe (replayed into a transcoder that starts mid-stream).
+    gop: Vec<(i64, i64, bool, Bytes)>,
+    /// Arrival times by output pts, to measure the gateway-added latency of the transcode path.
+    arrivals: VecDeque<(u64, Instant)>,
+    last_keyframe: Option<Vec<u8>>,
+}
+
+struct Audio {
+    transcoder: Transcoder,
+}
+
+struct Ingest {
+    deps: IngestDeps,
+    id: String,
+    mode: VideoMode,
+    video_track: String,
+    audio_track: String,
+    peer: Peer,
+    clock: Clock,
+    video: Option<Video>,
+    audio: Option<Audio>,
+    published: Vec<IngressTrack>,
+    bytes_this_second: u64,
+}
+
+fn ms_to_ns(ms: i64) -> u64 {
+    (ms.max(0) as u64) * 1_000_000
+}
+
+impl Ingest {
+    fn update_store(&self, change: impl FnOnce(&mut crate::ingress::store::Ingress)) {
+        self.deps.store.update(&self.id, change);
+    }
+
+    async fn publish(&mut self, name: String, codec: Codec) {
+        let kind = if codec == Codec::Opus { "audio" } else { "video" };
+        match self
+            .peer
+            .publish(vec![LocalTrackSpec {
+                name: name.clone(),
+                codec,
+            }])
+            .await
+        {
+            Ok(_) => {
+                self.published.push(IngressTrack {
+                    track_name: name,
+                    kind: kind.into(),
+                });
+                let sfu = IngressSfu {
+                    session_id: self.peer.session_id(),
+                    tracks: self.published.clone(),
+                };
+                self.update_store(|i| i.sfu = Some(sfu));
+            }
+            Err(e) => tracing::warn!(error = %e, track = kind, "cannot publish the track"),
+        }
+    }
+
+    fn send(&mut self, track: &str, rtp_time: u64, data: Vec<u8>) -> bool {
+        self.peer.send_frame(OutFrame {
+            track: track.to_string(),
+            rtp_time,
+            data,
+        })
+    }
+
+    async fn video_tag(&mut self, ts: u32, body: &[u8], arrived: Instant) {
+        let tag = match flv::video_tag(body) {
+            Ok(tag) => tag,
+            Err(e) => {
+                tracing::debug!(error = %e, "video tag dropped");
+                self.update_store(|i| i.stats.dropped += 1);
+                return;
+            }
+        };
+        match tag {
+            VideoTag::AvcConfig(record) => match AvcConfig::parse(record) {
+                Ok(config) => {
+                    let first = self.video.is_none();
+                    let transcode = self.mode == VideoMode::Transcode
+                        || (self.mode == VideoMode::Auto && !config.browser_profile());
+                    let transcoder = if transcode {
+                        self.start_transcoder(&config)
+                    } else {
+                        None
+                    };
+                    self.video = Some(Video {
+                        config,
+                        transcoder,
+                        gop: Vec::new(),
+                        arrivals: VecDeque::new(),
+                        last_keyframe: None,
+                    });
+                    self.report_path();
+                    if first {
+                        let name = self.video_track.clone();
+                        self.publish(name, Codec::H264).await;
+                    }
+                }
+                Err(e) => tracing::info!(error = %e, "bad AVC configuration from the publisher"),
+            },
+            VideoTag::AvcFrame { keyframe, cts, data } => self.video_frame(ts, keyframe, cts, data, arrived),
+            VideoTag::Ignored => {}
+        }
+    }
+
+    fn start_transcoder(&self, config: &AvcConfig) -> Option<Transcoder> {
+        match Transcoder::h264_transcode(&self.deps.fragments, &config.record) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the video transcoder");
+                None
+            }
+        }
+    }
+
+    fn report_path(&self) {
+        let path = match &self.video {
+            Some(v) if v.transcoder.is_some() => "transcode",
+            Some(_) => "passthrough",
+            None => return,
+        };
+        self.update_store(|i| i.stats.video_path = Some(path.into()));
+    }
+
+    fn video_frame(&mut self, ts: u32, keyframe: bool, cts: i32, data: &[u8], arrived: Instant) {
+        let dts = self.clock.map(ts);
+        let pts = dts + i64::from(cts);
+        self.bytes_this_second += data.len() as u64;
+        self.update_store(|i| i.stats.video_frames_in += 1);
+        let Some(video) = self.video.as_mut() else { return };
+        // B-frames (non-zero composition offsets) are not safe to pass to WebRTC players: switch to transcode.
+        if cts != 0 && self.mode == VideoMode::Auto && video.transcoder.is_none() {
+            tracing::info!("the stream has B-frames: switching to transcode");
+            video.transcoder = Transcoder::h264_transcode(&self.deps.fragments, &video.config.record)
+                .map_err(|e| tracing::warn!(error = %e, "cannot start the video transcoder"))
+                .ok();
+            if let Some(transcoder) = &video.transcoder {
+                for (pts, dts, key, data) in &video.gop {
+                    transcoder.push(data, ms_to_ns(*pts), ms_to_ns(*dts), *key);
+                }
+            }
+            self.report_path();
+        }
+        let Some(video) = self.video.as_mut() else { return };
+        if keyframe {
+            video.gop.clear();
+        }
+        video.gop.push((pts, dts, keyframe, Bytes::copy_from_slice(data)));
+        if let Some(transcoder) = &video.transcoder {
+            video.arrivals.push_back((ms_to_ns(pts), arrived));
+            if video.arrivals.len() > 256 {
+                video.arrivals.pop_front();
+            }
+            if !transcoder.push(data, ms_to_ns(pts), ms_to_ns(dts), keyframe) {
+                self.update_store(|i| i.stats.dropped += 1);
+            }
+            return;
+        }
+        let annex_b = match video.config.to_annex_b(data, keyframe) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!(error = %e, "video frame dropped");
+                self.update_store(|i| i.stats.dropped += 1);
+                return;
+            }
+        };
+        if keyframe {
+            video.last_keyframe = Some(annex_b.clone());
+        }
+        let track = self.video_track.clone();
+        let sent = self.send(&track, (pts.max(0) as u64) * 90, annex_b);
+        metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => "passthrough")
+            .record(arrived.elapsed().as_secs_f64());
+        self.update_store(|i| {
+            if sent {
+                i.stats.video_frames_out += 1
+            } else {
+                i.stats.dropped += 1
+            }
+        });
+    }
+
+    fn transcoded_video(&mut self, frame: Frame) {
+        let Some(video) = self.video.as_mut() else { return };
+        while let Some((pts, arrived)) = video.arrivals.front().copied() {
+            if pts > frame.pts_ns {
+                break;
+            }
+            video.arrivals.pop_front();
+            if pts == frame.pts_ns {
+                metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => "transcode")
+                    .record(arrived.elapsed().as_secs_f64());
+            }
+        }
+        if frame.keyframe {
+            video.last_keyframe = Some(frame.data.clone());
+        }
+        let track = self.video_track.clone();
+        let sent = self.send(&track, frame.ticks(90_000), frame.data);
+        self.update_store(|i| {
+            if sent {
+                i.stats.video_frames_out += 1
+            } else {
+                i.stats.dropped += 1
+            }
+        });
+    }
+
+    async fn audio_tag(&mut self, ts: u32, body: &[u8]) {
+        let tag = match flv::audio_tag(body) {
+            Ok(tag) => tag,
+            Err(e) => {
+                tracing::debug!(error = %e, "audio tag dropped");
+                self.update_store(|i| i.stats.dropped += 1);
+                return;
+            }
+        };
+        match tag {
+            AudioTag::AacConfig(config) => {
+                let Some((rate, channels)) = flv::aac_rate_and_channels(config) else {
+                    tracing::info!("bad AAC configuration from the publisher");
+                    return;
+                };
+                let first = self.audio.is_none();
+                match Transcoder::aac_to_opus(&self.deps.fragments, config, rate, channels) {
+                    Ok(transcoder) => self.audio = Some(Audio { transcoder }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the audio transcoder");
+                        return;
+                    }
+                }
+                if first {
+                    let name = self.audio_track.clone();
+                    self.publish(name, Codec::Opus).await;
+                }
+            }
+            AudioTag::AacFrame(data) => {
+                let pts = self.clock.map(ts);
+                self.bytes_this_second += data.len() as u64;
+                self.update_store(|i| i.stats.audio_frames_in += 1);
+                if let Some(audio) = &self.audio {
+                    let ns = ms_to_ns(pts);
+                    audio.transcoder.push(data, ns, ns, true);
+                }
+            }
+        }
+    }
+
+    fn transcoded_audio(&mut self, frame: Frame) {
+        let track = self.audio_track.clone();
+        let sent = self.send(&track, frame.ticks(48_000), frame.data);
+        self.update_store(|i| {
+            if sent {
+                i.stats.audio_frames_out += 1
+            } else {
+                i.stats.dropped += 1
+            }
+        });
+    }
+
+    /// During a publisher gap: one silence frame and the last keyframe per tick, at advancing times.
+    fn keep_alive(&mut self) {
+        self.clock.last_out_ms += 1000;
+        let now_ms = self.clock.last_out_ms.max(0) as u64;
+        if self.audio.is_some() {
+            let track = self.audio_track.clone();
+            self.send(&track, now_ms * 48, OPUS_SILENCE.to_vec());
+        }
+        if let Some(keyframe) = self.video.as_ref().and_then(|v| v.last_keyframe.clone()) {
+            let track = self.video_track.clone();
+            self.send(&track, now_ms * 90, keyframe);
+        }
+    }
+}
+
+async fn recv_frame(transcoder: Option<&mut Transcoder>) -> Option<Frame> {
+    match transcoder {
+        Some(t) => t.output.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs an ingest session until the stream ends (publisher gone past the grace) or the session is stopped.
+pub async fn run(
+    ctx: SessionCtx,
+    deps: IngestDeps,
+    ingress: crate::ingress::store::Ingress,
+    mut rx: mpsc::Receiver<IngestMsg>,
+) -> Result<(), SessionError> {
+    let (peer, PeerStreams { mut events, .. }) = Peer::connect(deps.client.clone(), deps.peer.clone()).await?;
+    tracing::info!(ingress = %ingress.id, sfu_session = %peer.session_id(), "ingest started");
+    let mut ingest = Ingest {
+        id: ingress.id.clone(),
+        mode: ingress.video_mode,
+        video_track: format!("{}-video", ingress.name),
+        audio_track: format!("{}-audio", ingress.name),
+        deps,
+        peer,
+        clock: Clock::default(),
+        video: None,
+        audio: None,
+        published: Vec::new(),
+        bytes_this_second: 0,
+    };
+    ingest.update_store(|i| {
+        i.state = IngressState::Live;
+        i.reason = None;
+        i.stats = Default::default();
+        i.stats.connections = 1;
+        i.sfu = None;
+    });
+    ctx.set_state(SessionState::Active);
+    let mut detached_at: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let grace = ingest.deps.grace;
+    let outcome: Result<(), SessionError> = loop {
+        let grace_over = async {
+            match detached_at {
+                Some(at) => tokio::time::sleep_until((at + grace).into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let video_out = recv_frame(ingest.video.as_mut().and_then(|v| v.transcoder.as_mut()));
+        let audio_out = recv_frame(ingest.audio.as_mut().map(|a| &mut a.transcoder));
+        tokio::select! {
+            () = ctx.cancel_token().cancelled() => break Ok(()),
+            () = grace_over => {
+                tracing::info!("publisher did not come back within the grace period");
+                break Ok(());
+            }
+            message = rx.recv() => match message {
+                Some(IngestMsg::Video(ts, body, arrived)) => ingest.video_tag(ts, &body, arrived).await,
+                Some(IngestMsg::Audio(ts, body, _)) => ingest.audio_tag(ts, &body).await,
+                Some(IngestMsg::Metadata(metadata)) => ingest.update_store(|i| i.metadata = Some(metadata)),
+                Some(IngestMsg::Attach) => {
+                    detached_at = None;
+                    ingest.clock.attach();
+                    ctx.set_state(SessionState::Active);
+                    ingest.update_store(|i| {
+                        i.state = IngressState::Live;
+                        i.stats.connections += 1;
+                    });
+                    tracing::info!("publisher reconnected");
+                }
+                Some(IngestMsg::Detach(reason)) => {
+                    tracing::info!(%reason, ?grace, "publisher disconnected; waiting for it to come back");
+                    detached_at = Some(Instant::now());
+                    ctx.set_state(SessionState::Reconnecting);
+                    ingest.update_store(|i| i.state = IngressState::Reconnecting);
+                }
+                None => break Ok(()),
+            },
+            Some(frame) = video_out => ingest.transcoded_video(frame),
+            Some(frame) = audio_out => ingest.transcoded_audio(frame),
+            event = events.recv() => match event {
+                Some(PeerEvent::Failed { reason }) => break Err(reason.into()),
+                Some(event) => tracing::debug!(?event, "peer event"),
+                None => break Err("the SFU peer stopped".into()),
+            },
+            _ = tick.tick() => {
+                let bitrate = ingest.bytes_this_second * 8;
+                ingest.bytes_this_second = 0;
+                ingest.update_store(|i| i.stats.bitrate_bps = bitrate);
+                if detached_at.is_some() {
+                    ingest.keep_alive();
+                }
+            }
+        }
+    };
+    let state = match &outcome {
+        Ok(()) => IngressState::Ended,
+        Err(_) => IngressState::Failed,
+    };
+    let reason = outcome.as_ref().err().map(|e| e.to_string());
+    ingest.update_store(|i| {
+        i.state = state;
+        i.reason = reason;
+        i.sfu = None;
+    });
+    tracing::info!("ingest ended");
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn clock_wraps_and_continues_over_reconnects() {
+        let mut clock = Clock::default();
+        assert_eq!(clock.map(0), 0);
+        assert_eq!(clock.map(1000), 1000);
+        assert_eq!(clock.map(u32::MAX - 10), i64::from(u32::MAX) - 10);
+        assert_eq!(clock.map(5), (1i64 << 32) + 5);
+        let mut clock = Clock::default();
+        clock.map(5000);
+        clock.attach();
+        // The new publisher starts again at 0: output continues after 5000.
+        assert_eq!(clock.map(0), 5040);
+        assert_eq!(clock.map(100), 5140);
+    }
+}
