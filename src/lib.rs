@@ -12,6 +12,7 @@ pub mod logging;
 pub mod media;
 pub mod readiness;
 pub mod redact;
+pub mod rooms;
 pub mod server;
 pub mod sfu;
 pub mod supervisor;
