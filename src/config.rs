@@ -54,6 +54,8 @@ pub struct Config {
     pub pipelines: PipelinesConfig,
     /// RTMP ingest server.
     pub rtmp: RtmpConfig,
+    /// Rooms.
+    pub rooms: RoomsConfig,
     /// Ingresses declared here (stable stream keys for a fleet); more can be created through the API.
     pub ingresses: Vec<IngressConfig>,
 }
@@ -108,6 +110,14 @@ impl RtmpConfig {
         };
         format!("rtmp://{host}:{}/{}", bound.port(), self.app)
     }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Webhook called (POST `{"room": name}`) for a room the gateway does not know; empty: none.
+    pub resolver_url: String,
 }
 
 /// `[[ingresses]]`
@@ -452,6 +462,14 @@ impl Config {
                     "is the same as another ingress's",
                 ));
             }
+        }
+        if !self.rooms.resolver_url.is_empty()
+            && !(self.rooms.resolver_url.starts_with("http://") || self.rooms.resolver_url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "rooms.resolver_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         self.check_port_clashes()?;
         if let Some(dir) = &self.pipelines.dir {

@@ -7,6 +7,7 @@ use crate::ingress::rtmp::{self, ingest::IngestDeps};
 use crate::ingress::store::IngressStore;
 use crate::media::Fragments;
 use crate::readiness::Readiness;
+use crate::rooms::{Resolver, Rooms};
 use crate::sfu::client::{CallsClient, ClientConfig, ClientError, RetryPolicy};
 use crate::sfu::embedded::EmbeddedSfu;
 use crate::sfu::peer::PeerConfig;
@@ -37,6 +38,9 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
     let embedded = start_sfu(&config, &readiness).await?;
     let client = sfu_client(&config, embedded.as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
     let ingresses = IngressStore::default();
+    let rooms = Rooms::new();
+    let resolver_url = Some(config.rooms.resolver_url.clone()).filter(|u| !u.is_empty());
+    let resolver = Resolver::new(resolver_url).map_err(|e| std::io::Error::other(e.to_string()))?;
     for declared in &config.ingresses {
         ingresses
             .create(
@@ -55,6 +59,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
             client: client.clone(),
             fragments: fragments.clone(),
             grace: config.rtmp.reconnect_grace,
+            rooms: rooms.clone(),
             peer: PeerConfig::default(),
         };
         let bound = rtmp::start(
@@ -83,6 +88,8 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         embedded_sfu: embedded.as_ref().map(EmbeddedSfu::stats),
         ingresses: ingresses.clone(),
         rtmp_url,
+        rooms,
+        resolver,
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));

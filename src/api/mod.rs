@@ -41,6 +41,10 @@ pub struct AppState {
     pub ingresses: crate::ingress::store::IngressStore,
     /// Publish URL of the RTMP server (without the key), when it runs.
     pub rtmp_url: Option<String>,
+    /// Rooms and their participants.
+    pub rooms: crate::rooms::Rooms,
+    /// The room resolver webhook.
+    pub resolver: crate::rooms::Resolver,
 }
 
 /// Builds the router.

@@ -133,7 +133,10 @@ impl Resolver {
             tracing::warn!(room, %status, "room resolver failed");
             return Err(RoomError::Resolver(format!("the webhook replied {status}")));
         }
-        let reply = response.json::<ResolveReply>().await.map_err(|e| request_failed(room, e))?;
+        let reply = response
+            .json::<ResolveReply>()
+            .await
+            .map_err(|e| request_failed(room, e))?;
         let participants = checked(reply.participants).map_err(|e| {
             tracing::warn!(room, error = %e, "room resolver replied something unusable");
             RoomError::Resolver(format!("unusable reply: {e}"))

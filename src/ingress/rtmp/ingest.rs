@@ -6,6 +6,8 @@ use super::media::Transcoder;
 use crate::ingress::store::{IngressSfu, IngressState, IngressStore, IngressTrack, VideoMode};
 use crate::media::Fragments;
 use crate::media::frames::Frame;
+use crate::rooms::{Participant, ParticipantSource, PublishedTrack};
+use crate::sfu::api::TrackKind;
 use crate::sfu::client::CallsClient;
 use crate::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, PeerStreams};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
@@ -45,6 +47,8 @@ pub struct IngestDeps {
     pub grace: Duration,
     /// Peer settings.
     pub peer: PeerConfig,
+    /// Rooms the ingests join.
+    pub rooms: crate::rooms::Rooms,
 }
 
 /// Extends 32-bit millisecond timestamps across wraps and keeps output time monotonic over reconnects.
@@ -110,6 +114,8 @@ struct Ingest {
     audio: Option<Audio>,
     published: Vec<IngressTrack>,
     bytes_this_second: u64,
+    /// Participant in the ingress's room while live (leaves when dropped).
+    membership: Option<crate::rooms::Membership>,
 }
 
 fn ms_to_ns(ms: i64) -> u64 {
@@ -132,6 +138,16 @@ impl Ingest {
             .await
         {
             Ok(_) => {
+                if let Some(membership) = &self.membership {
+                    let track_kind = if codec == Codec::Opus {
+                        TrackKind::Audio
+                    } else {
+                        TrackKind::Video
+                    };
+                    if let Err(e) = membership.add_track(PublishedTrack::new(name.clone(), track_kind)) {
+                        tracing::warn!(error = %e, "cannot add the track to the room");
+                    }
+                }
                 self.published.push(IngressTrack {
                     track_name: name,
                     kind: kind.into(),
@@ -392,7 +408,17 @@ pub async fn run(
         audio: None,
         published: Vec::new(),
         bytes_this_second: 0,
+        membership: None,
     };
+    if let Some(room) = &ingress.room {
+        let mut participant =
+            Participant::new(ingress.id.clone(), ingest.peer.session_id(), ParticipantSource::Gateway);
+        participant.name = Some(ingress.name.clone());
+        match ingest.deps.rooms.join_gateway(room, participant) {
+            Ok(membership) => ingest.membership = Some(membership),
+            Err(e) => tracing::warn!(error = %e, "cannot join the ingress room"),
+        }
+    }
     ingest.update_store(|i| {
         i.state = IngressState::Live;
         i.reason = None;
