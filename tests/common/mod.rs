@@ -4,6 +4,7 @@
 pub mod browser;
 
 pub mod media;
+pub mod rtmp;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,199 @@
+//! Shared by the RTMP tests: a gateway with its embedded SFU, ffmpeg publishers, and subscribers that decode.
+
+use super::Gateway;
+use super::media::Decoder;
+use serde_json::{Value, json};
+use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
+use sfu_gateway::sfu::peer::{Codec, Peer, PeerConfig, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::{Instant, timeout};
+
+pub const TOKEN: &str = "rtmp-test-token";
+pub const APP: &str = "abcdefabcdefabcdefabcdefabcdef00";
+pub const SECRET: &str = "rtmp-test-secret-rtmp-test-secret-rtmp-test-secret-rtmp-test-se";
+
+pub struct Setup {
+    pub gateway: Gateway,
+    pub rtmp: String,
+    pub sfu_api: String,
+    pub http: reqwest::Client,
+}
+
+pub fn start() -> Setup {
+    let mut gateway = Gateway::start(&[
+        ("GATEWAY__API__TOKEN", TOKEN),
+        ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+        ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+        ("GATEWAY__RTMP__HANDSHAKE_TIMEOUT", "1s"),
+        ("GATEWAY__RTMP__RECONNECT_GRACE", "4s"),
+    ]);
+    let rtmp = gateway.log_field("rtmp listening", "addr");
+    let sfu_api = format!("http://{}/v1", gateway.log_field("embedded sfu started", "http"));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    Setup {
+        gateway,
+        rtmp,
+        sfu_api,
+        http,
+    }
+}
+
+impl Setup {
+    pub async fn create_ingress(&self, name: &str) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v1/ingresses", self.gateway.api))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub async fn ingress(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/ingresses/{id}", self.gateway.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// Waits (bounded) until the ingress satisfies `check`.
+    pub async fn wait_ingress(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ingress = self.ingress(id).await;
+            if check(&ingress) {
+                return ingress;
+            }
+            assert!(Instant::now() < deadline, "ingress never {what}: {ingress}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn client(&self) -> CallsClient {
+        CallsClient::new(&ClientConfig {
+            api_url: self.sfu_api.clone(),
+            app_id: APP.into(),
+            app_secret: SECRET.to_string().into(),
+            request_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap()
+    }
+}
+
+/// ffmpeg publishing a test pattern and a tone for `seconds` to `url`.
+pub fn ffmpeg(url: &str, seconds: u32, video: &[&str], audio: &[&str]) -> Child {
+    let mut args: Vec<String> = vec!["-hide_banner", "-loglevel", "error", "-re"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if !video.is_empty() {
+        args.extend(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"].map(String::from));
+    }
+    if !audio.is_empty() {
+        args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from));
+    }
+    args.extend(["-t".to_string(), seconds.to_string()]);
+    args.extend(video.iter().map(|s| s.to_string()));
+    args.extend(audio.iter().map(|s| s.to_string()));
+    args.extend(["-f", "flv", url].map(String::from));
+    Command::new("ffmpeg")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+pub const BASELINE: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-profile:v",
+    "baseline",
+    "-preset",
+    "ultrafast",
+    "-tune",
+    "zerolatency",
+    "-g",
+    "30",
+    "-pix_fmt",
+    "yuv420p",
+];
+pub const AAC_48K: &[&str] = &["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"];
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn subscribe(setup: &Setup, session: &str, tracks: &[&str]) -> (Peer, PeerStreams, Vec<SubscribedTrack>) {
+    let (peer, streams) = Peer::connect(setup.client(), PeerConfig::default())
+        .await
+        .expect("peer");
+    let specs = tracks
+        .iter()
+        .map(|t| RemoteTrackSpec {
+            session_id: session.to_string(),
+            track_name: t.to_string(),
+            preferred_rid: None,
+        })
+        .collect();
+    let subscribed = peer.subscribe(specs).await.expect("subscribe");
+    (peer, streams, subscribed)
+}
+
+/// Decodes what arrives for `duration`; returns per-mid (decoder, first and last rtp time, frames).
+pub async fn receive(
+    streams: &mut PeerStreams,
+    subscribed: &[SubscribedTrack],
+    duration: Duration,
+) -> HashMap<String, (Decoder, u64, u64, u64)> {
+    let mut out: HashMap<String, (Decoder, u64, u64, u64)> = HashMap::new();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let Ok(Some(frame)) = timeout(Duration::from_millis(200), streams.media_in.recv()).await else {
+            continue;
+        };
+        if !subscribed.iter().any(|t| t.mid == frame.mid) {
+            continue;
+        }
+        // Video decodes from its first keyframe: frames before it are not counted.
+        if frame.codec != Some(Codec::Opus) && !frame.keyframe && !out.contains_key(&frame.mid) {
+            continue;
+        }
+        let entry = out.entry(frame.mid.clone()).or_insert_with(|| {
+            let decoder = if frame.codec == Some(Codec::Opus) {
+                Decoder::opus()
+            } else {
+                Decoder::video("h264")
+            };
+            (decoder, frame.rtp_time, frame.rtp_time, 0)
+        });
+        let clock = if frame.codec == Some(Codec::Opus) {
+            48_000u128
+        } else {
+            90_000
+        };
+        entry.2 = frame.rtp_time;
+        entry.3 += 1;
+        let pts = (u128::from(frame.rtp_time.saturating_sub(entry.1)) * 1_000_000_000 / clock) as u64;
+        entry.0.push(&frame.data, pts);
+    }
+    out
+}
