@@ -463,9 +463,8 @@ impl Config {
                 ));
             }
         }
-        if !self.rooms.resolver_url.is_empty()
-            && !(self.rooms.resolver_url.starts_with("http://") || self.rooms.resolver_url.starts_with("https://"))
-        {
+        let resolver = &self.rooms.resolver_url;
+        if !(resolver.is_empty() || resolver.starts_with("http://") || resolver.starts_with("https://")) {
             return Err(ConfigError::invalid(
                 "rooms.resolver_url",
                 "must be an http:// or https:// URL",
