@@ -56,6 +56,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// Rooms.
     pub rooms: RoomsConfig,
+    /// Webhooks.
+    pub webhooks: WebhooksConfig,
     /// Ingresses declared here (stable stream keys for a fleet); more can be created through the API.
     pub ingresses: Vec<IngressConfig>,
 }
@@ -118,6 +120,35 @@ impl RtmpConfig {
 pub struct RoomsConfig {
     /// Webhook called (POST `{"room": name}`) for a room the gateway does not know; empty: none.
     pub resolver_url: String,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// URLs every event is POSTed to.
+    pub urls: Vec<String>,
+    /// HMAC-SHA256 key of the `X-Gateway-Signature` header.
+    pub secret: Secret,
+    /// Timeout of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event and URL before it is given up.
+    pub max_attempts: u32,
+    /// Events waiting per URL; beyond it new events are dropped (counted), never blocking media.
+    pub queue: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: Secret::default(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 8,
+            queue: 1024,
+        }
+    }
 }
 
 /// `[[ingresses]]`
@@ -342,6 +373,7 @@ impl Config {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("sfu.embedded.public_ips")
+            .with_list_parse_key("webhooks.urls")
             .source(Some(env.into_iter().collect()));
         builder = builder.add_source(gateway_env);
         let loaded = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -462,6 +494,26 @@ impl Config {
                     "is the same as another ingress's",
                 ));
             }
+        }
+        for (i, url) in self.webhooks.urls.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    format!("webhooks.urls[{i}]"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if !self.webhooks.urls.is_empty() && self.webhooks.secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "webhooks.secret",
+                "required when webhooks.urls is set",
+            ));
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
+            return Err(ConfigError::invalid(
+                "webhooks",
+                "max_attempts and queue must be at least 1",
+            ));
         }
         let resolver = &self.rooms.resolver_url;
         if !(resolver.is_empty() || resolver.starts_with("http://") || resolver.starts_with("https://")) {

@@ -16,3 +16,4 @@ pub mod rooms;
 pub mod server;
 pub mod sfu;
 pub mod supervisor;
+pub mod webhooks;

@@ -12,6 +12,7 @@ use crate::sfu::client::{CallsClient, ClientConfig, ClientError, RetryPolicy};
 use crate::sfu::embedded::EmbeddedSfu;
 use crate::sfu::peer::PeerConfig;
 use crate::supervisor::{DrainOutcome, Supervisor};
+use crate::webhooks::Webhooks;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
             .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     let adapters = CancellationToken::new();
+    let webhooks = Webhooks::start(&config.webhooks, adapters.clone());
     let rtmp_url = if config.rtmp.enabled {
         let deps = IngestDeps {
             store: ingresses.clone(),
@@ -60,6 +62,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
             fragments: fragments.clone(),
             grace: config.rtmp.reconnect_grace,
             rooms: rooms.clone(),
+            webhooks: webhooks.clone(),
             peer: PeerConfig::default(),
         };
         let bound = rtmp::start(

@@ -49,6 +49,8 @@ pub struct IngestDeps {
     pub peer: PeerConfig,
     /// Rooms the ingests join.
     pub rooms: crate::rooms::Rooms,
+    /// Event sink.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Extends 32-bit millisecond timestamps across wraps and keeps output time monotonic over reconnects.
@@ -427,6 +429,11 @@ pub async fn run(
         i.sfu = None;
     });
     ctx.set_state(SessionState::Active);
+    ingest.deps.webhooks.send(
+        "ingress.started",
+        serde_json::json!({"ingressId": ingress.id, "name": ingress.name, "room": ingress.room,
+                           "sfu": {"sessionId": ingest.peer.session_id()}}),
+    );
     let mut detached_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let grace = ingest.deps.grace;
@@ -489,6 +496,11 @@ pub async fn run(
         Err(_) => IngressState::Failed,
     };
     let reason = outcome.as_ref().err().map(|e| e.to_string());
+    ingest.deps.webhooks.send(
+        "ingress.ended",
+        serde_json::json!({"ingressId": ingress.id, "name": ingress.name,
+                           "state": if reason.is_some() { "failed" } else { "ended" }, "reason": reason}),
+    );
     ingest.update_store(|i| {
         i.state = state;
         i.reason = reason;

@@ -1,0 +1,140 @@
+//! Webhooks from the real binary: an RTMP ingest's start and end reach a receiver started by the test, each
+//! once, with a valid signature; a receiver that fails at first gets the event again, and media is not held
+//! up meanwhile.
+
+mod common;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::Gateway;
+use common::rtmp::{AAC_48K, BASELINE, Killed, TOKEN, ffmpeg};
+use serde_json::{Value, json};
+use sfu_gateway::redact::Secret;
+use sfu_gateway::webhooks::signature;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const HOOK_SECRET: &str = "webhook-signing-secret";
+
+#[derive(Default)]
+struct Received {
+    /// (status answered, headers, body) of every request.
+    requests: Vec<(u16, HeaderMap, Bytes)>,
+}
+
+async fn hook(State(state): State<Arc<Mutex<Received>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut received = state.lock().unwrap();
+    // The first request fails, as if the receiver were down: the gateway must retry.
+    let status = if received.requests.is_empty() { 503 } else { 200 };
+    received.requests.push((status, headers, body));
+    StatusCode::from_u16(status).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_events_arrive_once_signed_and_retried() {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut gateway = Gateway::start(&[
+        ("GATEWAY__API__TOKEN", TOKEN),
+        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
+        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
+        ("GATEWAY__RTMP__RECONNECT_GRACE", "1s"),
+    ]);
+    let rtmp = gateway.log_field("rtmp listening", "addr");
+    let http = reqwest::Client::new();
+    let ingress: Value = http
+        .post(format!("{}/v1/ingresses", gateway.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "hooked"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let url = format!("rtmp://{rtmp}/live/{}", ingress["streamKey"].as_str().unwrap());
+    let publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
+
+    let wait_for = |kind: &'static str| {
+        let received = received.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let delivered = received
+                    .lock()
+                    .unwrap()
+                    .requests
+                    .iter()
+                    .filter(|(status, headers, _)| *status == 200 && headers["x-gateway-event"] == kind)
+                    .count();
+                if delivered > 0 || Instant::now() > deadline {
+                    return delivered;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        wait_for("ingress.started").await,
+        1,
+        "ingress.started was not delivered"
+    );
+    // Media flowed while the receiver was failing.
+    let live: Value = http
+        .get(format!("{}/v1/ingresses/{id}", gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["state"], "live");
+    drop(publisher);
+    assert_eq!(wait_for("ingress.ended").await, 1, "ingress.ended was not delivered");
+
+    let received = received.lock().unwrap();
+    let (first_status, first_headers, _) = &received.requests[0];
+    assert_eq!(*first_status, 503);
+    let retried = received
+        .requests
+        .iter()
+        .filter(|(_, headers, _)| headers["x-gateway-delivery"] == first_headers["x-gateway-delivery"])
+        .count();
+    assert!(retried >= 2, "the failed delivery was not retried");
+    for (_, headers, body) in &received.requests {
+        let header = headers["x-gateway-signature"].to_str().unwrap();
+        let timestamp: u64 = header
+            .trim_start_matches("t=")
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            header,
+            signature(&Secret::new(HOOK_SECRET.into()), timestamp, body),
+            "bad signature"
+        );
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(event["data"]["ingressId"], id.as_str());
+    }
+    let ended = received
+        .requests
+        .iter()
+        .rev()
+        .find(|(s, h, _)| *s == 200 && h["x-gateway-event"] == "ingress.ended");
+    let event: Value = serde_json::from_slice(&ended.unwrap().2).unwrap();
+    assert_eq!(event["data"]["state"], "ended");
+    assert!(!gateway.log.iter().any(|l| l.contains(HOOK_SECRET)));
+    gateway.signal("TERM");
+}
