@@ -175,6 +175,7 @@ fn feed(sender: tokio::sync::mpsc::Sender<OutFrame>, track: &'static str, frames
                 track: track.to_string(),
                 rtp_time,
                 data: frame.data.clone(),
+                rid: None,
             };
             if sender.send(out).await.is_err() {
                 return;
@@ -282,14 +283,8 @@ async fn run(args: Args, video: Arc<Vec<Frame>>, audio: Arc<Vec<Frame>>, video_k
             .await
             .expect("publisher");
         peer.publish(vec![
-            LocalTrackSpec {
-                name: "cam".into(),
-                codec: Codec::Vp8,
-            },
-            LocalTrackSpec {
-                name: "mic".into(),
-                codec: Codec::Opus,
-            },
+            LocalTrackSpec::new("cam", Codec::Vp8),
+            LocalTrackSpec::new("mic", Codec::Opus),
         ])
         .await
         .expect("publish");

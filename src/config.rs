@@ -165,6 +165,13 @@ pub struct IngressConfig {
     /// `auto`, `passthrough` or `transcode`.
     #[serde(default)]
     pub video_mode: crate::ingress::store::VideoMode,
+    /// Simulcast layers when transcoding (1-3; more than 1 implies transcoding).
+    #[serde(default = "one")]
+    pub layers: u8,
+}
+
+fn one() -> u8 {
+    1
 }
 
 /// Log output format.
@@ -486,6 +493,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("ingresses[{i}].stream_key"),
                     "must be at least 16 characters",
+                ));
+            }
+            if !(1..=3).contains(&ingress.layers) {
+                return Err(ConfigError::invalid(
+                    format!("ingresses[{i}].layers"),
+                    "must be 1, 2 or 3",
                 ));
             }
             if self.ingresses[..i].iter().any(|o| o.stream_key == ingress.stream_key) {

@@ -48,6 +48,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
                 &declared.name,
                 declared.room.clone(),
                 declared.video_mode,
+                declared.layers,
                 Some(declared.stream_key.clone()),
                 true,
             )
@@ -93,6 +94,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         rtmp_url,
         rooms,
         resolver,
+        shutdown: api_shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));

@@ -125,3 +125,53 @@ async fn publisher_reconnect_within_grace_keeps_the_track() {
     let ended = setup.wait_ingress(&id, "ended", |i| i["state"] == "ended").await;
     assert!(ended.get("sfu").is_none(), "{ended}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcode_with_three_layers_serves_each_rid_at_its_size() {
+    let setup = start();
+    let response = setup
+        .http
+        .post(format!("{}/v1/ingresses", setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .json(&serde_json::json!({"name": "ladder", "video": {"mode": "transcode", "layers": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let ingress: Value = response.json().await.unwrap();
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+    let _publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
+    let live = setup
+        .wait_ingress(&id, "live", |i| {
+            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let (peer, mut streams) =
+        sfu_gateway::sfu::peer::Peer::connect(setup.client(), sfu_gateway::sfu::peer::PeerConfig::default())
+            .await
+            .unwrap();
+    let specs = ["a", "b", "c"]
+        .iter()
+        .map(|rid| sfu_gateway::sfu::peer::RemoteTrackSpec {
+            session_id: session.clone(),
+            track_name: "ladder-video".into(),
+            preferred_rid: Some(rid.to_string()),
+        })
+        .collect();
+    let subscribed = peer.subscribe(specs).await.expect("subscribe to each layer");
+    assert_eq!(subscribed.len(), 3);
+    let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
+    for (track, (width, height)) in subscribed.iter().zip([(640, 360), (320, 180), (160, 90)]) {
+        let pictures = received[&track.mid].0.settled().await;
+        assert!(pictures.frames > 30, "{track:?}: {pictures:?}");
+        assert_eq!(
+            pictures.last_frame_bytes,
+            width * height * 3 / 2,
+            "{track:?} is not {width}x{height}"
+        );
+    }
+    let now = setup.ingress(&id).await;
+    assert_eq!(now["stats"]["videoPath"], "transcode");
+}

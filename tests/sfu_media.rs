@@ -75,14 +75,8 @@ async fn publish_and_receive(video: Codec, client: impl Fn() -> CallsClient) {
     let (a, mut a_streams) = Peer::connect(client(), PeerConfig::default()).await.expect("peer a");
     let published = a
         .publish(vec![
-            LocalTrackSpec {
-                name: "mic".into(),
-                codec: Codec::Opus,
-            },
-            LocalTrackSpec {
-                name: "cam".into(),
-                codec: video,
-            },
+            LocalTrackSpec::new("mic", Codec::Opus),
+            LocalTrackSpec::new("cam", video),
         ])
         .await
         .expect("publish");

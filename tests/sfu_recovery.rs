@@ -53,12 +53,9 @@ async fn peer_recovers_with_a_new_session_and_the_same_track_names() {
         ..PeerConfig::default()
     };
     let (a, mut a_events) = Peer::connect(client(&api_url), fast_failure).await.expect("peer a");
-    a.publish(vec![LocalTrackSpec {
-        name: "mic".into(),
-        codec: Codec::Opus,
-    }])
-    .await
-    .expect("publish");
+    a.publish(vec![LocalTrackSpec::new("mic", Codec::Opus)])
+        .await
+        .expect("publish");
     let old_session = a.session_id();
     let _audio = pump(audio_source(), a.frame_sender(), "mic", 48_000);
     let connected = timeout(Duration::from_secs(10), async {

@@ -75,7 +75,14 @@ async fn create(
     }
     let ingress = state
         .ingresses
-        .create(&request.name, request.room, video.mode.unwrap_or_default(), None, false)
+        .create(
+            &request.name,
+            request.room,
+            video.mode.unwrap_or_default(),
+            video.layers.unwrap_or(1),
+            None,
+            false,
+        )
         .map_err(|e| ApiError::from_class(ErrorClass::Internal, e.to_string()))?;
     tracing::info!(ingress = %ingress.id, name = %ingress.name, "ingress created");
     Ok((StatusCode::CREATED, axum::Json(view(&state, &ingress))))

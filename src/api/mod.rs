@@ -4,6 +4,7 @@ mod error;
 mod health;
 mod ingresses;
 mod metrics;
+mod rooms;
 mod sessions;
 mod test_routes;
 
@@ -45,11 +46,16 @@ pub struct AppState {
     pub rooms: crate::rooms::Rooms,
     /// The room resolver webhook.
     pub resolver: crate::rooms::Resolver,
+    /// Cancelled when the API shuts down (ends long-lived responses such as event streams).
+    pub shutdown: CancellationToken,
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let mut v1 = Router::new().merge(sessions::routes()).merge(ingresses::routes());
+    let mut v1 = Router::new()
+        .merge(sessions::routes())
+        .merge(ingresses::routes())
+        .merge(rooms::routes());
     if state.test_routes {
         v1 = v1.merge(test_routes::routes());
     }

@@ -94,6 +94,8 @@ pub struct Ingress {
     pub room: Option<String>,
     /// Video mode.
     pub video_mode: VideoMode,
+    /// Simulcast layers of the transcode path (1-3; more than 1 implies transcoding).
+    pub layers: u8,
     /// Current state.
     pub state: IngressState,
     /// Why it failed.
@@ -154,6 +156,7 @@ impl IngressStore {
         name: &str,
         room: Option<String>,
         video_mode: VideoMode,
+        layers: u8,
         stream_key: Option<Secret>,
         from_config: bool,
     ) -> Result<Ingress, IngressError> {
@@ -168,6 +171,7 @@ impl IngressStore {
             stream_key: key,
             room,
             video_mode,
+            layers: layers.clamp(1, 3),
             state: IngressState::Idle,
             reason: None,
             sfu: None,
@@ -227,7 +231,7 @@ mod tests {
     fn create_find_delete() {
         let store = IngressStore::default();
         let a = store
-            .create("show", Some("r1".into()), VideoMode::Auto, None, false)
+            .create("show", Some("r1".into()), VideoMode::Auto, 1, None, false)
             .unwrap();
         assert_eq!(a.stream_key.expose().len(), 32);
         assert_eq!(store.find_by_key(a.stream_key.expose()).unwrap().id, a.id);
@@ -237,13 +241,21 @@ mod tests {
                 "fleet",
                 None,
                 VideoMode::Passthrough,
+                1,
                 Some(Secret::new("k".repeat(20))),
                 true,
             )
             .unwrap();
         assert_eq!(
             store
-                .create("dup", None, VideoMode::Auto, Some(Secret::new("k".repeat(20))), false)
+                .create(
+                    "dup",
+                    None,
+                    VideoMode::Auto,
+                    1,
+                    Some(Secret::new("k".repeat(20))),
+                    false
+                )
                 .unwrap_err(),
             IngressError::DuplicateKey
         );

@@ -172,6 +172,7 @@ pub fn pump(
                 track: track.clone(),
                 rtp_time: frame.ticks(clock),
                 data: frame.data,
+                rid: None,
             };
             let _ = peer_sender.try_send(out);
         }

@@ -2,7 +2,7 @@
 //! publisher reconnects within the grace period, and keeps its tracks alive during a gap.
 
 use super::flv::{self, AudioTag, AvcConfig, VideoTag};
-use super::media::Transcoder;
+use super::media::{Transcoder, ladder};
 use crate::ingress::store::{IngressSfu, IngressState, IngressStore, IngressTrack, VideoMode};
 use crate::media::Fragments;
 use crate::media::frames::Frame;
@@ -116,6 +116,10 @@ struct Ingest {
     audio: Option<Audio>,
     published: Vec<IngressTrack>,
     bytes_this_second: u64,
+    /// Simulcast layers of the transcode path.
+    layers: u8,
+    /// Picture size from `onMetaData` (the top layer's size).
+    frame_size: Option<(u32, u32)>,
     /// Participant in the ingress's room while live (leaves when dropped).
     membership: Option<crate::rooms::Membership>,
 }
@@ -129,13 +133,14 @@ impl Ingest {
         self.deps.store.update(&self.id, change);
     }
 
-    async fn publish(&mut self, name: String, codec: Codec) {
+    async fn publish(&mut self, name: String, codec: Codec, rids: Vec<String>) {
         let kind = if codec == Codec::Opus { "audio" } else { "video" };
         match self
             .peer
             .publish(vec![LocalTrackSpec {
                 name: name.clone(),
                 codec,
+                rids,
             }])
             .await
         {
@@ -169,6 +174,7 @@ impl Ingest {
             track: track.to_string(),
             rtp_time,
             data,
+            rid: None,
         })
     }
 
@@ -185,13 +191,21 @@ impl Ingest {
             VideoTag::AvcConfig(record) => match AvcConfig::parse(record) {
                 Ok(config) => {
                     let first = self.video.is_none();
-                    let transcode = self.mode == VideoMode::Transcode
+                    let layers = (self.layers > 1).then(|| {
+                        let (width, height) = self.frame_size.unwrap_or((1280, 720));
+                        ladder(width, height, self.layers)
+                    });
+                    let transcode = layers.is_some()
+                        || self.mode == VideoMode::Transcode
                         || (self.mode == VideoMode::Auto && !config.browser_profile());
-                    let transcoder = if transcode {
-                        self.start_transcoder(&config)
-                    } else {
-                        None
+                    let transcoder = match &layers {
+                        Some(layers) => Transcoder::h264_layers(&self.deps.fragments, &config.record, layers)
+                            .map_err(|e| tracing::warn!(error = %e, "cannot start the layered transcoder"))
+                            .ok(),
+                        None if transcode => self.start_transcoder(&config),
+                        None => None,
                     };
+                    let rids: Vec<String> = layers.iter().flatten().map(|l| l.rid.clone()).collect();
                     self.video = Some(Video {
                         config,
                         transcoder,
@@ -202,7 +216,7 @@ impl Ingest {
                     self.report_path();
                     if first {
                         let name = self.video_track.clone();
-                        self.publish(name, Codec::H264).await;
+                        self.publish(name, Codec::H264, rids).await;
                     }
                 }
                 Err(e) => tracing::info!(error = %e, "bad AVC configuration from the publisher"),
@@ -289,23 +303,27 @@ impl Ingest {
         });
     }
 
-    fn transcoded_video(&mut self, frame: Frame) {
+    fn transcoded_video(&mut self, rid: Option<String>, frame: Frame) {
         let Some(video) = self.video.as_mut() else { return };
         while let Some((pts, arrived)) = video.arrivals.front().copied() {
             if pts > frame.pts_ns {
                 break;
             }
             video.arrivals.pop_front();
-            if pts == frame.pts_ns {
+            if pts == frame.pts_ns && rid.as_deref().is_none_or(|r| r == "a") {
                 metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => "transcode")
                     .record(arrived.elapsed().as_secs_f64());
             }
         }
-        if frame.keyframe {
+        if frame.keyframe && rid.as_deref().is_none_or(|r| r == "a") {
             video.last_keyframe = Some(frame.data.clone());
         }
-        let track = self.video_track.clone();
-        let sent = self.send(&track, frame.ticks(90_000), frame.data);
+        let sent = self.peer.send_frame(OutFrame {
+            track: self.video_track.clone(),
+            rtp_time: frame.ticks(90_000),
+            data: frame.data,
+            rid,
+        });
         self.update_store(|i| {
             if sent {
                 i.stats.video_frames_out += 1
@@ -340,7 +358,7 @@ impl Ingest {
                 }
                 if first {
                     let name = self.audio_track.clone();
-                    self.publish(name, Codec::Opus).await;
+                    self.publish(name, Codec::Opus, Vec::new()).await;
                 }
             }
             AudioTag::AacFrame(data) => {
@@ -382,7 +400,7 @@ impl Ingest {
     }
 }
 
-async fn recv_frame(transcoder: Option<&mut Transcoder>) -> Option<Frame> {
+async fn recv_frame(transcoder: Option<&mut Transcoder>) -> Option<(Option<String>, Frame)> {
     match transcoder {
         Some(t) => t.output.recv().await,
         None => std::future::pending().await,
@@ -410,6 +428,8 @@ pub async fn run(
         audio: None,
         published: Vec::new(),
         bytes_this_second: 0,
+        layers: ingress.layers,
+        frame_size: None,
         membership: None,
     };
     if let Some(room) = &ingress.room {
@@ -455,7 +475,13 @@ pub async fn run(
             message = rx.recv() => match message {
                 Some(IngestMsg::Video(ts, body, arrived)) => ingest.video_tag(ts, &body, arrived).await,
                 Some(IngestMsg::Audio(ts, body, _)) => ingest.audio_tag(ts, &body).await,
-                Some(IngestMsg::Metadata(metadata)) => ingest.update_store(|i| i.metadata = Some(metadata)),
+                Some(IngestMsg::Metadata(metadata)) => {
+                    let size = |key: &str| metadata[key].as_f64().filter(|v| *v >= 16.0 && *v <= 8192.0);
+                    if let (Some(width), Some(height)) = (size("width"), size("height")) {
+                        ingest.frame_size = Some((width as u32, height as u32));
+                    }
+                    ingest.update_store(|i| i.metadata = Some(metadata));
+                }
                 Some(IngestMsg::Attach) => {
                     detached_at = None;
                     ingest.clock.attach();
@@ -474,8 +500,8 @@ pub async fn run(
                 }
                 None => break Ok(()),
             },
-            Some(frame) = video_out => ingest.transcoded_video(frame),
-            Some(frame) = audio_out => ingest.transcoded_audio(frame),
+            Some((rid, frame)) = video_out => ingest.transcoded_video(rid, frame),
+            Some((_, frame)) = audio_out => ingest.transcoded_audio(frame),
             event = events.recv() => match event {
                 Some(PeerEvent::Failed { reason }) => break Err(reason.into()),
                 Some(event) => tracing::debug!(?event, "peer event"),

@@ -9,8 +9,42 @@ use tokio::sync::mpsc;
 pub struct Transcoder {
     _guard: PipelineGuard,
     pusher: FramePusher,
-    /// Encoded output frames.
-    pub output: mpsc::Receiver<Frame>,
+    /// Encoded output frames, with their simulcast layer (`None`: a single output).
+    pub output: mpsc::Receiver<(Option<String>, Frame)>,
+}
+
+/// One simulcast layer of a transcode: its rid and output size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The rid (`a` is the largest).
+    pub rid: String,
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+}
+
+/// `count` layers from `width`x`height` down, each half the size of the previous: rids `a`, `b`, `c`.
+pub fn ladder(width: u32, height: u32, count: u8) -> Vec<Layer> {
+    (0..count.clamp(1, 3))
+        .map(|i| Layer {
+            rid: char::from(b'a' + i).to_string(),
+            width: ((width >> i) & !1).max(2),
+            height: ((height >> i) & !1).max(2),
+        })
+        .collect()
+}
+
+/// A fragment's description with every `name=x` made unique by a suffix (one copy per layer).
+fn suffixed(description: &str, suffix: &str) -> String {
+    description
+        .split(' ')
+        .map(|token| match token.strip_prefix("name=") {
+            Some(name) => format!("name={name}_{suffix}"),
+            None => token.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -28,10 +62,23 @@ fn fragment<'a>(fragments: &'a Fragments, name: &str, role: &str) -> Result<&'a 
 }
 
 impl Transcoder {
-    fn start(role: &str, description: &str) -> Result<Self, MediaError> {
+    /// Starts `description`; its appsinks are `sinks` (name, layer rid).
+    fn start(role: &str, description: &str, sinks: &[(String, Option<String>)]) -> Result<Self, MediaError> {
         let guard = PipelineGuard::parse(role, description)?;
         let pusher = FramePusher::new(&guard, "src")?;
-        let (output, _dropped) = appsink_frames(&guard, "sink", 512)?;
+        let (tx, output) = mpsc::channel(512);
+        for (sink, rid) in sinks {
+            let (mut frames, _dropped) = appsink_frames(&guard, sink, 512)?;
+            let (tx, rid) = (tx.clone(), rid.clone());
+            // Merges the layers into one channel; ends when the pipeline or the receiver goes away.
+            tokio::spawn(async move {
+                while let Some(frame) = frames.recv().await {
+                    if tx.send((rid.clone(), frame)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         guard.start()?;
         Ok(Self {
             _guard: guard,
@@ -49,7 +96,7 @@ impl Transcoder {
              avdec_aac ! {encode} ! appsink name=sink sync=false",
             hex(config)
         );
-        Self::start("rtmp-audio", &description)
+        Self::start("rtmp-audio", &description, &[("sink".into(), None)])
     }
 
     /// H.264 (AVC, with its configuration record) decoded and re-encoded by `video-encode-h264`.
@@ -61,11 +108,77 @@ impl Transcoder {
              h264parse ! avdec_h264 ! {encode} ! appsink name=sink sync=false",
             hex(record)
         );
-        Self::start("rtmp-video", &description)
+        Self::start("rtmp-video", &description, &[("sink".into(), None)])
+    }
+
+    /// H.264 decoded once and re-encoded as simulcast `layers` (scaled copies, one encoder each).
+    pub fn h264_layers(fragments: &Fragments, record: &[u8], layers: &[Layer]) -> Result<Self, MediaError> {
+        let encode = fragment(fragments, "video-encode-h264", "rtmp-video")?;
+        let mut description = format!(
+            "appsrc name=src format=time is-live=true do-timestamp=false \
+             caps=\"video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}\" ! \
+             h264parse ! avdec_h264 ! tee name=split",
+            hex(record)
+        );
+        let mut sinks = Vec::new();
+        for layer in layers {
+            description.push_str(&format!(
+                " split. ! queue max-size-buffers=2 leaky=downstream ! videoscale ! \
+                 capsfilter caps=\"video/x-raw,width={},height={}\" ! {} ! appsink name=sink_{} sync=false",
+                layer.width,
+                layer.height,
+                suffixed(encode, &layer.rid),
+                layer.rid
+            ));
+            sinks.push((format!("sink_{}", layer.rid), Some(layer.rid.clone())));
+        }
+        Self::start("rtmp-video-layers", &description, &sinks)
     }
 
     /// Pushes one input frame.
     pub fn push(&self, data: &[u8], pts_ns: u64, dts_ns: u64, keyframe: bool) -> bool {
         self.pusher.push_with_dts(data, pts_ns, dts_ns, keyframe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_halves_and_names_layers() {
+        assert_eq!(
+            ladder(1280, 720, 3),
+            vec![
+                Layer {
+                    rid: "a".into(),
+                    width: 1280,
+                    height: 720
+                },
+                Layer {
+                    rid: "b".into(),
+                    width: 640,
+                    height: 360
+                },
+                Layer {
+                    rid: "c".into(),
+                    width: 320,
+                    height: 180
+                },
+            ]
+        );
+        assert_eq!(ladder(640, 360, 9).len(), 3);
+        assert_eq!(
+            ladder(641, 361, 2)[1],
+            Layer {
+                rid: "b".into(),
+                width: 320,
+                height: 180
+            }
+        );
+        assert_eq!(
+            suffixed("a name=encoder ! b name=caps", "b"),
+            "a name=encoder_b ! b name=caps_b"
+        );
     }
 }

@@ -50,6 +50,19 @@ pub struct LocalTrackSpec {
     pub name: String,
     /// Its codec.
     pub codec: Codec,
+    /// Simulcast layers sent (rids, best first); empty for a single stream.
+    pub rids: Vec<String>,
+}
+
+impl LocalTrackSpec {
+    /// A single-stream track.
+    pub fn new(name: impl Into<String>, codec: Codec) -> Self {
+        Self {
+            name: name.into(),
+            codec,
+            rids: Vec::new(),
+        }
+    }
 }
 
 /// A published track.
@@ -92,6 +105,8 @@ pub struct OutFrame {
     pub rtp_time: u64,
     /// The encoded frame.
     pub data: Vec<u8>,
+    /// The simulcast layer it belongs to (`None` for a single-stream track).
+    pub rid: Option<String>,
 }
 
 /// A received frame.

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec as StrCodec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -428,6 +430,10 @@ impl PeerTask {
             Frequency::NINETY_KHZ
         };
         let time = MediaTime::new(frame.rtp_time, frequency);
+        let writer = match &frame.rid {
+            Some(rid) => writer.rid(Rid::from(rid.as_str())),
+            None => writer,
+        };
         if let Err(e) = writer.write(pt, Instant::now(), time, frame.data) {
             tracing::debug!(error = %e, "peer: write failed");
             self.stats.frames_dropped += 1;
@@ -500,12 +506,19 @@ impl PeerTask {
             } else {
                 MediaKind::Video
             };
+            let simulcast = (!spec.rids.is_empty()).then(|| {
+                let mut simulcast = Simulcast::new();
+                for rid in &spec.rids {
+                    simulcast.add_send_layer(SimulcastLayer::new(rid));
+                }
+                simulcast
+            });
             let mid = api.add_media(
                 kind,
                 Direction::SendOnly,
                 Some(self.session.clone()),
                 Some(spec.name.clone()),
-                None,
+                simulcast,
             );
             tracks.push((spec.name, mid, spec.codec));
         }
