@@ -10,7 +10,10 @@ use sfu_gateway::media::PipelineGuard;
 use sfu_gateway::media::frames::{Frame, appsink_frames};
 use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
 use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, RemoteTrackSpec};
+mod util;
+
 use std::io::{BufRead, BufReader};
+use util::{cores, sample};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -47,36 +50,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-/// CPU seconds (user + system) and RSS bytes of a process or thread `stat` file.
-fn cpu_and_rss(stat_path: &str) -> (f64, f64) {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ((field(14) + field(15)) / 100.0, field(24) * 4096.0)
-}
-
-struct Sample {
-    at: Instant,
-    cpu: f64,
-    rss: f64,
-}
-
-fn sample(path: &str) -> Sample {
-    let (cpu, rss) = cpu_and_rss(path);
-    Sample {
-        at: Instant::now(),
-        cpu,
-        rss,
-    }
-}
-
-fn cores(a: &Sample, b: &Sample) -> f64 {
-    (b.cpu - a.cpu) / b.at.duration_since(a.at).as_secs_f64()
 }
 
 /// Encodes `seconds` of media once, before measuring, so no encoder runs during the benchmark.

@@ -77,6 +77,9 @@ pub struct IngressStats {
     pub connections: u64,
     /// Ingest bitrate over the last second, bits per second.
     pub bitrate_bps: u64,
+    /// Gateway-added video latency p50, p95, p99 in milliseconds (FLV tag arrival to frame handed to the
+    /// WebRTC peer), over the last minute.
+    pub added_latency_ms: Option<[f64; 3]>,
 }
 
 /// One ingress.

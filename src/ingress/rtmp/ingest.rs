@@ -98,6 +98,10 @@ struct Video {
     /// Arrival times by output pts, to measure the gateway-added latency of the transcode path.
     arrivals: VecDeque<(u64, Instant)>,
     last_keyframe: Option<Vec<u8>>,
+    /// The pts of the first frame pushed into the transcoder.
+    first_transcoded_pts: Option<u64>,
+    /// Output pts minus input pts of the transcoder (fixed by its first output frame).
+    pts_shift: Option<i128>,
 }
 
 struct Audio {
@@ -118,6 +122,8 @@ struct Ingest {
     bytes_this_second: u64,
     /// Simulcast layers of the transcode path.
     layers: u8,
+    /// Gateway-added video latency samples.
+    latency: Latency,
     /// Picture size from `onMetaData` (the top layer's size).
     frame_size: Option<(u32, u32)>,
     /// Participant in the ingress's room while live (leaves when dropped).
@@ -192,7 +198,9 @@ impl Ingest {
                 Ok(config) => {
                     let first = self.video.is_none();
                     let layers = (self.layers > 1).then(|| {
+                        // The top layer is the input size, at most 720p (as WebRTC viewers use it).
                         let (width, height) = self.frame_size.unwrap_or((1280, 720));
+                        let (width, height) = if height > 720 { (width * 720 / height, 720) } else { (width, height) };
                         ladder(width, height, self.layers)
                     });
                     let transcode = layers.is_some()
@@ -212,6 +220,8 @@ impl Ingest {
                         gop: Vec::new(),
                         arrivals: VecDeque::new(),
                         last_keyframe: None,
+                        first_transcoded_pts: None,
+                        pts_shift: None,
                     });
                     self.report_path();
                     if first {
@@ -257,6 +267,7 @@ impl Ingest {
             video.transcoder = Transcoder::h264_transcode(&self.deps.fragments, &video.config.record)
                 .map_err(|e| tracing::warn!(error = %e, "cannot start the video transcoder"))
                 .ok();
+            video.first_transcoded_pts = video.gop.first().map(|(pts, ..)| ms_to_ns(*pts));
             if let Some(transcoder) = &video.transcoder {
                 for (pts, dts, key, data) in &video.gop {
                     transcoder.push(data, ms_to_ns(*pts), ms_to_ns(*dts), *key);
@@ -270,6 +281,7 @@ impl Ingest {
         }
         video.gop.push((pts, dts, keyframe, Bytes::copy_from_slice(data)));
         if let Some(transcoder) = &video.transcoder {
+            video.first_transcoded_pts.get_or_insert(ms_to_ns(pts));
             video.arrivals.push_back((ms_to_ns(pts), arrived));
             if video.arrivals.len() > 256 {
                 video.arrivals.pop_front();
@@ -292,8 +304,7 @@ impl Ingest {
         }
         let track = self.video_track.clone();
         let sent = self.send(&track, (pts.max(0) as u64) * 90, annex_b);
-        metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => "passthrough")
-            .record(arrived.elapsed().as_secs_f64());
+        self.latency.record("passthrough", arrived);
         self.update_store(|i| {
             if sent {
                 i.stats.video_frames_out += 1
@@ -303,20 +314,30 @@ impl Ingest {
         });
     }
 
-    fn transcoded_video(&mut self, rid: Option<String>, frame: Frame) {
+    fn transcoded_video(&mut self, rid: Option<String>, mut frame: Frame) {
         let Some(video) = self.video.as_mut() else { return };
-        while let Some((pts, arrived)) = video.arrivals.front().copied() {
+        // Encoders shift timestamps (x264enc by ~1000 hours, to keep DTS positive): the first output frame
+        // is the first input frame, which gives the shift to undo.
+        let first_in = video.first_transcoded_pts.unwrap_or(0);
+        let shift = *video.pts_shift.get_or_insert(i128::from(frame.pts_ns) - i128::from(first_in));
+        frame.pts_ns = (i128::from(frame.pts_ns) - shift).max(0) as u64;
+        // Latency is measured on the top layer (or the single output).
+        let top = rid.as_deref().is_none_or(|r| r == "a");
+        let mut latency = None;
+        while let Some((pts, arrived)) = video.arrivals.front().copied().filter(|_| top) {
             if pts > frame.pts_ns {
                 break;
             }
             video.arrivals.pop_front();
-            if pts == frame.pts_ns && rid.as_deref().is_none_or(|r| r == "a") {
-                metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => "transcode")
-                    .record(arrived.elapsed().as_secs_f64());
+            if pts == frame.pts_ns {
+                latency = Some(arrived);
             }
         }
-        if frame.keyframe && rid.as_deref().is_none_or(|r| r == "a") {
+        if frame.keyframe && top {
             video.last_keyframe = Some(frame.data.clone());
+        }
+        if let Some(arrived) = latency {
+            self.latency.record("transcode", arrived);
         }
         let sent = self.peer.send_frame(OutFrame {
             track: self.video_track.clone(),
@@ -400,6 +421,36 @@ impl Ingest {
     }
 }
 
+/// The gateway-added latency of video frames (FLV tag arrival → frame handed to the WebRTC peer): a
+/// Prometheus histogram, and the last samples for the ingress's own p50/p95/p99.
+#[derive(Default)]
+struct Latency {
+    samples: VecDeque<f64>,
+}
+
+impl Latency {
+    const KEEP: usize = 1800; // about a minute of 30 fps video
+
+    fn record(&mut self, path: &'static str, arrived: Instant) {
+        let seconds = arrived.elapsed().as_secs_f64();
+        metrics::histogram!("rtmp_ingest_added_latency_seconds", "path" => path).record(seconds);
+        if self.samples.len() == Self::KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(seconds * 1000.0);
+    }
+
+    fn quantiles(&self) -> Option<[f64; 3]> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Some([at(0.5), at(0.95), at(0.99)])
+    }
+}
+
 async fn recv_frame(transcoder: Option<&mut Transcoder>) -> Option<(Option<String>, Frame)> {
     match transcoder {
         Some(t) => t.output.recv().await,
@@ -429,6 +480,7 @@ pub async fn run(
         published: Vec::new(),
         bytes_this_second: 0,
         layers: ingress.layers,
+        latency: Latency::default(),
         frame_size: None,
         membership: None,
     };
@@ -510,7 +562,11 @@ pub async fn run(
             _ = tick.tick() => {
                 let bitrate = ingest.bytes_this_second * 8;
                 ingest.bytes_this_second = 0;
-                ingest.update_store(|i| i.stats.bitrate_bps = bitrate);
+                let latency = ingest.latency.quantiles();
+                ingest.update_store(|i| {
+                    i.stats.bitrate_bps = bitrate;
+                    i.stats.added_latency_ms = latency;
+                });
                 if detached_at.is_some() {
                     ingest.keep_alive();
                 }

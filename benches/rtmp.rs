@@ -1,0 +1,329 @@
+//! `scripts/bench rtmp`: N concurrent 1080p30 6 Mbit/s RTMP ingests (ffmpeg `-re -c copy` from a file
+//! encoded once, so the publishers' encoding is not measured) through the gateway, in passthrough and in
+//! transcode (720p + 2 simulcast layers), each beside a baseline run in the same invocation:
+//! - passthrough vs ffmpeg receiving the same RTMP and relaying it to RTP with `-c copy`;
+//! - transcode vs ffmpeg receiving it and encoding the same three layers with the same x264 settings
+//!   (plus AAC → Opus, as the gateway does).
+//!
+//! The gateway under test publishes to an embedded SFU running in a *separate* gateway process, so its
+//! CPU is the ingest's own (RTMP, FLV, SRTP, and the transcode when there is one). The gateway-added latency
+//! (FLV tag arrival → frame handed to the WebRTC peer) comes from its `/metrics` summary.
+
+mod util;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use util::{Sample, cores, sample_all};
+
+const APP: &str = "0000000000000000000000000000beef";
+const SECRET: &str = "rtmp-bench-secret-rtmp-bench-secret-rtmp-bench-secret-rtmp-benc";
+const INPUT: &str = "/tmp/sfu-gateway-bench-1080p30-6M.flv";
+
+struct Args {
+    streams: usize,
+    transcode_streams: usize,
+    seconds: u64,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        streams: 2,
+        transcode_streams: 1,
+        seconds: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).expect("a number after the flag");
+        match arg.as_str() {
+            "--streams" => args.streams = value() as usize,
+            "--transcode-streams" => args.transcode_streams = value() as usize,
+            "--seconds" => args.seconds = value(),
+            _ => {}
+        }
+    }
+    args
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sfu-gateway run` with `env`; returns it and the JSON log fields asked for, in order.
+fn gateway(env: &[(&str, &str)], wanted: &[(&str, &str)]) -> (Proc, Vec<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sfu-gateway"));
+    command
+        .args(["run", "--log-format", "json"])
+        .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
+        .env("GATEWAY__RTMP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("start sfu-gateway");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut found = vec![String::new(); wanted.len()];
+    while found.iter().any(String::is_empty) {
+        let line = lines.next().expect("gateway log").expect("log line");
+        let value: Value = serde_json::from_str(&line).unwrap_or_default();
+        for (i, (message, field)) in wanted.iter().enumerate() {
+            if value["fields"]["message"] == *message {
+                found[i] = value["fields"][*field].as_str().unwrap_or_default().to_string();
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), found)
+}
+
+fn ffmpeg(args: &[&str]) -> Proc {
+    Proc(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    )
+}
+
+fn prepare_input() {
+    if Path::new(INPUT).exists() {
+        return;
+    }
+    eprintln!("encoding the 1080p30 6 Mbit/s input once: {INPUT}");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-f", "lavfi", "-i", "sine=frequency=440"])
+        .args(["-t", "20", "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-b:v", "6M"])
+        .args(["-maxrate", "6M", "-bufsize", "6M", "-g", "60", "-bf", "0", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", INPUT])
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "cannot encode the input");
+}
+
+fn publisher(url: &str) -> Proc {
+    ffmpeg(&["-re", "-stream_loop", "-1", "-i", INPUT, "-c", "copy", "-f", "flv", url])
+}
+
+async fn create_ingress(api: &str, name: &str, video: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{api}/v1/ingresses"))
+        .json(&json!({"name": name, "video": video}))
+        .send()
+        .await
+        .expect("create ingress")
+        .json()
+        .await
+        .expect("ingress json")
+}
+
+/// Mean over the live ingresses named `prefix*` of their p50/p95/p99 added latency (ms), from the API.
+async fn quantiles(api: &str, prefix: &str) -> (f64, f64, f64) {
+    let all: Value = reqwest::get(format!("{api}/v1/ingresses")).await.expect("ingresses").json().await.expect("json");
+    let rows: Vec<[f64; 3]> = all["ingresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["name"].as_str().is_some_and(|n| n.starts_with(prefix)) && i["state"] == "live")
+        .filter_map(|i| serde_json::from_value(i["stats"]["addedLatencyMs"].clone()).ok())
+        .collect();
+    let n = rows.len().max(1) as f64;
+    let mean = |k: usize| if rows.is_empty() { f64::NAN } else { rows.iter().map(|r| r[k]).sum::<f64>() / n };
+    (mean(0), mean(1), mean(2))
+}
+
+/// Measures the processes `pids` over `seconds` after a warm-up: (cores, RSS bytes).
+async fn measure(pids: &[u32], seconds: u64) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
+    for pid in pids {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "measured process {pid} is not running");
+    }
+    let start: Sample = sample_all(pids);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end = sample_all(pids);
+    (cores(&start, &end), end.rss)
+}
+
+/// UDP sinks that drain what the baseline ffmpeg relays send (so sends never fail).
+fn sinks(n: usize) -> Vec<u16> {
+    (0..n)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("sink");
+            let port = socket.local_addr().expect("sink addr").port();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while socket.recv(&mut buf).is_ok() {}
+            });
+            port
+        })
+        .collect()
+}
+
+/// An ffmpeg RTMP listener per stream running `outputs`, fed by a publisher each; returns all processes.
+async fn ffmpeg_baseline(streams: usize, mut outputs: impl FnMut() -> Vec<String>) -> (Vec<Proc>, Vec<u32>) {
+    let mut procs = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..streams {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("rtmp://127.0.0.1:{port}/live/bench");
+        let mut args = vec!["-listen".to_string(), "1".into(), "-i".into(), url.clone()];
+        args.extend(outputs());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let listener = ffmpeg(&refs);
+        pids.push(listener.0.id());
+        procs.push(listener);
+        // ffmpeg's `-listen 1` takes exactly one connection, so readiness cannot be probed by connecting:
+        // give it a second to open its socket (pacing, not synchronisation of results).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        procs.push(publisher(&url));
+    }
+    (procs, pids)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    prepare_input();
+    let (_sfu, found) = gateway(
+        &[
+            ("GATEWAY__RTMP__ENABLED", "false"),
+            ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+            ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+        ],
+        &[("embedded sfu started", "http")],
+    );
+    let sfu_api = format!("http://{}/v1", found[0]);
+    let (gw, found) = gateway(
+        &[
+            ("GATEWAY__SFU__MODE", "cloudflare"),
+            ("GATEWAY__SFU__API_URL", &sfu_api),
+            ("GATEWAY__SFU__APP_ID", APP),
+            ("GATEWAY__SFU__APP_SECRET", SECRET),
+        ],
+        &[("api listening", "addr"), ("rtmp listening", "addr")],
+    );
+    let (api, rtmp) = (format!("http://{}", found[0]), found[1].clone());
+    let gateway_pid = [gw.0.id()];
+
+    // Passthrough.
+    let mut publishers = Vec::new();
+    for i in 0..args.streams {
+        let ingress = create_ingress(&api, &format!("pass{i}"), json!({"mode": "passthrough"})).await;
+        let key = ingress["streamKey"].as_str().expect("stream key");
+        publishers.push(publisher(&format!("rtmp://{rtmp}/live/{key}")));
+    }
+    let (pass_cores, pass_rss) = measure(&gateway_pid, args.seconds).await;
+    let pass_latency = quantiles(&api, "pass").await;
+    drop(publishers);
+    let ports = sinks(2 * args.streams);
+    let relay_outputs = |audio: &'static [&'static str]| {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let ports = ports.clone();
+        move || {
+            let i = next.fetch_add(2, std::sync::atomic::Ordering::Relaxed) % ports.len();
+            ["-map", "0:v", "-c", "copy", "-f", "rtp"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([format!("rtp://127.0.0.1:{}", ports[i])])
+                .chain(["-map", "0:a"].iter().chain(audio).chain(&["-f", "rtp"]).map(|s| s.to_string()))
+                .chain([format!("rtp://127.0.0.1:{}", ports[i + 1])])
+                .collect::<Vec<String>>()
+        }
+    };
+    let (relays, pids) = ffmpeg_baseline(args.streams, relay_outputs(&["-c", "copy"])).await;
+    let (relay_cores, relay_rss) = measure(&pids, args.seconds).await;
+    drop(relays);
+    // The gateway also turns AAC into Opus on this path: the same work done by ffmpeg.
+    let opus = &["-c:a", "libopus", "-ar", "48000", "-b:a", "64k"];
+    let (relays, pids) = ffmpeg_baseline(args.streams, relay_outputs(opus)).await;
+    let (relay_opus_cores, _) = measure(&pids, args.seconds).await;
+    drop(relays);
+
+    // Transcode: 720p + 2 layers.
+    let mut publishers = Vec::new();
+    for i in 0..args.transcode_streams {
+        let ingress = create_ingress(&api, &format!("tx{i}"), json!({"mode": "transcode", "layers": 3})).await;
+        let key = ingress["streamKey"].as_str().expect("stream key");
+        publishers.push(publisher(&format!("rtmp://{rtmp}/live/{key}")));
+    }
+    let (tx_cores, tx_rss) = measure(&gateway_pid, args.seconds).await;
+    let tx_latency = quantiles(&api, "tx").await;
+    drop(publishers);
+    let sink = sinks(1)[0];
+    let x264 = "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -b:v 2500k -g 60 -bf 0";
+    let (encoders, pids) = ffmpeg_baseline(args.transcode_streams, || {
+        let mut out: Vec<String> = Vec::new();
+        for (i, size) in ["1280x720", "640x360", "320x180"].iter().enumerate() {
+            out.extend(["-map", "0:v", "-s", size].iter().map(|s| s.to_string()));
+            out.extend(x264.split(' ').map(String::from));
+            out.extend(["-f".to_string(), "rtp".into(), format!("rtp://127.0.0.1:{}?pkt_size=1200&i={i}", sink)]);
+        }
+        out.extend(["-map", "0:a", "-c:a", "libopus", "-ar", "48000", "-b:a", "64k", "-f", "rtp"].map(String::from));
+        out.push(format!("rtp://127.0.0.1:{sink}"));
+        out
+    })
+    .await;
+    let (ffmpeg_tx_cores, ffmpeg_tx_rss) = measure(&pids, args.seconds).await;
+    drop(encoders);
+
+    let (n, t) = (args.streams as f64, args.transcode_streams as f64);
+    let mib = |b: f64| b / 1048576.0;
+    println!("## rtmp benchmark");
+    println!();
+    println!("| figure | gateway | baseline (ffmpeg) | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| passthrough CPU per 1080p30 6 Mbit/s stream ({} streams) | {:.1} % | {:.1} % (`-c copy` to RTP) | {:.2} |",
+        args.streams,
+        pass_cores / n * 100.0,
+        relay_cores / n * 100.0,
+        pass_cores / relay_cores.max(1e-9)
+    );
+    println!(
+        "| passthrough CPU, baseline doing the same audio work | {:.1} % | {:.1} % (video copy, AAC → Opus) | {:.2} |",
+        pass_cores / n * 100.0,
+        relay_opus_cores / n * 100.0,
+        pass_cores / relay_opus_cores.max(1e-9)
+    );
+    println!(
+        "| passthrough RSS per stream | {:.1} MiB (whole process / {}) | {:.1} MiB | |",
+        mib(pass_rss) / n,
+        args.streams,
+        mib(relay_rss) / n
+    );
+    println!(
+        "| passthrough added latency p50 / p95 / p99 | {:.2} / {:.2} / {:.2} ms | not instrumented | |",
+        pass_latency.0, pass_latency.1, pass_latency.2
+    );
+    println!(
+        "| transcode CPU per stream (720p + 360p + 180p, {} streams) | {:.1} % | {:.1} % (x264 same settings) | {:.2} |",
+        args.transcode_streams,
+        tx_cores / t * 100.0,
+        ffmpeg_tx_cores / t * 100.0,
+        tx_cores / ffmpeg_tx_cores.max(1e-9)
+    );
+    println!(
+        "| transcode RSS per stream | {:.1} MiB (whole process) | {:.1} MiB | |",
+        mib(tx_rss) / t,
+        mib(ffmpeg_tx_rss) / t
+    );
+    println!(
+        "| transcode added latency p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | not instrumented | |",
+        tx_latency.0, tx_latency.1, tx_latency.2
+    );
+}
