@@ -1,12 +1,13 @@
 //! `sfu-gateway run`: starts the subsystems, serves the API, and handles SIGTERM (drain) and SIGINT or a
 //! second SIGTERM (stop now).
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, SfuProxy};
 use crate::config::{Config, SfuMode};
 use crate::ingress::rtmp::{self, ingest::IngestDeps};
 use crate::ingress::store::IngressStore;
 use crate::media::Fragments;
 use crate::readiness::Readiness;
+use crate::redact::Secret;
 use crate::rooms::{Resolver, Rooms};
 use crate::sfu::client::{CallsClient, ClientConfig, ClientError, RetryPolicy};
 use crate::sfu::embedded::EmbeddedSfu;
@@ -95,6 +96,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         rooms,
         resolver,
         shutdown: api_shutdown.clone(),
+        sfu_proxy: Some(sfu_proxy(&config, embedded.as_ref())),
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));
@@ -148,16 +150,27 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
     Ok(code)
 }
 
-/// The Calls API client: to Cloudflare, or to the embedded SFU.
-fn sfu_client(config: &Config, embedded: Option<&EmbeddedSfu>) -> Result<CallsClient, ClientError> {
-    let (api_url, app_id, app_secret) = match embedded {
+/// The Calls API endpoint and credentials: Cloudflare's, or the embedded SFU's.
+fn sfu_target(config: &Config, embedded: Option<&EmbeddedSfu>) -> (String, String, Secret) {
+    match embedded {
         Some(sfu) => (sfu.api_url(), sfu.app_id().to_string(), sfu.app_secret().clone()),
         None => (
             config.sfu.api_url.clone(),
             config.sfu.app_id.clone(),
             config.sfu.app_secret.clone(),
         ),
-    };
+    }
+}
+
+/// The browser-facing Calls API proxy.
+fn sfu_proxy(config: &Config, embedded: Option<&EmbeddedSfu>) -> SfuProxy {
+    let (api_url, app_id, secret) = sfu_target(config, embedded);
+    SfuProxy::new(&api_url, &app_id, secret, config.sfu.request_timeout)
+}
+
+/// The Calls API client: to Cloudflare, or to the embedded SFU.
+fn sfu_client(config: &Config, embedded: Option<&EmbeddedSfu>) -> Result<CallsClient, ClientError> {
+    let (api_url, app_id, app_secret) = sfu_target(config, embedded);
     CallsClient::new(&ClientConfig {
         api_url,
         app_id,

@@ -127,5 +127,53 @@ async fn wrong_keys_garbage_and_half_handshakes_are_refused() {
         AAC_48K,
     ));
     let id = ingress["id"].as_str().unwrap();
-    setup.wait_ingress(id, "live", |i| i["state"] == "live").await;
+    let live = setup
+        .wait_ingress(id, "live with tracks", |i| {
+            i["state"] == "live" && i["sfu"]["sessionId"].is_string()
+        })
+        .await;
+
+    // The SFU proxy serves the Calls API behind the control API's token, never exposing the app secret.
+    let session = live["sfu"]["sessionId"].as_str().unwrap();
+    let proxied = setup
+        .http
+        .get(format!("{}/v1/sfu/sessions/{session}", setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status().as_u16(), 200);
+    let body: serde_json::Value = proxied.json().await.unwrap();
+    assert!(body["tracks"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    let anonymous = setup
+        .http
+        .get(format!("{}/v1/sfu/sessions/{session}", setup.gateway.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    // Deleting a live ingress ends its stream and disconnects the publisher.
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/ingresses/{id}", setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let mut publisher = _publisher;
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if publisher.0.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(exited, "the publisher of a deleted ingress was not disconnected");
 }

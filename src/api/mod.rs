@@ -6,10 +6,12 @@ mod ingresses;
 mod metrics;
 mod rooms;
 mod sessions;
+mod sfu_proxy;
 mod test_routes;
 
 pub use error::ApiError;
 pub use metrics::install_recorder;
+pub use sfu_proxy::SfuProxy;
 
 use crate::readiness::Readiness;
 use crate::redact::Secret;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub resolver: crate::rooms::Resolver,
     /// Cancelled when the API shuts down (ends long-lived responses such as event streams).
     pub shutdown: CancellationToken,
+    /// The Calls API proxy for browsers (`/v1/sfu/...`).
+    pub sfu_proxy: Option<SfuProxy>,
 }
 
 /// Builds the router.
@@ -55,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     let mut v1 = Router::new()
         .merge(sessions::routes())
         .merge(ingresses::routes())
+        .merge(sfu_proxy::routes())
         .merge(rooms::routes());
     if state.test_routes {
         v1 = v1.merge(test_routes::routes());

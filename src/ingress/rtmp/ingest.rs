@@ -200,7 +200,11 @@ impl Ingest {
                     let layers = (self.layers > 1).then(|| {
                         // The top layer is the input size, at most 720p (as WebRTC viewers use it).
                         let (width, height) = self.frame_size.unwrap_or((1280, 720));
-                        let (width, height) = if height > 720 { (width * 720 / height, 720) } else { (width, height) };
+                        let (width, height) = if height > 720 {
+                            (width * 720 / height, 720)
+                        } else {
+                            (width, height)
+                        };
                         ladder(width, height, self.layers)
                     });
                     let transcode = layers.is_some()
@@ -319,7 +323,9 @@ impl Ingest {
         // Encoders shift timestamps (x264enc by ~1000 hours, to keep DTS positive): the first output frame
         // is the first input frame, which gives the shift to undo.
         let first_in = video.first_transcoded_pts.unwrap_or(0);
-        let shift = *video.pts_shift.get_or_insert(i128::from(frame.pts_ns) - i128::from(first_in));
+        let shift = *video
+            .pts_shift
+            .get_or_insert(i128::from(frame.pts_ns) - i128::from(first_in));
         frame.pts_ns = (i128::from(frame.pts_ns) - shift).max(0) as u64;
         // Latency is measured on the top layer (or the single output).
         let top = rid.as_deref().is_none_or(|r| r == "a");
@@ -560,6 +566,10 @@ pub async fn run(
                 None => break Err("the SFU peer stopped".into()),
             },
             _ = tick.tick() => {
+                if ingest.deps.store.get(&ingest.id).is_none() {
+                    tracing::info!("the ingress was deleted: ending the stream");
+                    break Ok(());
+                }
                 let bitrate = ingest.bytes_this_second * 8;
                 ingest.bytes_this_second = 0;
                 let latency = ingest.latency.quantiles();
