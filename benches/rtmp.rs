@@ -37,7 +37,11 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).expect("a number after the flag");
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a number after the flag")
+        };
         match arg.as_str() {
             "--streams" => args.streams = value() as usize,
             "--transcode-streams" => args.transcode_streams = value() as usize,
@@ -107,9 +111,31 @@ fn prepare_input() {
     eprintln!("encoding the 1080p30 6 Mbit/s input once: {INPUT}");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-f", "lavfi", "-i", "sine=frequency=440"])
-        .args(["-t", "20", "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-b:v", "6M"])
-        .args(["-maxrate", "6M", "-bufsize", "6M", "-g", "60", "-bf", "0", "-pix_fmt", "yuv420p"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ])
+        .args([
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "6M",
+        ])
+        .args([
+            "-maxrate", "6M", "-bufsize", "6M", "-g", "60", "-bf", "0", "-pix_fmt", "yuv420p",
+        ])
         .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", INPUT])
         .status()
         .expect("ffmpeg");
@@ -134,7 +160,12 @@ async fn create_ingress(api: &str, name: &str, video: Value) -> Value {
 
 /// Mean over the live ingresses named `prefix*` of their p50/p95/p99 added latency (ms), from the API.
 async fn quantiles(api: &str, prefix: &str) -> (f64, f64, f64) {
-    let all: Value = reqwest::get(format!("{api}/v1/ingresses")).await.expect("ingresses").json().await.expect("json");
+    let all: Value = reqwest::get(format!("{api}/v1/ingresses"))
+        .await
+        .expect("ingresses")
+        .json()
+        .await
+        .expect("json");
     let rows: Vec<[f64; 3]> = all["ingresses"]
         .as_array()
         .into_iter()
@@ -143,7 +174,13 @@ async fn quantiles(api: &str, prefix: &str) -> (f64, f64, f64) {
         .filter_map(|i| serde_json::from_value(i["stats"]["addedLatencyMs"].clone()).ok())
         .collect();
     let n = rows.len().max(1) as f64;
-    let mean = |k: usize| if rows.is_empty() { f64::NAN } else { rows.iter().map(|r| r[k]).sum::<f64>() / n };
+    let mean = |k: usize| {
+        if rows.is_empty() {
+            f64::NAN
+        } else {
+            rows.iter().map(|r| r[k]).sum::<f64>() / n
+        }
+    };
     (mean(0), mean(1), mean(2))
 }
 
@@ -151,7 +188,10 @@ async fn quantiles(api: &str, prefix: &str) -> (f64, f64, f64) {
 async fn measure(pids: &[u32], seconds: u64) -> (f64, f64) {
     tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
     for pid in pids {
-        assert!(Path::new(&format!("/proc/{pid}")).exists(), "measured process {pid} is not running");
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "measured process {pid} is not running"
+        );
     }
     let start: Sample = sample_all(pids);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -179,7 +219,11 @@ async fn ffmpeg_baseline(streams: usize, mut outputs: impl FnMut() -> Vec<String
     let mut procs = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..streams {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = format!("rtmp://127.0.0.1:{port}/live/bench");
         let mut args = vec!["-listen".to_string(), "1".into(), "-i".into(), url.clone()];
         args.extend(outputs());
@@ -240,7 +284,13 @@ async fn main() {
                 .iter()
                 .map(|s| s.to_string())
                 .chain([format!("rtp://127.0.0.1:{}", ports[i])])
-                .chain(["-map", "0:a"].iter().chain(audio).chain(&["-f", "rtp"]).map(|s| s.to_string()))
+                .chain(
+                    ["-map", "0:a"]
+                        .iter()
+                        .chain(audio)
+                        .chain(&["-f", "rtp"])
+                        .map(|s| s.to_string()),
+                )
                 .chain([format!("rtp://127.0.0.1:{}", ports[i + 1])])
                 .collect::<Vec<String>>()
         }
@@ -271,9 +321,18 @@ async fn main() {
         for (i, size) in ["1280x720", "640x360", "320x180"].iter().enumerate() {
             out.extend(["-map", "0:v", "-s", size].iter().map(|s| s.to_string()));
             out.extend(x264.split(' ').map(String::from));
-            out.extend(["-f".to_string(), "rtp".into(), format!("rtp://127.0.0.1:{}?pkt_size=1200&i={i}", sink)]);
+            out.extend([
+                "-f".to_string(),
+                "rtp".into(),
+                format!("rtp://127.0.0.1:{}?pkt_size=1200&i={i}", sink),
+            ]);
         }
-        out.extend(["-map", "0:a", "-c:a", "libopus", "-ar", "48000", "-b:a", "64k", "-f", "rtp"].map(String::from));
+        out.extend(
+            [
+                "-map", "0:a", "-c:a", "libopus", "-ar", "48000", "-b:a", "64k", "-f", "rtp",
+            ]
+            .map(String::from),
+        );
         out.push(format!("rtp://127.0.0.1:{sink}"));
         out
     })

@@ -13,12 +13,12 @@ use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, 
 mod util;
 
 use std::io::{BufRead, BufReader};
-use util::{cores, sample};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use util::{cores, sample};
 
 const APP: &str = "00000000000000000000000000bench0";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-bench-secret-bench-secret";

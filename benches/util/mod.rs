@@ -36,10 +36,13 @@ pub fn cores(a: &Sample, b: &Sample) -> f64 {
     (b.cpu - a.cpu) / b.at.duration_since(a.at).as_secs_f64()
 }
 
-
 /// CPU cores used and RSS summed over several processes (0 for those already gone).
 pub fn sample_all(pids: &[u32]) -> Sample {
-    let mut total = Sample { at: Instant::now(), cpu: 0.0, rss: 0.0 };
+    let mut total = Sample {
+        at: Instant::now(),
+        cpu: 0.0,
+        rss: 0.0,
+    };
     for pid in pids {
         let (cpu, rss) = cpu_and_rss(&format!("/proc/{pid}/stat"));
         total.cpu += cpu;
