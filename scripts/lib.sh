@@ -11,7 +11,7 @@ GATEWAY_PACKAGES=(
 
 # Real peers the tests start: ffmpeg (RTMP publisher), sipp and baresip (phones), nginx-rtmp (destination),
 # Chromium (WebRTC client), procps (ps for benchmarks).
-TEST_PACKAGES=(ffmpeg sip-tester baresip nginx libnginx-mod-rtmp chromium chromium-driver procps)
+TEST_PACKAGES=(ffmpeg sip-tester baresip nginx libnginx-mod-rtmp chromium chromium-driver procps openssl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

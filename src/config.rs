@@ -83,6 +83,12 @@ pub struct RtmpConfig {
     /// Longest silence from a connected publisher (also the wait for its publish request).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// RTMPS listener, used when `tls_cert` and `tls_key` are set.
+    pub rtmps_listen: SocketAddr,
+    /// PEM certificate chain for RTMPS; empty: no RTMPS.
+    pub tls_cert: String,
+    /// PEM private key for RTMPS.
+    pub tls_key: String,
 }
 
 impl Default for RtmpConfig {
@@ -95,11 +101,19 @@ impl Default for RtmpConfig {
             reconnect_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
+            rtmps_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1936),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
 
 impl RtmpConfig {
+    /// Whether RTMPS is configured.
+    pub fn rtmps(&self) -> bool {
+        !self.tls_cert.is_empty() || !self.tls_key.is_empty()
+    }
+
     /// The URL streamers publish to, without the key.
     pub fn url(&self, bound: SocketAddr) -> String {
         if !self.public_url.is_empty() {
@@ -473,6 +487,9 @@ impl Config {
             Duration::from_millis(100),
             Duration::from_secs(600),
         )?;
+        if self.rtmp.enabled && self.rtmp.rtmps() {
+            crate::ingress::rtmp::tls::server_config(&self.rtmp.tls_cert, &self.rtmp.tls_key)?;
+        }
         let valid_name = |s: &str| {
             !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
@@ -551,6 +568,9 @@ impl Config {
         let mut tcp: Vec<(&str, SocketAddr)> = vec![("api.listen", self.api.listen)];
         if self.rtmp.enabled {
             tcp.push(("rtmp.listen", self.rtmp.listen));
+            if self.rtmp.rtmps() {
+                tcp.push(("rtmp.rtmps_listen", self.rtmp.rtmps_listen));
+            }
         }
         if self.sfu.effective_mode() == SfuMode::Embedded {
             tcp.push(("sfu.embedded.listen", self.sfu.embedded.listen));

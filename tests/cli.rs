@@ -82,6 +82,11 @@ fn invalid_configurations_exit_2_naming_the_key() {
         (Some(&unknown_dir), vec![], "pipelines.dir"),
         (Some(&bad_dir), vec![], "pipelines.audio-encode-opus"),
         (Some("[pipelines]\ndir = \"/no/such/dir\"\n"), vec![], "pipelines.dir"),
+        (
+            Some("[rtmp]\ntls_cert = \"/no/such/cert.pem\"\ntls_key = \"/no/such/key.pem\"\n"),
+            vec![],
+            "rtmp.tls_cert",
+        ),
     ];
     for (file, env, key) in cases {
         let out = check_config(file, &env);

@@ -6,6 +6,7 @@ mod conn;
 pub mod flv;
 pub mod ingest;
 mod media;
+pub mod tls;
 
 use crate::config::RtmpConfig;
 use crate::ingress::store::IngressStore;
@@ -17,8 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -61,26 +63,58 @@ pub async fn start(
         next_connection: Default::default(),
     });
     tracing::info!(%addr, app = %shared.config.app, "rtmp listening");
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = cancel.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let id = shared
-                        .next_connection
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let span = tracing::info_span!("rtmp", connection = id, %peer);
-                    tokio::spawn(connection(shared.clone(), stream, id, cancel.clone()).instrument(span));
-                }
-                Err(e) => tracing::warn!(error = %e, "rtmp accept failed"),
-            }
-        }
-    });
+    if shared.config.rtmps() {
+        let tls = tls::server_config(&shared.config.tls_cert, &shared.config.tls_key)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let secure = TcpListener::bind(shared.config.rtmps_listen).await?;
+        tracing::info!(addr = %secure.local_addr()?, "rtmps listening");
+        tokio::spawn(accept_loop(
+            secure,
+            Some(TlsAcceptor::from(tls)),
+            shared.clone(),
+            cancel.clone(),
+        ));
+    }
+    tokio::spawn(accept_loop(listener, None, shared, cancel));
     Ok(addr)
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "rtmp accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = tracing::info_span!("rtmp", connection = id, %peer, tls = tls.is_some());
+        let (shared, cancel, tls) = (shared.clone(), cancel.clone(), tls.clone());
+        tokio::spawn(
+            async move {
+                match tls {
+                    None => connection(shared, stream, id, cancel).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => connection(shared, stream, id, cancel).await,
+                            Ok(Err(e)) => tracing::info!(error = %e, "rtmps handshake failed"),
+                            Err(_) => tracing::info!("rtmps handshake timed out"),
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
 }
 
 enum Decision {
@@ -156,7 +190,10 @@ fn ingress_id_of(store: &IngressStore, key: &str) -> String {
     store.find_by_key(key).map(|i| i.id).unwrap_or_default()
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, id: u64, cancel: CancellationToken) {
+async fn connection<S>(shared: Arc<Shared>, mut stream: S, id: u64, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let limits = Limits {
         handshake: shared.config.handshake_timeout,
         publish: shared.config.idle_timeout,
