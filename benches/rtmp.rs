@@ -12,12 +12,11 @@
 mod util;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use util::{Sample, cores, sample_all};
+use util::{Proc, Sample, cores, sample_all};
 
 const APP: &str = "0000000000000000000000000000beef";
 const SECRET: &str = "rtmp-bench-secret-rtmp-bench-secret-rtmp-bench-secret-rtmp-benc";
@@ -30,66 +29,16 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut args = Args {
-        streams: 2,
-        transcode_streams: 1,
-        seconds: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--streams" => args.streams = value() as usize,
-            "--transcode-streams" => args.transcode_streams = value() as usize,
-            "--seconds" => args.seconds = value(),
-            _ => {}
-        }
-    }
-    args
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    let flags = util::flags(&[("streams", 2), ("transcode-streams", 1), ("seconds", 10)]);
+    Args {
+        streams: flags["streams"] as usize,
+        transcode_streams: flags["transcode-streams"] as usize,
+        seconds: flags["seconds"],
     }
 }
 
-/// Starts `sfu-gateway run` with `env`; returns it and the JSON log fields asked for, in order.
 fn gateway(env: &[(&str, &str)], wanted: &[(&str, &str)]) -> (Proc, Vec<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sfu-gateway"));
-    command
-        .args(["run", "--log-format", "json"])
-        .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
-        .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
-        .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
-        .env("GATEWAY__RTMP__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("start sfu-gateway");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut found = vec![String::new(); wanted.len()];
-    while found.iter().any(String::is_empty) {
-        let line = lines.next().expect("gateway log").expect("log line");
-        let value: Value = serde_json::from_str(&line).unwrap_or_default();
-        for (i, (message, field)) in wanted.iter().enumerate() {
-            if value["fields"]["message"] == *message {
-                found[i] = value["fields"][*field].as_str().unwrap_or_default().to_string();
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), found)
+    util::gateway(env!("CARGO_BIN_EXE_sfu-gateway"), env, wanted)
 }
 
 fn ffmpeg(args: &[&str]) -> Proc {

@@ -12,9 +12,7 @@ use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
 use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, RemoteTrackSpec};
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,26 +28,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut args = Args {
-        publishers: 2,
-        subscribers: 4,
-        seconds: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--publishers" => args.publishers = value() as usize,
-            "--subscribers" => args.subscribers = value() as usize,
-            "--seconds" => args.seconds = value(),
-            _ => {} // cargo bench passes --bench
-        }
+    let flags = util::flags(&[("publishers", 2), ("subscribers", 4), ("seconds", 10)]);
+    Args {
+        publishers: flags["publishers"] as usize,
+        subscribers: flags["subscribers"] as usize,
+        seconds: flags["seconds"],
     }
-    args
 }
 
 /// Encodes `seconds` of media once, before measuring, so no encoder runs during the benchmark.
@@ -66,49 +50,26 @@ fn encode(description: &str, buffers: usize) -> Vec<Frame> {
 }
 
 struct Sfu {
-    child: Child,
+    child: util::Proc,
     api: String,
     metrics: String,
 }
 
-impl Drop for Sfu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_sfu() -> Sfu {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sfu-gateway"))
-        .args(["run", "--log-format", "json"])
-        .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
-        .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
-        .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
-        .env("GATEWAY__RTMP__ENABLED", "false")
-        .env("GATEWAY__SFU__EMBEDDED__APP_ID", APP)
-        .env("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sfu-gateway");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let (mut api, mut metrics) = (String::new(), String::new());
-    while api.is_empty() || metrics.is_empty() {
-        let line = lines.next().expect("gateway log").expect("log line");
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(http) = value["fields"]["http"].as_str() {
-            api = format!("http://{http}/v1");
-        }
-        if value["fields"]["message"] == "api listening" {
-            metrics = format!(
-                "http://{}/metrics",
-                value["fields"]["addr"].as_str().unwrap_or_default()
-            );
-        }
+    let (child, found) = util::gateway(
+        env!("CARGO_BIN_EXE_sfu-gateway"),
+        &[
+            ("GATEWAY__RTMP__ENABLED", "false"),
+            ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+            ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+        ],
+        &[("embedded sfu started", "http"), ("api listening", "addr")],
+    );
+    Sfu {
+        child,
+        api: format!("http://{}/v1", found[0]),
+        metrics: format!("http://{}/metrics", found[1]),
     }
-    std::thread::spawn(move || for _ in lines {});
-    Sfu { child, api, metrics }
 }
 
 async fn metric(url: &str, name: &str) -> f64 {
@@ -244,7 +205,7 @@ fn main() {
 
 async fn run(args: Args, video: Arc<Vec<Frame>>, audio: Arc<Vec<Frame>>, video_kbps: f64) {
     let sfu = start_sfu();
-    let sfu_stat = format!("/proc/{}/stat", sfu.child.id());
+    let sfu_stat = format!("/proc/{}/stat", sfu.child.0.id());
     let me = "/proc/self/stat";
     let idle_me = sample(me);
     let idle_sfu = sample(&sfu_stat);

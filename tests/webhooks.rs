@@ -7,9 +7,8 @@ mod common;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::Gateway;
-use common::rtmp::{AAC_48K, BASELINE, Killed, TOKEN, ffmpeg};
-use serde_json::{Value, json};
+use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg, start_with};
+use serde_json::Value;
 use sfu_gateway::redact::Secret;
 use sfu_gateway::webhooks::signature;
 use std::sync::{Arc, Mutex};
@@ -42,26 +41,14 @@ async fn ingress_events_arrive_once_signed_and_retried() {
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut gateway = Gateway::start(&[
-        ("GATEWAY__API__TOKEN", TOKEN),
+    let setup = start_with(&[
         ("GATEWAY__WEBHOOKS__URLS", &hook_url),
         ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
         ("GATEWAY__RTMP__RECONNECT_GRACE", "1s"),
     ]);
-    let rtmp = gateway.log_field("rtmp listening", "addr");
-    let http = reqwest::Client::new();
-    let ingress: Value = http
-        .post(format!("{}/v1/ingresses", gateway.api))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "hooked"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ingress = setup.create_ingress("hooked").await;
     let id = ingress["id"].as_str().unwrap().to_string();
-    let url = format!("rtmp://{rtmp}/live/{}", ingress["streamKey"].as_str().unwrap());
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
     let publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
 
     let wait_for = |kind: &'static str| {
@@ -89,15 +76,7 @@ async fn ingress_events_arrive_once_signed_and_retried() {
         "ingress.started was not delivered"
     );
     // Media flowed while the receiver was failing.
-    let live: Value = http
-        .get(format!("{}/v1/ingresses/{id}", gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = setup.ingress(&id).await;
     assert_eq!(live["state"], "live");
     drop(publisher);
     assert_eq!(wait_for("ingress.ended").await, 1, "ingress.ended was not delivered");
@@ -135,6 +114,6 @@ async fn ingress_events_arrive_once_signed_and_retried() {
         .find(|(s, h, _)| *s == 200 && h["x-gateway-event"] == "ingress.ended");
     let event: Value = serde_json::from_slice(&ended.unwrap().2).unwrap();
     assert_eq!(event["data"]["state"], "ended");
-    assert!(!gateway.log.iter().any(|l| l.contains(HOOK_SECRET)));
-    gateway.signal("TERM");
+    assert!(!setup.gateway.log.iter().any(|l| l.contains(HOOK_SECRET)));
+    setup.gateway.signal("TERM");
 }

@@ -1,6 +1,9 @@
 //! Shared by the benchmarks: CPU and memory of processes and threads from /proc.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 /// CPU seconds (user + system) and RSS bytes of a process or thread `stat` file.
@@ -49,4 +52,63 @@ pub fn sample_all(pids: &[u32]) -> Sample {
         total.rss += rss;
     }
     total
+}
+
+/// A child process, killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sfu-gateway run` (JSON logs, every listener on a free loopback port) with `env` on top; returns it
+/// and, for each `(message, field)` in `wanted`, that field of the first log line with that message.
+pub fn gateway(binary: &str, env: &[(&str, &str)], wanted: &[(&str, &str)]) -> (Proc, Vec<String>) {
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--log-format", "json"])
+        .env("GATEWAY__API__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
+        .env("GATEWAY__RTMP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("start sfu-gateway");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut found = vec![String::new(); wanted.len()];
+    while found.iter().any(String::is_empty) {
+        let line = lines.next().expect("gateway log").expect("log line");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        for (i, (message, field)) in wanted.iter().enumerate() {
+            if value["fields"]["message"] == *message {
+                found[i] = value["fields"][*field].as_str().unwrap_or_default().to_string();
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), found)
+}
+
+/// Numeric command-line flags (`--name N`), starting from `defaults`; other arguments (cargo's `--bench`)
+/// are ignored.
+pub fn flags(defaults: &[(&str, u64)]) -> HashMap<String, u64> {
+    let mut values: HashMap<String, u64> = defaults.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if let Some(name) = arg.strip_prefix("--").filter(|n| values.contains_key(*n)) {
+            let value = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a number after the flag");
+            values.insert(name.to_string(), value);
+        }
+    }
+    values
 }

@@ -22,13 +22,20 @@ pub struct Setup {
 }
 
 pub fn start() -> Setup {
-    let mut gateway = Gateway::start(&[
+    start_with(&[])
+}
+
+/// Like [`start`] with more environment (later entries win).
+pub fn start_with(extra: &[(&str, &str)]) -> Setup {
+    let mut env = vec![
         ("GATEWAY__API__TOKEN", TOKEN),
         ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
         ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
         ("GATEWAY__RTMP__HANDSHAKE_TIMEOUT", "1s"),
         ("GATEWAY__RTMP__RECONNECT_GRACE", "4s"),
-    ]);
+    ];
+    env.extend_from_slice(extra);
+    let mut gateway = Gateway::start(&env);
     let rtmp = gateway.log_field("rtmp listening", "addr");
     let sfu_api = format!("http://{}/v1", gateway.log_field("embedded sfu started", "http"));
     let http = reqwest::Client::builder()

@@ -216,18 +216,34 @@ async fn get_session(
     reply(StatusCode::OK, result)
 }
 
+/// One session mutation: authorise, read the JSON body as `R`, and ask the core with `command`.
+async fn mutate<R, T>(
+    state: &HttpState,
+    app: &str,
+    session: String,
+    headers: &HeaderMap,
+    body: Body,
+    command: impl FnOnce(String, R, Reply<T>) -> Command,
+) -> Response
+where
+    R: DeserializeOwned,
+    T: Serialize,
+{
+    let result = async {
+        let request: R = required(prepare(state, app, Some(&session), headers, body).await?)?;
+        call(state, |tx| command(session, request, tx)).await
+    }
+    .await;
+    reply(StatusCode::OK, result)
+}
+
 async fn tracks_new(
     State(state): State<HttpState>,
     Path((app, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let request: api::TracksRequest = required(prepare(&state, &app, Some(&session), &headers, body).await?)?;
-        call(&state, |tx| Command::Tracks(session, request, tx)).await
-    }
-    .await;
-    reply(StatusCode::OK, result)
+    mutate(&state, &app, session, &headers, body, Command::Tracks).await
 }
 
 async fn renegotiate(
@@ -236,15 +252,15 @@ async fn renegotiate(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let request: api::RenegotiateRequest = required(prepare(&state, &app, Some(&session), &headers, body).await?)?;
-        call(&state, |tx| {
-            Command::Renegotiate(session, request.session_description, tx)
-        })
-        .await
-    }
-    .await;
-    reply(StatusCode::OK, result)
+    mutate(
+        &state,
+        &app,
+        session,
+        &headers,
+        body,
+        |session, request: api::RenegotiateRequest, tx| Command::Renegotiate(session, request.session_description, tx),
+    )
+    .await
 }
 
 async fn tracks_update(
@@ -253,12 +269,7 @@ async fn tracks_update(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let request: api::UpdateTracksRequest = required(prepare(&state, &app, Some(&session), &headers, body).await?)?;
-        call(&state, |tx| Command::Update(session, request, tx)).await
-    }
-    .await;
-    reply(StatusCode::OK, result)
+    mutate(&state, &app, session, &headers, body, Command::Update).await
 }
 
 async fn tracks_close(
@@ -267,10 +278,5 @@ async fn tracks_close(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let request: api::CloseTracksRequest = required(prepare(&state, &app, Some(&session), &headers, body).await?)?;
-        call(&state, |tx| Command::Close(session, request, tx)).await
-    }
-    .await;
-    reply(StatusCode::OK, result)
+    mutate(&state, &app, session, &headers, body, Command::Close).await
 }

@@ -263,14 +263,11 @@ impl Core {
                     continue;
                 }
             };
-            let remote = RemoteTrack {
-                publisher: source.publisher.clone(),
-                track_name: source.track_name.clone(),
-                preferred_rid: track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
-                current_rid: None,
-                active: true,
-                started: false,
-            };
+            let remote = RemoteTrack::new(
+                source.publisher.clone(),
+                source.track_name.clone(),
+                track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
+            );
             let mid = match track.mid.as_deref().and_then(|m| m.strip_prefix('#')) {
                 Some(own_name) => {
                     let own = session.local.iter().find(|t| t.active && t.name == own_name);
@@ -373,14 +370,11 @@ impl Core {
             };
             let mid = Mid::from(section.mid.as_str());
             used.push(mid);
-            let remote = RemoteTrack {
-                publisher: source.publisher.clone(),
-                track_name: source.track_name.clone(),
-                preferred_rid: track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
-                current_rid: None,
-                active: true,
-                started: false,
-            };
+            let remote = RemoteTrack::new(
+                source.publisher.clone(),
+                source.track_name.clone(),
+                track.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
+            );
             started.push((mid, remote));
             results.push(TrackObject {
                 location: Some(Location::Remote),

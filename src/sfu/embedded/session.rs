@@ -89,6 +89,20 @@ pub struct RemoteTrack {
     pub started: bool,
 }
 
+impl RemoteTrack {
+    /// A new, active subscription to `publisher`'s `track_name`, on layer `preferred_rid` if simulcast.
+    pub fn new(publisher: String, track_name: String, preferred_rid: Option<String>) -> Self {
+        Self {
+            publisher,
+            track_name,
+            preferred_rid,
+            current_rid: None,
+            active: true,
+            started: false,
+        }
+    }
+}
+
 /// The SDP exchange state of a session.
 pub enum Negotiation {
     /// No exchange in flight.
