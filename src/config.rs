@@ -249,6 +249,29 @@ pub struct SupervisorConfig {
     pub drain_timeout: Duration,
     /// Maximum number of live sessions (admission beyond it is refused with 503).
     pub max_sessions: usize,
+    /// Capacity in cost units; a session is admitted only if its cost fits in what is left.
+    pub capacity: u32,
+    /// Cost of each kind of session.
+    pub costs: CostsConfig,
+}
+
+/// `[supervisor.costs]`: capacity units per session (calibrate with `scripts/bench rtmp`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CostsConfig {
+    /// An RTMP ingest in passthrough (or auto) mode.
+    pub rtmp_passthrough: u32,
+    /// An RTMP ingest that transcodes, per simulcast layer.
+    pub rtmp_transcode_layer: u32,
+}
+
+impl Default for CostsConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_passthrough: 1,
+            rtmp_transcode_layer: 10,
+        }
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -256,6 +279,8 @@ impl Default for SupervisorConfig {
         Self {
             drain_timeout: Duration::from_secs(30),
             max_sessions: 1000,
+            capacity: 100,
+            costs: CostsConfig::default(),
         }
     }
 }
@@ -433,6 +458,9 @@ impl Config {
             Duration::from_millis(100),
             Duration::from_secs(3600),
         )?;
+        if self.supervisor.capacity == 0 {
+            return Err(ConfigError::invalid("supervisor.capacity", "must be at least 1"));
+        }
         if self.supervisor.max_sessions == 0 {
             return Err(ConfigError::invalid("supervisor.max_sessions", "must be at least 1"));
         }

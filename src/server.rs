@@ -35,7 +35,7 @@ pub async fn run(config: Config, fragments: Fragments) -> ExitCode {
 async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let supervisor = Supervisor::new(config.supervisor.max_sessions);
+    let supervisor = Supervisor::with_capacity(config.supervisor.max_sessions, config.supervisor.capacity);
     let readiness = Readiness::default();
     let embedded = start_sfu(&config, &readiness).await?;
     let client = sfu_client(&config, embedded.as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -63,6 +63,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
             client: client.clone(),
             fragments: fragments.clone(),
             grace: config.rtmp.reconnect_grace,
+            costs: config.supervisor.costs.clone(),
             rooms: rooms.clone(),
             webhooks: webhooks.clone(),
             peer: PeerConfig::default(),

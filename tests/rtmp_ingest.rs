@@ -177,3 +177,50 @@ async fn wrong_keys_garbage_and_half_handshakes_are_refused() {
     .unwrap();
     assert!(exited, "the publisher of a deleted ingress was not disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_by_cost_refuses_what_does_not_fit() {
+    // Capacity 11: one transcode (10 units) fits, a second does not, a passthrough (1 unit) still does.
+    let setup = common::rtmp::start_with(&[("GATEWAY__SUPERVISOR__CAPACITY", "11")]);
+    let create = |name: &'static str, mode: &'static str| {
+        let setup = &setup;
+        async move {
+            let response = setup
+                .http
+                .post(format!("{}/v1/ingresses", setup.gateway.api))
+                .bearer_auth(common::rtmp::TOKEN)
+                .json(&serde_json::json!({"name": name, "video": {"mode": mode}}))
+                .send()
+                .await
+                .unwrap();
+            let ingress: serde_json::Value = response.json().await.unwrap();
+            let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+            (ingress["id"].as_str().unwrap().to_string(), url)
+        }
+    };
+    let (first, first_url) = create("heavy1", "transcode").await;
+    let _first = Killed(ffmpeg(&first_url, 30, BASELINE, AAC_48K));
+    setup.wait_ingress(&first, "live", |i| i["state"] == "live").await;
+
+    let (_, second_url) = create("heavy2", "transcode").await;
+    let mut second = ffmpeg(&second_url, 5, BASELINE, AAC_48K);
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "a session over capacity was admitted");
+
+    let (light, light_url) = create("light", "passthrough").await;
+    let _light = Killed(ffmpeg(&light_url, 30, BASELINE, AAC_48K));
+    setup.wait_ingress(&light, "live", |i| i["state"] == "live").await;
+    let metrics = setup
+        .http
+        .get(format!("{}/metrics", setup.gateway.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("sfu_gateway_capacity_used_units 11"), "{metrics}");
+}

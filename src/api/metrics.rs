@@ -42,6 +42,13 @@ pub(super) fn render(state: &AppState) -> String {
         "sfu_gateway_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+    let (used, capacity) = state.supervisor.capacity();
+    out.push_str("# HELP sfu_gateway_capacity_used_units Capacity units used by live sessions.\n");
+    out.push_str("# TYPE sfu_gateway_capacity_used_units gauge\n");
+    let _ = writeln!(out, "sfu_gateway_capacity_used_units {used}");
+    out.push_str("# HELP sfu_gateway_capacity_units Configured capacity (supervisor.capacity).\n");
+    out.push_str("# TYPE sfu_gateway_capacity_units gauge\n");
+    let _ = writeln!(out, "sfu_gateway_capacity_units {capacity}");
     out.push_str("# HELP sfu_gateway_ready Whether the gateway accepts new sessions.\n");
     out.push_str("# TYPE sfu_gateway_ready gauge\n");
     let _ = writeln!(out, "sfu_gateway_ready {}", u8::from(state.supervisor.is_accepting()));

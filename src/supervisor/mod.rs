@@ -36,6 +36,16 @@ pub enum SupervisorError {
         /// The configured limit.
         max: usize,
     },
+    /// The new session's cost does not fit in the remaining capacity.
+    #[error("over capacity: {used} of {capacity} units in use, the new session needs {cost}")]
+    OverCapacity {
+        /// Units used by live sessions.
+        used: u32,
+        /// Configured capacity.
+        capacity: u32,
+        /// The refused session's cost.
+        cost: u32,
+    },
     /// No live session has this id.
     #[error("no such session")]
     NotFound,
@@ -45,7 +55,9 @@ impl SupervisorError {
     /// The error class, for status codes.
     pub fn class(&self) -> crate::error::ErrorClass {
         match self {
-            SupervisorError::Draining | SupervisorError::AtCapacity { .. } => crate::error::ErrorClass::Unavailable,
+            SupervisorError::Draining | SupervisorError::AtCapacity { .. } | SupervisorError::OverCapacity { .. } => {
+                crate::error::ErrorClass::Unavailable
+            }
             SupervisorError::NotFound => crate::error::ErrorClass::NotFound,
         }
     }
@@ -66,6 +78,7 @@ pub enum DrainOutcome {
 struct Entry {
     info: SessionInfo,
     cancel: CancellationToken,
+    cost: u32,
 }
 
 #[derive(Default)]
@@ -80,6 +93,8 @@ struct Inner {
     drain: CancellationToken,
     live_count: watch::Sender<usize>,
     max_sessions: usize,
+    /// Capacity in cost units (admission by cost).
+    capacity: u32,
 }
 
 impl Inner {
@@ -152,8 +167,14 @@ impl SessionCtx {
 }
 
 impl Supervisor {
-    /// A supervisor admitting at most `max_sessions` live sessions.
+    /// A supervisor admitting at most `max_sessions` live sessions, each costing one unit of an unlimited
+    /// capacity.
     pub fn new(max_sessions: usize) -> Self {
+        Self::with_capacity(max_sessions, u32::MAX)
+    }
+
+    /// A supervisor admitting at most `max_sessions` live sessions whose costs sum to at most `capacity`.
+    pub fn with_capacity(max_sessions: usize, capacity: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(Registry::default()),
@@ -161,8 +182,15 @@ impl Supervisor {
                 drain: CancellationToken::new(),
                 live_count: watch::Sender::new(0),
                 max_sessions,
+                capacity,
             }),
         }
+    }
+
+    /// Capacity units used by live sessions, and the capacity.
+    pub fn capacity(&self) -> (u32, u32) {
+        let used = self.inner.registry().live.values().map(|e| e.cost).sum();
+        (used, self.inner.capacity)
     }
 
     /// The process-wide token: cancelled when everything must stop now.
@@ -175,11 +203,27 @@ impl Supervisor {
         !self.inner.drain.is_cancelled() && !self.inner.root.is_cancelled()
     }
 
-    /// Starts a session task. `run` gets the session context and returns when the session is over.
+    /// Starts a session task costing one unit. `run` gets the session context and returns when the session
+    /// is over.
     pub fn spawn<F, Fut>(
         &self,
         kind: SessionKind,
         name: impl Into<String>,
+        run: F,
+    ) -> Result<SessionId, SupervisorError>
+    where
+        F: FnOnce(SessionCtx) -> Fut,
+        Fut: Future<Output = Result<(), SessionError>> + Send + 'static,
+    {
+        self.spawn_with_cost(kind, name, 1, run)
+    }
+
+    /// Starts a session task that uses `cost` units of capacity (refused when they do not fit).
+    pub fn spawn_with_cost<F, Fut>(
+        &self,
+        kind: SessionKind,
+        name: impl Into<String>,
+        cost: u32,
         run: F,
     ) -> Result<SessionId, SupervisorError>
     where
@@ -198,6 +242,14 @@ impl Supervisor {
                     max: self.inner.max_sessions,
                 });
             }
+            let used: u32 = registry.live.values().map(|e| e.cost).sum();
+            if used.saturating_add(cost) > self.inner.capacity {
+                return Err(SupervisorError::OverCapacity {
+                    used,
+                    capacity: self.inner.capacity,
+                    cost,
+                });
+            }
             let info = SessionInfo {
                 id: id.clone(),
                 kind,
@@ -210,6 +262,7 @@ impl Supervisor {
                 Entry {
                     info,
                     cancel: cancel.clone(),
+                    cost,
                 },
             );
             self.inner.live_count.send_replace(registry.live.len());
@@ -389,6 +442,28 @@ mod tests {
         }
         let refused = sup.spawn(SessionKind::Egress, "x", |_| async { Ok(()) });
         assert_eq!(refused.unwrap_err(), SupervisorError::AtCapacity { max: 2 });
+        let costly = Supervisor::with_capacity(10, 10);
+        costly
+            .spawn_with_cost(SessionKind::Egress, "big", 8, |ctx| async move {
+                ctx.cancel_token().cancelled().await;
+                Ok(())
+            })
+            .unwrap();
+        let refused = costly.spawn_with_cost(SessionKind::Egress, "too big", 3, |_| async { Ok(()) });
+        assert_eq!(
+            refused.unwrap_err(),
+            SupervisorError::OverCapacity {
+                used: 8,
+                capacity: 10,
+                cost: 3
+            }
+        );
+        assert!(
+            costly
+                .spawn_with_cost(SessionKind::SipCall, "fits", 2, |_| async { Ok(()) })
+                .is_ok()
+        );
+        costly.stop_all().await;
         assert_eq!(sup.drain(Duration::from_secs(5)).await, DrainOutcome::Clean);
         assert_eq!(sup.live(), 0);
         let refused = sup.spawn(SessionKind::Egress, "x", |_| async { Ok(()) });

@@ -51,6 +51,8 @@ pub struct IngestDeps {
     pub rooms: crate::rooms::Rooms,
     /// Event sink.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Admission costs.
+    pub costs: crate::config::CostsConfig,
 }
 
 /// Extends 32-bit millisecond timestamps across wraps and keeps output time monotonic over reconnects.

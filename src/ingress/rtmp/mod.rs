@@ -147,13 +147,25 @@ impl Shared {
         let shared = self.clone();
         let id = ingress.id.clone();
         let live_id = ingress.id.clone();
-        let spawned = self
-            .supervisor
-            .spawn(SessionKind::RtmpIngress, ingress.name.clone(), move |ctx| async move {
+        let transcodes = ingress.layers > 1 || ingress.video_mode == crate::ingress::store::VideoMode::Transcode;
+        let cost = if transcodes {
+            self.deps
+                .costs
+                .rtmp_transcode_layer
+                .saturating_mul(u32::from(ingress.layers))
+        } else {
+            self.deps.costs.rtmp_passthrough
+        };
+        let spawned = self.supervisor.spawn_with_cost(
+            SessionKind::RtmpIngress,
+            ingress.name.clone(),
+            cost,
+            move |ctx| async move {
                 let result = ingest::run(ctx, deps, ingress, rx).await;
                 shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 result
-            });
+            },
+        );
         match spawned {
             Ok(_) => {
                 live.insert(
