@@ -1,5 +1,6 @@
 //! The control API: health, readiness, metrics and the `/v1` resources (bearer-token protected).
 
+mod dashboard;
 mod error;
 mod health;
 mod ingresses;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(health::routes())
+        .merge(dashboard::routes())
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

@@ -4,6 +4,9 @@
 //! The page is loaded from `http://localhost:<port>` (a secure context, so `getUserMedia` works) and calls the Calls
 //! API cross-origin with `Authorization: Bearer`, exactly as a browser app does. Chromium is required: without
 //! [`CHROMIUM`] the helpers panic instead of skipping.
+//!
+//! [`open_url`] opens any other page (e.g. the gateway's dashboard) with the same browser and report server: the
+//! page POSTs its JSON report to the URL it is given (cross-origin is fine: the report endpoint allows any origin).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -143,11 +146,14 @@ pub struct PublishedTrack {
     pub kind: String,
 }
 
-/// Headless Chromium showing `calls.html`, plus the server that serves the page and collects its reports.
-/// Dropping it kills Chromium (its whole process group) and stops the server; when dropped during a panic it
-/// first prints the page's log and the tail of Chromium's log.
+/// Headless Chromium showing a page (`calls.html`, or any URL given to [`open_url`]), plus the server that collects
+/// the page's reports (and serves `calls.html`). Dropping it kills Chromium (its whole process group) and stops the
+/// server; when dropped during a panic it first prints the page's log and the tail of Chromium's log.
 pub struct BrowserGuard {
-    mode: Mode,
+    /// `None` for a page opened with [`open_url`].
+    mode: Option<Mode>,
+    /// Names the page in messages: its mode, or its URL without the fragment.
+    label: String,
     child: Child,
     pid: Option<u32>,
     reports: mpsc::Receiver<Value>,
@@ -161,6 +167,34 @@ pub struct BrowserGuard {
 /// `http://127.0.0.1:PORT/v1`) with app `app` and bearer `secret`. Returns at once; read the outcome with
 /// [`BrowserGuard::next_report`]. Panics if [`CHROMIUM`] is missing or does not start.
 pub async fn open_page(mode: Mode, api: &str, app: &str, secret: &str) -> BrowserGuard {
+    launch(Some(mode), |origin| {
+        let report_url = format!("{origin}/report");
+        let log_url = format!("{origin}/log");
+        page_url(
+            origin,
+            &[
+                ("mode", mode.as_str()),
+                ("api", api),
+                ("app", app),
+                ("secret", secret),
+                ("report", report_url.as_str()),
+                ("log", log_url.as_str()),
+            ],
+        )
+    })
+    .await
+}
+
+/// Opens the page `url_for(report_url)` in a fresh headless Chromium (same flags as [`open_page`]); the page is
+/// expected to POST its JSON report (any Content-Type, e.g. `text/plain` to avoid a preflight) to `report_url`,
+/// which accepts cross-origin requests. Returns at once; read the outcome with [`BrowserGuard::next_report`].
+/// Panics if [`CHROMIUM`] is missing or does not start.
+pub async fn open_url(url_for: impl FnOnce(&str) -> String) -> BrowserGuard {
+    launch(None, |origin| url_for(&format!("{origin}/report"))).await
+}
+
+/// Starts the page server, then Chromium on `url_for(server origin)`.
+async fn launch(mode: Option<Mode>, url_for: impl FnOnce(&str) -> String) -> BrowserGuard {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: the browser tests need Chromium (apt-get install chromium; scripts/test installs it)"
@@ -186,20 +220,12 @@ pub async fn open_page(mode: Mode, api: &str, app: &str, secret: &str) -> Browse
         }
     });
 
-    let origin = format!("http://localhost:{port}");
-    let report_url = format!("{origin}/report");
-    let log_url = format!("{origin}/log");
-    let url = page_url(
-        &origin,
-        &[
-            ("mode", mode.as_str()),
-            ("api", api),
-            ("app", app),
-            ("secret", secret),
-            ("report", report_url.as_str()),
-            ("log", log_url.as_str()),
-        ],
-    );
+    let url = url_for(&format!("http://localhost:{port}"));
+    // The fragment may hold a token: keep it out of messages.
+    let label = match mode {
+        Some(mode) => mode.as_str().to_string(),
+        None => url.split('#').next().unwrap_or_default().to_string(),
+    };
 
     let dir = tempfile::Builder::new()
         .prefix("sfu-gateway-chromium-")
@@ -223,6 +249,7 @@ pub async fn open_page(mode: Mode, api: &str, app: &str, secret: &str) -> Browse
     let pid = child.id();
     BrowserGuard {
         mode,
+        label,
         child,
         pid,
         reports,
@@ -260,8 +287,8 @@ pub async fn start_publishing_page(
 }
 
 impl BrowserGuard {
-    /// The page's mode.
-    pub fn mode(&self) -> Mode {
+    /// The page's mode (`None` for a page opened with [`open_url`]).
+    pub fn mode(&self) -> Option<Mode> {
         self.mode
     }
 
@@ -284,7 +311,7 @@ impl BrowserGuard {
             Ok(Err(status)) => panic!("Chromium exited before the page reported: {status:?}"),
             Err(_) => panic!(
                 "no report from the {} page within {timeout:?} (Chromium running: {})",
-                self.mode.as_str(),
+                self.label,
                 matches!(self.child.try_wait(), Ok(None))
             ),
         }
@@ -324,7 +351,7 @@ impl BrowserGuard {
         };
         format!(
             "--- {} page log ---\n{}\n--- Chromium log (last {CHROMIUM_LOG_TAIL} lines of {}) ---\n{chromium}\n---",
-            self.mode.as_str(),
+            self.label,
             self.page_log().join("\n"),
             log_path.display(),
         )
@@ -395,8 +422,8 @@ async fn serve_page() -> impl IntoResponse {
 }
 
 /// `POST /report`: any JSON (whatever the Content-Type) goes to the test; a body that is not JSON becomes a
-/// failure report.
-async fn receive_report(State(state): State<PageState>, body: Bytes) -> StatusCode {
+/// failure report. Any origin may post (a page opened with [`open_url`] is served by another server).
+async fn receive_report(State(state): State<PageState>, body: Bytes) -> impl IntoResponse {
     let report = serde_json::from_slice::<Value>(&body).unwrap_or_else(|error| {
         serde_json::json!({
             "ok": false,
@@ -405,14 +432,15 @@ async fn receive_report(State(state): State<PageState>, body: Bytes) -> StatusCo
         })
     });
     state.push_log(format!("<report> {report}"));
-    match state.reports.send(report).await {
+    let status = match state.reports.send(report).await {
         Ok(()) => StatusCode::NO_CONTENT,
         Err(_) => StatusCode::GONE,
-    }
+    };
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], status)
 }
 
-/// `POST /log`: one progress line of the page.
-async fn receive_log(State(state): State<PageState>, line: String) -> StatusCode {
+/// `POST /log`: one progress line of the page (from any origin).
+async fn receive_log(State(state): State<PageState>, line: String) -> impl IntoResponse {
     state.push_log(line);
-    StatusCode::NO_CONTENT
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], StatusCode::NO_CONTENT)
 }
