@@ -263,6 +263,8 @@ pub struct CostsConfig {
     pub rtmp_passthrough: u32,
     /// An RTMP ingest that transcodes, per simulcast layer.
     pub rtmp_transcode_layer: u32,
+    /// An egress (decode, composite, encode).
+    pub egress: u32,
 }
 
 impl Default for CostsConfig {
@@ -270,6 +272,7 @@ impl Default for CostsConfig {
         Self {
             rtmp_passthrough: 1,
             rtmp_transcode_layer: 10,
+            egress: 10,
         }
     }
 }

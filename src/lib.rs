@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod ingress;
 pub mod logging;

@@ -98,6 +98,11 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         resolver,
         shutdown: api_shutdown.clone(),
         sfu_proxy: Some(sfu_proxy(&config, embedded.as_ref())),
+        egresses: crate::egress::store::EgressStore::default(),
+        egress_client: Some(client.clone()),
+        egress_cost: config.supervisor.costs.egress,
+        fragments: fragments.clone(),
+        webhooks: webhooks.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));

@@ -1,6 +1,7 @@
 //! The control API: health, readiness, metrics and the `/v1` resources (bearer-token protected).
 
 mod dashboard;
+mod egresses;
 mod error;
 mod health;
 mod ingresses;
@@ -53,6 +54,16 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The Calls API proxy for browsers (`/v1/sfu/...`).
     pub sfu_proxy: Option<SfuProxy>,
+    /// The egress registry.
+    pub egresses: crate::egress::store::EgressStore,
+    /// Calls API client for egress sessions.
+    pub egress_client: Option<crate::sfu::client::CallsClient>,
+    /// Capacity units of one egress.
+    pub egress_cost: u32,
+    /// Pipeline fragments.
+    pub fragments: crate::media::Fragments,
+    /// Event sink.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Builds the router.
@@ -60,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     let mut v1 = Router::new()
         .merge(sessions::routes())
         .merge(ingresses::routes())
+        .merge(egresses::routes())
         .merge(sfu_proxy::routes())
         .merge(rooms::routes());
     if state.test_routes {

@@ -77,6 +77,19 @@ pub enum FragmentError {
     },
 }
 
+/// A fragment's description with every `name=x` made unique by a suffix, so several copies of one fragment
+/// (one per simulcast layer, or an audio and a video encoder) can share a pipeline.
+pub fn suffixed(description: &str, suffix: &str) -> String {
+    description
+        .split(' ')
+        .map(|token| match token.strip_prefix("name=") {
+            Some(name) => format!("name={name}_{suffix}"),
+            None => token.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn strip_comments(text: &str) -> String {
     text.lines()
         .map(str::trim)

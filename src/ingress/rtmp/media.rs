@@ -1,6 +1,7 @@
 //! The GStreamer legs of an RTMP ingest: AAC to Opus (always), and H.264 decode and re-encode (transcode
 //! path). Each is a pipeline from an appsrc to an appsink, built from the fragments in `pipelines/`.
 
+use crate::media::fragments::suffixed;
 use crate::media::frames::{Frame, FramePusher, appsink_frames};
 use crate::media::{Fragments, MediaError, PipelineGuard};
 use tokio::sync::mpsc;
@@ -33,18 +34,6 @@ pub fn ladder(width: u32, height: u32, count: u8) -> Vec<Layer> {
             height: ((height >> i) & !1).max(2),
         })
         .collect()
-}
-
-/// A fragment's description with every `name=x` made unique by a suffix (one copy per layer).
-fn suffixed(description: &str, suffix: &str) -> String {
-    description
-        .split(' ')
-        .map(|token| match token.strip_prefix("name=") {
-            Some(name) => format!("name={name}_{suffix}"),
-            None => token.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,140 @@
+//! `POST/GET/DELETE /v1/egresses[/{id}]`: SFU tracks re-encoded to RTMP(S) destinations.
+
+use super::{ApiError, AppState};
+use crate::egress::session::{self, EgressDeps};
+use crate::egress::store::{AudioOut, TrackRef, VideoOut};
+use crate::error::ErrorClass;
+use crate::redact::Secret;
+use crate::supervisor::SessionKind;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/egresses", get(list).post(create))
+        .route("/egresses/{id}", get(one).delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Output {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEgress {
+    #[serde(default)]
+    tracks: Vec<TrackRef>,
+    room: Option<String>,
+    layout: Option<String>,
+    outputs: Vec<Output>,
+    #[serde(default)]
+    video: VideoOut,
+    #[serde(default)]
+    audio: AudioOut,
+}
+
+fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("{field}: {problem}"),
+    )
+}
+
+fn validate(request: &CreateEgress) -> Result<(), ApiError> {
+    if request.room.is_some() || request.layout.as_deref().is_some_and(|l| l != "single") {
+        return Err(invalid(
+            "room",
+            "room and grid egresses are not supported yet; name the tracks",
+        ));
+    }
+    if request.tracks.is_empty() || request.tracks.len() > 2 {
+        return Err(invalid("tracks", "name one video and/or one audio track"));
+    }
+    if request.outputs.is_empty() || request.outputs.len() > 8 {
+        return Err(invalid("outputs", "1 to 8 outputs"));
+    }
+    for (i, output) in request.outputs.iter().enumerate() {
+        if !(output.url.starts_with("rtmp://") || output.url.starts_with("rtmps://")) || output.url.contains('"') {
+            return Err(invalid(
+                &format!("outputs[{i}].url"),
+                "must be an rtmp:// or rtmps:// URL",
+            ));
+        }
+    }
+    let v = &request.video;
+    let even = |n: u32| n % 2 == 0;
+    if !(16..=3840).contains(&v.width) || !(16..=2160).contains(&v.height) || !even(v.width) || !even(v.height) {
+        return Err(invalid("video", "width 16-3840 and height 16-2160, both even"));
+    }
+    if !(1..=60).contains(&v.fps) || !(100..=20_000).contains(&v.bitrate_kbps) {
+        return Err(invalid("video", "fps 1-60 and bitrateKbps 100-20000"));
+    }
+    if !(32..=512).contains(&request.audio.bitrate_kbps) {
+        return Err(invalid("audio.bitrateKbps", "32-512"));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    body: Result<axum::Json<CreateEgress>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let axum::Json(request) = body.map_err(|e| ApiError::from_class(ErrorClass::BadInput, e.body_text()))?;
+    validate(&request)?;
+    let urls: Vec<String> = request.outputs.iter().map(|o| o.url.clone()).collect();
+    let egress = state
+        .egresses
+        .create(request.tracks.clone(), &urls, request.video, request.audio);
+    let deps = EgressDeps {
+        store: state.egresses.clone(),
+        client: state
+            .egress_client
+            .clone()
+            .ok_or_else(|| ApiError::from_class(ErrorClass::Unavailable, "no SFU"))?,
+        fragments: state.fragments.clone(),
+        webhooks: state.webhooks.clone(),
+    };
+    let (id, tracks) = (egress.id.clone(), request.tracks);
+    let secrets: Vec<Secret> = urls.into_iter().map(Secret::new).collect();
+    let spawned = state
+        .supervisor
+        .spawn_with_cost(SessionKind::Egress, id.clone(), state.egress_cost, move |ctx| {
+            session::run(ctx, deps, id, tracks, secrets)
+        });
+    if let Err(e) = spawned {
+        state
+            .egresses
+            .update(&egress.id, |e| e.state = crate::egress::store::EgressState::Failed);
+        return Err(e.into());
+    }
+    tracing::info!(egress = %egress.id, "egress created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"id": egress.id, "state": egress.state})),
+    ))
+}
+
+async fn list(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({"egresses": state.egresses.list()}))
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    let egress = state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
+    Ok(axum::Json(serde_json::to_value(egress).unwrap_or(Value::Null)))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    // The session notices within a second that its egress is gone and stops.
+    state
+        .egresses
+        .remove(&id)
+        .ok_or_else(|| ApiError::not_found("egress"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
