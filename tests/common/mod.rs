@@ -4,6 +4,7 @@
 pub mod browser;
 
 pub mod media;
+pub mod nginx;
 pub mod rtmp;
 
 use std::io::{BufRead, BufReader};

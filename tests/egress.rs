@@ -1,0 +1,157 @@
+//! Broadcast egress through the real binary: ffmpeg → RTMP ingest → embedded SFU → egress → nginx-rtmp
+//! (started by the test on loopback), and ffprobe checks what nginx recorded: H.264 + AAC at the requested
+//! size and frame rate, long enough, decoding without errors, with a real picture and sound.
+
+mod common;
+
+use common::nginx::{NginxRtmp, decode_errors, probe};
+use common::rtmp::{AAC_48K, BASELINE, Killed, Setup, TOKEN, ffmpeg, start};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+async fn live_source(setup: &Setup, name: &str, video: &[&str], tracks: usize) -> (String, Killed) {
+    let ingress = setup.create_ingress(name).await;
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+    let publisher = Killed(ffmpeg(&url, 14, video, AAC_48K));
+    let live = setup
+        .wait_ingress(&id, "live", |i| {
+            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == tracks)
+        })
+        .await;
+    (live["sfu"]["sessionId"].as_str().unwrap().to_string(), publisher)
+}
+
+async fn create_egress(setup: &Setup, body: Value) -> String {
+    let response = setup
+        .http
+        .post(format!("{}/v1/egresses", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// Grey levels (min, max) of one decoded frame at `seconds`, and the RMS of one second of audio there.
+fn picture_and_sound(path: &std::path::Path, seconds: &str) -> ((u8, u8), f64) {
+    let frame = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", seconds, "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap()
+        .stdout;
+    let levels = frame.iter().fold((255u8, 0u8), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", seconds, "-t", "1", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-"])
+        .output()
+        .unwrap()
+        .stdout;
+    let samples: Vec<f64> = pcm
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])))
+        .collect();
+    let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt() / 32768.0;
+    (levels, rms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_in_sfu_through_egress_out_to_nginx() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let (session, publisher) = live_source(&setup, "stage", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "stage-video"}, {"sessionId": session, "trackName": "stage-audio"}],
+            "outputs": [{"url": nginx.url("show")}],
+            "video": {"width": 480, "height": 270, "fps": 25, "bitrateKbps": 1200},
+        }),
+    )
+    .await;
+    let egress: Value = setup
+        .http
+        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        egress["outputs"][0]["url"],
+        nginx.url("[redacted]"),
+        "the stream key must not be shown"
+    );
+
+    // The source plays for 14 s in real time; then the egress is stopped and nginx closes the recording.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    drop(publisher);
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let recording = nginx.wait_recording("show", Duration::from_secs(15));
+    let probed = probe(&recording);
+    let video = probed.video.as_ref().expect("a video stream");
+    let audio = probed.audio.as_ref().expect("an audio stream");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 480, 270),
+        "{probed:?}"
+    );
+    assert!((video.fps - 25.0).abs() < 1.0, "{probed:?}");
+    assert_eq!(audio.codec, "aac");
+    assert!(probed.duration >= 10.0, "{probed:?}");
+    assert_eq!(decode_errors(&recording), "");
+    let ((dark, light), rms) = picture_and_sound(&recording, "6");
+    assert!(light - dark > 100, "the picture is flat: {dark}..{light}");
+    assert!(rms > 0.02, "the sound is silent: {rms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_source_gets_a_black_picture() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let (session, publisher) = live_source(&setup, "radio", &[], 1).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "radio-audio"}],
+            "outputs": [{"url": nginx.url("radio")}],
+            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // let some seconds of the stream reach nginx
+    drop(publisher);
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let recording = nginx.wait_recording("radio", Duration::from_secs(15));
+    let probed = probe(&recording);
+    let video = probed.video.as_ref().expect("a (black) video stream");
+    assert_eq!((video.width, video.height), (320, 180), "{probed:?}");
+    assert_eq!(probed.audio.as_ref().expect("audio").codec, "aac");
+    assert!(probed.duration >= 4.0, "{probed:?}");
+    let ((dark, light), rms) = picture_and_sound(&recording, "3");
+    assert!(light < 40 && dark < 40, "the slate is not black: {dark}..{light}");
+    assert!(rms > 0.02, "the sound is silent: {rms}");
+}
