@@ -155,3 +155,51 @@ async fn audio_only_source_gets_a_black_picture() {
     assert!(light < 40 && dark < 40, "the slate is not black: {dark}..{light}");
     assert!(rms > 0.02, "the sound is silent: {rms}");
 }
+
+/// A browser source: Chromium publishes VP8 + Opus to the gateway's embedded SFU; the egress sends them to
+/// nginx as H.264 + AAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_vp8_and_opus_egress_to_nginx() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let (page, published) =
+        common::browser::start_browser_publisher(&setup.sfu_api, common::rtmp::APP, common::rtmp::SECRET).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": published.session_id, "trackName": "cam"},
+                       {"sessionId": published.session_id, "trackName": "mic"}],
+            "outputs": [{"url": nginx.url("browser")}],
+            "video": {"width": 640, "height": 360, "fps": 30, "bitrateKbps": 1500},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // real-time media
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let recording = nginx.wait_recording("browser", Duration::from_secs(15));
+    let probed = probe(&recording);
+    let video = probed.video.as_ref().expect("video");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 640, 360),
+        "{probed:?}"
+    );
+    assert!((video.fps - 30.0).abs() < 1.5, "{probed:?}");
+    assert_eq!(probed.audio.as_ref().expect("audio").codec, "aac");
+    assert!(probed.duration >= 10.0, "{probed:?}");
+    assert_eq!(decode_errors(&recording), "");
+    // Chromium's fake camera is a moving pattern on a light background, its microphone a beep.
+    let ((dark, light), _) = picture_and_sound(&recording, "6");
+    assert!(
+        light - dark > 100,
+        "the picture is flat: {dark}..{light}\n{}",
+        page.diagnostics()
+    );
+}
