@@ -203,3 +203,57 @@ async fn browser_vp8_and_opus_egress_to_nginx() {
         page.diagnostics()
     );
 }
+
+/// A destination that is down when the egress starts is retried until it comes up; then it receives media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_comes_back_is_not_given_up() {
+    let setup = start();
+    let (session, _publisher) = live_source(&setup, "later", BASELINE, 2).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/late");
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "later-video"}, {"sessionId": session, "trackName": "later-audio"}],
+            "outputs": [{"url": url}],
+            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
+        }),
+    )
+    .await;
+    let egress_url = format!("{}/v1/egresses/{id}", setup.gateway.api);
+    let get = || async {
+        let response = setup.http.get(&egress_url).bearer_auth(TOKEN).send().await.unwrap();
+        response.json::<Value>().await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let egress = get().await;
+        if egress["outputs"][0]["reconnects"].as_u64().unwrap_or(0) >= 1 {
+            assert_ne!(egress["state"], "failed", "{egress}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused output was not retried: {egress}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nginx = NginxRtmp::start_on(Some(port));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let size = std::fs::metadata(nginx.recording("late")).map(|m| m.len()).unwrap_or(0);
+        if size > 50_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached the destination once it was up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get().await["state"], "active");
+}

@@ -107,7 +107,13 @@ pub async fn run(
         let ended = loop {
             tokio::select! {
                 () = ctx.cancel_token().cancelled() => break 'attempts Ok(()),
-                end = &mut running.ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
+                end = &mut running.ended => {
+                    let reason = end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into());
+                    // GStreamer's message may quote an output URL: its stream key must not reach logs or the API.
+                    break outputs.iter().fold(reason, |text, url| {
+                        text.replace(url.expose().as_str(), &super::store::redact_url(url.expose()))
+                    });
+                }
                 frame = media_in.recv() => {
                     let Some(frame) = frame else { break 'attempts Err("the SFU peer stopped".into()) };
                     frames += 1;

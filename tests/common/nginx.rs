@@ -35,6 +35,11 @@ impl NginxRtmp {
     /// process could take it in between; nginx then exits with "Address already in use" and we retry on a new
     /// port (a few times).
     pub fn start() -> NginxRtmp {
+        Self::start_on(None)
+    }
+
+    /// Like [`NginxRtmp::start`] on a given port (a destination that was down and comes back).
+    pub fn start_on(fixed_port: Option<u16>) -> NginxRtmp {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} is missing: install the Debian/Ubuntu packages `nginx` and `libnginx-mod-rtmp`"
@@ -55,7 +60,7 @@ impl NginxRtmp {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             // nginx appends; start each attempt with a fresh log for the readiness check below.
             let _ = std::fs::remove_file(dir.path().join("error.log"));
             let config_path = dir.path().join("nginx.conf");
@@ -85,7 +90,7 @@ impl NginxRtmp {
                     let _ = child.wait();
                     let log = read_log(dir.path());
                     // Lost the port race: try another port.
-                    if attempt < 5 && log.contains("Address already in use") {
+                    if fixed_port.is_none() && attempt < 5 && log.contains("Address already in use") {
                         continue;
                     }
                     panic!("nginx did not start listening on 127.0.0.1:{port} ({problem}); log:\n{log}");
