@@ -14,6 +14,19 @@ use sfu_gateway::sfu::embedded::EmbeddedSfu;
 /// The page bounds each of its stages (sending, pulling, receiving) well below this.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// A Calls API client for `sfu`.
+fn client_of(sfu: &EmbeddedSfu) -> sfu_gateway::sfu::client::CallsClient {
+    use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
+    CallsClient::new(&ClientConfig {
+        api_url: sfu.api_url(),
+        app_id: sfu.app_id().to_string(),
+        app_secret: sfu.app_secret().clone(),
+        request_timeout: Duration::from_secs(5),
+        retry: RetryPolicy::default(),
+    })
+    .expect("client")
+}
+
 /// The embedded SFU on loopback ephemeral ports, with a generated app id and secret.
 async fn start_sfu() -> EmbeddedSfu {
     let config = EmbeddedSfuConfig {
@@ -84,20 +97,12 @@ fn page_url_percent_encodes_every_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_peer_decodes_a_browser_publication() {
     use common::media::Decoder;
-    use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
     use sfu_gateway::sfu::peer::{Codec, Peer, PeerConfig, RemoteTrackSpec};
 
     let sfu = start_sfu().await;
     let (page, published) =
         browser::start_browser_publisher(&sfu.api_url(), sfu.app_id(), sfu.app_secret().expose()).await;
-    let client = CallsClient::new(&ClientConfig {
-        api_url: sfu.api_url(),
-        app_id: sfu.app_id().to_string(),
-        app_secret: sfu.app_secret().clone(),
-        request_timeout: Duration::from_secs(5),
-        retry: RetryPolicy::default(),
-    })
-    .expect("client");
+    let client = client_of(&sfu);
     let (peer, mut streams) = Peer::connect(client, PeerConfig::default()).await.expect("peer");
     let subscribed = peer
         .subscribe(
@@ -165,20 +170,12 @@ async fn gateway_peer_decodes_a_browser_publication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layer_is_chosen_and_switched() {
     use common::media::Decoder;
-    use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
     use sfu_gateway::sfu::peer::{Peer, PeerConfig, RemoteTrackSpec};
 
     let sfu = start_sfu().await;
     let (page, published) =
         browser::start_publishing_page(Mode::Simulcast, &sfu.api_url(), sfu.app_id(), sfu.app_secret().expose()).await;
-    let client = CallsClient::new(&ClientConfig {
-        api_url: sfu.api_url(),
-        app_id: sfu.app_id().to_string(),
-        app_secret: sfu.app_secret().clone(),
-        request_timeout: Duration::from_secs(5),
-        retry: RetryPolicy::default(),
-    })
-    .expect("client");
+    let client = client_of(&sfu);
     let (peer, mut streams) = Peer::connect(client, PeerConfig::default()).await.expect("peer");
     let subscribed = peer
         .subscribe(vec![RemoteTrackSpec {

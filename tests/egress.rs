@@ -37,6 +37,19 @@ async fn create_egress(setup: &Setup, body: Value) -> String {
     created["id"].as_str().unwrap().to_string()
 }
 
+/// Deletes egress `id`, then waits (bounded) for nginx to close its recording of `stream`.
+async fn stop_and_wait(setup: &Setup, id: &str, nginx: &NginxRtmp, stream: &str) -> std::path::PathBuf {
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    nginx.wait_recording(stream, Duration::from_secs(15))
+}
+
 /// Grey levels (min, max) of one decoded frame at `seconds`, and the RMS of one second of audio there.
 fn picture_and_sound(path: &std::path::Path, seconds: &str) -> ((u8, u8), f64) {
     let frame = Command::new("ffmpeg")
@@ -95,15 +108,7 @@ async fn rtmp_in_sfu_through_egress_out_to_nginx() {
     // The source plays for 14 s in real time; then the egress is stopped and nginx closes the recording.
     tokio::time::sleep(Duration::from_secs(12)).await;
     drop(publisher);
-    let deleted = setup
-        .http
-        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    let recording = nginx.wait_recording("show", Duration::from_secs(15));
+    let recording = stop_and_wait(&setup, &id, &nginx, "show").await;
     let probed = probe(&recording);
     let video = probed.video.as_ref().expect("a video stream");
     let audio = probed.audio.as_ref().expect("an audio stream");
@@ -137,15 +142,7 @@ async fn audio_only_source_gets_a_black_picture() {
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await; // let some seconds of the stream reach nginx
     drop(publisher);
-    let deleted = setup
-        .http
-        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    let recording = nginx.wait_recording("radio", Duration::from_secs(15));
+    let recording = stop_and_wait(&setup, &id, &nginx, "radio").await;
     let probed = probe(&recording);
     let video = probed.video.as_ref().expect("a (black) video stream");
     assert_eq!((video.width, video.height), (320, 180), "{probed:?}");
@@ -175,15 +172,7 @@ async fn browser_vp8_and_opus_egress_to_nginx() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(11)).await; // real-time media
-    let deleted = setup
-        .http
-        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    let recording = nginx.wait_recording("browser", Duration::from_secs(15));
+    let recording = stop_and_wait(&setup, &id, &nginx, "browser").await;
     let probed = probe(&recording);
     let video = probed.video.as_ref().expect("video");
     assert_eq!(
