@@ -13,7 +13,8 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/", get(page)).route("/dashboard", get(page))
 }
 
-async fn page() -> impl IntoResponse {
+#[utoipa::path(get, path = "/", tag = "dashboard", responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+pub(super) async fn page() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -19,15 +19,17 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/egresses/{id}", get(one).delete(remove))
 }
 
-#[derive(Deserialize)]
+/// One destination.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Output {
+pub(super) struct Output {
     url: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/egresses` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateEgress {
+pub(super) struct CreateEgress {
     #[serde(default)]
     tracks: Vec<TrackRef>,
     room: Option<String>,
@@ -82,7 +84,8 @@ fn validate(request: &CreateEgress) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/egresses", tag = "egresses", request_body = CreateEgress, responses((status = 201, body = Object), (status = 400), (status = 422), (status = 503, description = "Over capacity")))]
+pub(super) async fn create(
     State(state): State<AppState>,
     body: Result<axum::Json<CreateEgress>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -121,16 +124,19 @@ async fn create(
     ))
 }
 
-async fn list(State(state): State<AppState>) -> axum::Json<Value> {
+#[utoipa::path(get, path = "/v1/egresses", tag = "egresses", responses((status = 200, body = Object)))]
+pub(super) async fn list(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({"egresses": state.egresses.list()}))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 200, description = "State and per-output {url (key redacted), state, reconnects}", body = Object), (status = 404)))]
+pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     let egress = state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
     Ok(axum::Json(serde_json::to_value(egress).unwrap_or(Value::Null)))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
+pub(super) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     // The session notices within a second that its egress is gone and stops.
     state
         .egresses

@@ -15,11 +15,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn healthz() -> impl IntoResponse {
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is alive")))]
+pub(super) async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Every subsystem is ready"), (status = 503, description = "Draining or a subsystem is down")))]
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut rows = state.readiness.snapshot();
     let accepting = state.supervisor.is_accepting();
     rows.insert(
@@ -42,7 +44,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, axum::Json(json!({"ready": ready, "subsystems": rows})))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = super::metrics::render(&state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -16,16 +16,18 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/ingresses/{id}", get(one).delete(remove))
 }
 
-#[derive(Deserialize)]
+/// Video options of a new ingress.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VideoOptions {
+pub(super) struct VideoOptions {
     mode: Option<VideoMode>,
     layers: Option<u8>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/ingresses` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateIngress {
+pub(super) struct CreateIngress {
     name: String,
     room: Option<String>,
     video: Option<VideoOptions>,
@@ -48,7 +50,8 @@ fn invalid(field: &str, problem: &str) -> ApiError {
     )
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/ingresses", tag = "ingresses", request_body = CreateIngress, responses((status = 201, description = "{id, name, url, publishUrl, streamKey, state, room, ...}", body = Object), (status = 400), (status = 422)))]
+pub(super) async fn create(
     State(state): State<AppState>,
     body: Result<axum::Json<CreateIngress>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -88,17 +91,20 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(view(&state, &ingress))))
 }
 
-async fn list(State(state): State<AppState>) -> axum::Json<Value> {
+#[utoipa::path(get, path = "/v1/ingresses", tag = "ingresses", responses((status = 200, body = Object)))]
+pub(super) async fn list(State(state): State<AppState>) -> axum::Json<Value> {
     let all: Vec<Value> = state.ingresses.list().iter().map(|i| view(&state, i)).collect();
     axum::Json(json!({"ingresses": all}))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/ingresses/{id}", tag = "ingresses", params(("id" = String, Path)), responses((status = 200, description = "State, SFU session and tracks while live, onMetaData, stats", body = Object), (status = 404)))]
+pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     let ingress = state.ingresses.get(&id).ok_or_else(|| ApiError::not_found("ingress"))?;
     Ok(axum::Json(view(&state, &ingress)))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/ingresses/{id}", tag = "ingresses", params(("id" = String, Path)), responses((status = 204), (status = 404), (status = 409, description = "Declared in the configuration")))]
+pub(super) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     match state.ingresses.delete(&id) {
         Ok(ingress) => {
             tracing::info!(ingress = %ingress.id, "ingress deleted");

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod ingresses;
 mod metrics;
+mod openapi;
 mod rooms;
 mod sessions;
 mod sfu_proxy;
@@ -13,6 +14,7 @@ mod test_routes;
 
 pub use error::ApiError;
 pub use metrics::install_recorder;
+pub use openapi::ApiDoc;
 pub use sfu_proxy::SfuProxy;
 
 use crate::readiness::Readiness;
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(dashboard::routes())
+        .merge(openapi::routes())
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

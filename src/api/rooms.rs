@@ -57,7 +57,8 @@ fn room_error(error: RoomError) -> ApiError {
     }
 }
 
-async fn list(State(state): State<AppState>) -> axum::Json<Value> {
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", responses((status = 200, body = Object)))]
+pub(super) async fn list(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({"rooms": state.rooms.list()}))
 }
 
@@ -67,11 +68,19 @@ async fn snapshot(state: &AppState, room: &str) -> Result<RoomSnapshot, ApiError
     state.rooms.get(room).ok_or_else(|| ApiError::not_found("room"))
 }
 
-async fn one(State(state): State<AppState>, Path(room): Path<String>) -> Result<axum::Json<RoomSnapshot>, ApiError> {
+#[utoipa::path(get, path = "/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)), responses((status = 200, description = "Snapshot: participants and their tracks", body = Object), (status = 404), (status = 502, description = "Resolver webhook failed")))]
+pub(super) async fn one(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<axum::Json<RoomSnapshot>, ApiError> {
     snapshot(&state, &room).await.map(axum::Json)
 }
 
-async fn remove_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)), responses((status = 204), (status = 404), (status = 422)))]
+pub(super) async fn remove_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<StatusCode, ApiError> {
     crate::rooms::validate_room_name(&room).map_err(room_error)?;
     let events = state.rooms.remove_room(&room).map_err(room_error)?;
     // The application ended the room: a room of that name that comes back is asked about afresh.
@@ -80,7 +89,8 @@ async fn remove_room(State(state): State<AppState>, Path(room): Path<String>) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn upsert_participant(
+#[utoipa::path(put, path = "/v1/rooms/{room}/participants/{id}", tag = "rooms", params(("room" = String, Path), ("id" = String, Path)), request_body = Participant, responses((status = 200, description = "{participant, events}", body = Object), (status = 400), (status = 422)))]
+pub(super) async fn upsert_participant(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
     body: Result<axum::Json<Value>, JsonRejection>,
@@ -101,7 +111,8 @@ async fn upsert_participant(
     Ok(axum::Json(json!({"participant": participant, "events": events})))
 }
 
-async fn get_participant(
+#[utoipa::path(get, path = "/v1/rooms/{room}/participants/{id}", tag = "rooms", params(("room" = String, Path), ("id" = String, Path)), responses((status = 200, body = Participant), (status = 404)))]
+pub(super) async fn get_participant(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
 ) -> Result<axum::Json<Participant>, ApiError> {
@@ -114,7 +125,8 @@ async fn get_participant(
         .ok_or_else(|| ApiError::not_found("participant"))
 }
 
-async fn remove_participant(
+#[utoipa::path(delete, path = "/v1/rooms/{room}/participants/{id}", tag = "rooms", params(("room" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404)))]
+pub(super) async fn remove_participant(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -125,7 +137,8 @@ async fn remove_participant(
 
 /// `GET /v1/rooms/{room}/events`: a task forwards the room's subscription into a channel the response body
 /// reads; the task ends (dropping the subscription) as soon as the client goes away.
-async fn events(State(state): State<AppState>, Path(room): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "rooms", params(("room" = String, Path)), responses((status = 200, description = "Server-Sent Events: a `snapshot`, then one event per change (`participant_joined`, `participant_left`, `track_added`, `track_removed`, `participant_updated`)", content_type = "text/event-stream")))]
+pub(super) async fn events(State(state): State<AppState>, Path(room): Path<String>) -> Result<Response, ApiError> {
     // `ensure` validates the name first; resolving here puts the webhook's participants in the snapshot.
     state.resolver.ensure(&state.rooms, &room).await.map_err(room_error)?;
     let subscription = state.rooms.subscribe(&room);

@@ -14,7 +14,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sessions/{id}", get(one).delete(stop))
 }
 
-async fn list(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, description = "Live and recently finished sessions", body = Object)))]
+pub(super) async fn list(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(json!({"sessions": state.supervisor.list()}))
 }
 
@@ -22,7 +23,11 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(id).ok_or_else(|| ApiError::not_found("session"))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<SessionInfo>, ApiError> {
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)))]
+pub(super) async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SessionInfo>, ApiError> {
     let id = parse_id(&id)?;
     state
         .supervisor
@@ -31,7 +36,8 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<ax
         .ok_or_else(|| ApiError::not_found("session"))
 }
 
-async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)), responses((status = 202, description = "Stopping"), (status = 404)))]
+pub(super) async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.supervisor.stop(&parse_id(&id)?)?;
     Ok(StatusCode::ACCEPTED)
 }

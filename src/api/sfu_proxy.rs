@@ -39,7 +39,8 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/sfu/{*path}", any(forward))
 }
 
-async fn forward(
+#[utoipa::path(post, path = "/v1/sfu/{path}", tag = "sfu", params(("path" = String, Path, description = "A Calls API path after /apps/{appId}/, e.g. sessions/new; GET and PUT are forwarded too")), responses((status = 200, description = "The SFU's reply, unchanged", body = Object), (status = 502)))]
+pub(super) async fn forward(
     State(state): State<AppState>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,

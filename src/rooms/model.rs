@@ -21,7 +21,7 @@ pub const MAX_DISPLAY_NAME_LEN: usize = 256;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// Who registered a participant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ParticipantSource {
     /// The application, through the control API.
@@ -34,7 +34,7 @@ pub enum ParticipantSource {
 }
 
 /// A track a participant publishes in its SFU session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedTrack {
     /// The publication's name, unique within the participant's session.
@@ -58,7 +58,7 @@ impl PublishedTrack {
 }
 
 /// A member of a room: one SFU session and what it publishes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     /// Unique within the room.
