@@ -57,6 +57,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
     }
     let adapters = CancellationToken::new();
     let webhooks = Webhooks::start(&config.webhooks, adapters.clone());
+    forward_state_changes(&supervisor, webhooks.clone(), adapters.clone());
     let rtmp_url = if config.rtmp.enabled {
         let deps = IngestDeps {
             store: ingresses.clone(),
@@ -154,6 +155,26 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
     }
     tracing::info!("gateway stopped");
     Ok(code)
+}
+
+/// Sends every session state change as a `session.state_changed` webhook event.
+fn forward_state_changes(supervisor: &Supervisor, webhooks: Webhooks, cancel: CancellationToken) {
+    let mut changes = supervisor.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                () = cancel.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(info) => webhooks.send("session.state_changed", serde_json::to_value(&info).unwrap_or_default()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "session state events dropped (the webhook forwarder fell behind)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// The Calls API endpoint and credentials: Cloudflare's, or the embedded SFU's.

@@ -1,4 +1,5 @@
-//! Webhooks: events (ingress started/ended, later egress and calls) POSTed as JSON to the configured URLs,
+//! Webhooks: events (`ingress.started`/`ended`, `egress.started`/`ended`, `session.state_changed` for every
+//! state change of every session) POSTed as JSON to the configured URLs,
 //! signed with HMAC-SHA256, retried with backoff. Sending never blocks media: events go through a bounded
 //! queue (full: dropped and counted) to one delivery task per URL, which delivers in order.
 //!

@@ -95,6 +95,8 @@ struct Inner {
     max_sessions: usize,
     /// Capacity in cost units (admission by cost).
     capacity: u32,
+    /// Every state change, for events.
+    changes: tokio::sync::broadcast::Sender<SessionInfo>,
 }
 
 impl Inner {
@@ -104,10 +106,22 @@ impl Inner {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts a state change and publishes it to [`Supervisor::subscribe`]rs.
+    fn changed(&self, info: &SessionInfo) {
+        metrics::counter!(
+            "sfu_gateway_session_state_changes_total",
+            "kind" => info.kind.as_str(),
+            "state" => info.state.name()
+        )
+        .increment(1);
+        let _ = self.changes.send(info.clone()); // nobody listening is fine
+    }
+
     fn finish(&self, id: &SessionId, state: SessionState) {
         let mut registry = self.registry();
         if let Some(mut entry) = registry.live.remove(id) {
             entry.info.state = state;
+            self.changed(&entry.info);
             if registry.ended.len() == ENDED_HISTORY {
                 registry.ended.pop_front();
             }
@@ -160,8 +174,12 @@ impl SessionCtx {
             return;
         }
         if let Some(entry) = self.inner.registry().live.get_mut(&self.id) {
+            if entry.info.state == state {
+                return;
+            }
             tracing::debug!(from = entry.info.state.name(), to = state.name(), "session state");
             entry.info.state = state;
+            self.inner.changed(&entry.info);
         }
     }
 }
@@ -183,8 +201,15 @@ impl Supervisor {
                 live_count: watch::Sender::new(0),
                 max_sessions,
                 capacity,
+                changes: tokio::sync::broadcast::Sender::new(256),
             }),
         }
+    }
+
+    /// Every later state change of every session (starting, active, ..., ended, failed), in order per session.
+    /// A receiver that falls behind skips the oldest changes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SessionInfo> {
+        self.inner.changes.subscribe()
     }
 
     /// Capacity units used by live sessions, and the capacity.
@@ -257,6 +282,7 @@ impl Supervisor {
                 state: SessionState::Starting,
                 started_at: session::unix_now(),
             };
+            self.inner.changed(&info);
             registry.live.insert(
                 id.clone(),
                 Entry {
@@ -348,6 +374,7 @@ impl Supervisor {
         self.inner.drain.cancel();
         for entry in self.inner.registry().live.values_mut() {
             entry.info.state = SessionState::Draining;
+            self.inner.changed(&entry.info);
         }
         tracing::info!(sessions = self.live(), ?timeout, "draining");
         let mut count = self.inner.live_count.subscribe();
@@ -428,6 +455,30 @@ mod tests {
         assert_eq!(wait_final(&sup, &id).await, SessionState::Ended);
         assert_eq!(sup.stop(&id), Err(SupervisorError::NotFound));
         assert_eq!(sup.list().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn state_changes_are_published_in_order() {
+        let sup = Supervisor::new(10);
+        let mut changes = sup.subscribe();
+        let id = sup
+            .spawn(SessionKind::RtmpIngress, "watched", |ctx| async move {
+                ctx.set_state(SessionState::Active);
+                ctx.set_state(SessionState::Active); // no change, no event
+                ctx.set_state(SessionState::Reconnecting);
+                Err("publisher gone".into())
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        while seen.last().is_none_or(|s: &SessionState| !s.is_final()) {
+            let info = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await.unwrap().unwrap();
+            assert_eq!(info.id, id);
+            seen.push(info.state);
+        }
+        assert_eq!(
+            seen.iter().map(SessionState::name).collect::<Vec<_>>(),
+            ["starting", "active", "reconnecting", "failed"]
+        );
     }
 
     #[tokio::test]
