@@ -169,7 +169,10 @@ fn forward_state_changes(supervisor: &Supervisor, webhooks: Webhooks, cancel: Ca
             match change {
                 Ok(info) => webhooks.send("session.state_changed", serde_json::to_value(&info).unwrap_or_default()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "session state events dropped (the webhook forwarder fell behind)");
+                    tracing::warn!(
+                        missed,
+                        "session state events dropped (the webhook forwarder fell behind)"
+                    );
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }

@@ -246,3 +246,52 @@ async fn a_destination_that_comes_back_is_not_given_up() {
     }
     assert_eq!(get().await["state"], "active");
 }
+
+/// One output failing (nothing listens) does not disturb the other: the good destination records one
+/// continuous stream while the bad one is retried, and the egress reports itself degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_output_leaves_the_others_untouched() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let (session, publisher) = live_source(&setup, "split", BASELINE, 2).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "split-video"}, {"sessionId": session, "trackName": "split-audio"}],
+            "outputs": [{"url": nginx.url("good")}, {"url": format!("rtmp://127.0.0.1:{dead}/live/bad")}],
+            "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // real-time media
+    let egress: Value = setup
+        .http
+        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(egress["state"], "degraded", "{egress}");
+    assert_eq!(egress["outputs"][0]["state"], "active", "{egress}");
+    assert_eq!(
+        egress["outputs"][0]["reconnects"], 0,
+        "the good output was disturbed: {egress}"
+    );
+    assert!(
+        egress["outputs"][1]["reconnects"].as_u64().unwrap() >= 2,
+        "the bad output was not retried: {egress}"
+    );
+    drop(publisher);
+    let recording = stop_and_wait(&setup, &id, &nginx, "good").await;
+    let probed = probe(&recording);
+    assert!(probed.duration >= 9.0, "the good output was interrupted: {probed:?}");
+    assert_eq!(decode_errors(&recording), "");
+}

@@ -1,24 +1,18 @@
 //! The GStreamer pipeline of an egress: decode what arrives (VP8, H.264, Opus), composite it over a black
 //! slate and mix it over silence (so the destination gets a valid stream from the first second, and
 //! audio-only or video-only sources still give both), encode H.264 + AAC with the fragments of
-//! `pipelines/`, mux FLV, and send it to every output.
+//! `pipelines/`, and mux FLV once for every output.
 
 use super::store::{AudioOut, VideoOut};
 use crate::media::fragments::suffixed;
 use crate::media::{Fragments, MediaError};
-use crate::redact::Secret;
 
 /// Jitter allowance of the compositor and mixer, in nanoseconds.
 const LATENCY_NS: u64 = 150_000_000;
 
-/// The launch description of an egress pipeline. Its appsrcs are `vp8`, `h264` and `opus`; outputs are
-/// `out0`, `out1`, ... (rtmp2sink).
-pub fn describe(
-    fragments: &Fragments,
-    video: VideoOut,
-    audio: AudioOut,
-    outputs: &[Secret],
-) -> Result<String, MediaError> {
+/// The launch description of an egress pipeline. Its appsrcs are `vp8`, `h264` and `opus`; the muxed FLV
+/// comes out of the appsink `flv` (each output has its own pipeline, see `output.rs`).
+pub fn describe(fragments: &Fragments, video: VideoOut, audio: AudioOut) -> Result<String, MediaError> {
     let fragment = |name: &str, suffix: &str| {
         fragments
             .get(name)
@@ -30,9 +24,9 @@ pub fn describe(
     };
     let (w, h, fps) = (video.width, video.height, video.fps);
     let raw = format!("video/x-raw,width={w},height={h}");
-    let mut d = format!(
+    let d = format!(
         "compositor name=mix background=black latency={LATENCY_NS} ! capsfilter caps=\"{raw},framerate={fps}/1\" ! \
-         {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! tee name=out \
+         {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! appsink name=flv sync=false \
          videotestsrc is-live=true pattern=black ! capsfilter caps=\"{raw},framerate={fps}/1\" ! mix. \
          appsrc name=vp8 is-live=true do-timestamp=true format=time caps=video/x-vp8 ! queue ! vp8dec ! \
          videoconvert ! videoscale ! capsfilter caps=\"{raw}\" ! mix. \
@@ -47,13 +41,6 @@ pub fn describe(
         fragment("video-encode-h264", "v")?,
         fragment("audio-encode-aac", "a")?,
     );
-    for (i, url) in outputs.iter().enumerate() {
-        // The URL (with its key) goes into the pipeline, never into a log line.
-        d.push_str(&format!(
-            " out. ! queue leaky=downstream max-size-time=2000000000 ! rtmp2sink name=out{i} location=\"{}\"",
-            url.expose().replace('"', "")
-        ));
-    }
     let _ = audio;
     Ok(d)
 }

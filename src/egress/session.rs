@@ -1,10 +1,11 @@
 //! One egress: the session task that subscribes to its tracks through a `Peer`, feeds them into the egress
-//! pipeline, and restarts the pipeline with backoff when an output fails (a destination that comes back is
-//! never given up on).
+//! pipeline (decode, composite, encode, mux once), and fans the FLV out to one small pipeline per output.
+//! An output that fails is retried on its own (`output.rs`); the main pipeline is restarted with backoff only
+//! if it fails itself.
 
 use super::pipeline;
 use super::store::{EgressState, EgressStore, TrackRef};
-use crate::media::frames::FramePusher;
+use crate::media::frames::{Frame, FramePusher, appsink_frames};
 use crate::media::{Fragments, PipelineGuard};
 use crate::redact::Secret;
 use crate::sfu::client::CallsClient;
@@ -12,8 +13,9 @@ use crate::sfu::peer::{Codec, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTr
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
 use gstreamer::prelude::*;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// Longest wait between two pipeline restarts.
+/// Longest wait between two restarts of the main pipeline.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What an egress session needs.
@@ -29,18 +31,19 @@ pub struct EgressDeps {
     pub webhooks: crate::webhooks::Webhooks,
 }
 
-/// The pipeline of one attempt and its inputs.
+/// The main pipeline of one attempt, its inputs and its FLV output.
 struct Running {
     guard: PipelineGuard,
     ended: tokio::sync::oneshot::Receiver<crate::media::PipelineEnd>,
     vp8: FramePusher,
     h264: FramePusher,
     opus: FramePusher,
+    flv: mpsc::Receiver<Frame>,
 }
 
-fn start_pipeline(deps: &EgressDeps, id: &str, outputs: &[Secret]) -> Result<Running, SessionError> {
+fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> {
     let egress = deps.store.get(id).ok_or("the egress was deleted")?;
-    let description = pipeline::describe(&deps.fragments, egress.video, egress.audio, outputs)?;
+    let description = pipeline::describe(&deps.fragments, egress.video, egress.audio)?;
     let guard = PipelineGuard::parse("egress", &description)?;
     for (name, property, value) in [
         ("encoder_v", "bitrate", egress.video.bitrate_kbps.to_string()),
@@ -52,14 +55,27 @@ fn start_pipeline(deps: &EgressDeps, id: &str, outputs: &[Secret]) -> Result<Run
             }
         }
     }
-    let running = Running {
+    let (flv, _dropped) = appsink_frames(&guard, "flv", 1024)?;
+    Ok(Running {
         vp8: FramePusher::new(&guard, "vp8")?,
         h264: FramePusher::new(&guard, "h264")?,
         opus: FramePusher::new(&guard, "opus")?,
+        flv,
         ended: guard.start()?,
         guard,
-    };
-    Ok(running)
+    })
+}
+
+/// The egress's overall state from its outputs' states.
+fn overall(store: &EgressStore, id: &str) {
+    store.update(id, |e| {
+        let all_active = e.outputs.iter().all(|o| o.state == "active");
+        e.state = if all_active {
+            EgressState::Active
+        } else {
+            EgressState::Degraded
+        };
+    });
 }
 
 /// Runs an egress until it is stopped or deleted.
@@ -94,7 +110,7 @@ pub async fn run(
         .send("egress.started", serde_json::json!({"egressId": id}));
     let mut backoff = Duration::from_millis(500);
     let outcome: Result<(), SessionError> = 'attempts: loop {
-        let mut running = match start_pipeline(&deps, &id, &outputs) {
+        let mut running = match start_pipeline(&deps, &id) {
             Ok(running) => running,
             Err(e) => break Err(e),
         };
@@ -102,17 +118,35 @@ pub async fn run(
         for track in &subscribed {
             let _ = peer.request_keyframe(track.mid.clone()).await;
         }
+        let outputs_stop = ctx.cancel_token().child_token();
+        // Outputs stop with this attempt, however it ends.
+        let _outputs_guard = outputs_stop.clone().drop_guard();
+        let mut senders: Vec<mpsc::Sender<Frame>> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut frames = 0u64;
         let ended = loop {
             tokio::select! {
                 () = ctx.cancel_token().cancelled() => break 'attempts Ok(()),
-                end = &mut running.ended => {
-                    let reason = end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into());
-                    // GStreamer's message may quote an output URL: its stream key must not reach logs or the API.
-                    break outputs.iter().fold(reason, |text, url| {
-                        text.replace(url.expose().as_str(), &super::store::redact_url(url.expose()))
-                    });
+                end = &mut running.ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
+                flv = running.flv.recv() => {
+                    let Some(flv) = flv else { continue };
+                    if senders.is_empty() {
+                        // The first buffer fixes the caps (with the FLV stream headers) every output starts from.
+                        let caps = running.guard.element("flv").ok()
+                            .and_then(|sink| sink.static_pad("sink"))
+                            .and_then(|pad| pad.current_caps());
+                        let Some(caps) = caps else { continue };
+                        senders = outputs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, url)| {
+                                super::output::spawn(deps.store.clone(), id.clone(), i, url.clone(), caps.clone(), outputs_stop.clone())
+                            })
+                            .collect();
+                    }
+                    for sender in &senders {
+                        let _ = sender.try_send(flv.clone()); // a slow output drops, then resumes at a keyframe
+                    }
                 }
                 frame = media_in.recv() => {
                     let Some(frame) = frame else { break 'attempts Err("the SFU peer stopped".into()) };
@@ -135,14 +169,11 @@ pub async fn run(
                     if deps.store.get(&id).is_none() {
                         break 'attempts Ok(());
                     }
-                    deps.store.update(&id, |e| {
-                        e.frames_in = frames;
-                        if e.state != EgressState::Active {
-                            e.state = EgressState::Active;
-                            e.outputs.iter_mut().for_each(|o| o.state = "active".into());
-                        }
-                    });
-                    ctx.set_state(SessionState::Active);
+                    deps.store.update(&id, |e| e.frames_in = frames);
+                    if !senders.is_empty() {
+                        overall(&deps.store, &id);
+                        ctx.set_state(SessionState::Active);
+                    }
                     backoff = Duration::from_millis(500);
                 }
             }
@@ -152,10 +183,6 @@ pub async fn run(
         deps.store.update(&id, |e| {
             e.state = EgressState::Degraded;
             e.reason = Some(ended.clone());
-            e.outputs.iter_mut().for_each(|o| {
-                o.state = "reconnecting".into();
-                o.reconnects += 1;
-            });
         });
         ctx.set_state(SessionState::Reconnecting);
         tokio::select! {

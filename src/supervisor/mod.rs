@@ -471,7 +471,10 @@ mod tests {
             .unwrap();
         let mut seen = Vec::new();
         while seen.last().is_none_or(|s: &SessionState| !s.is_final()) {
-            let info = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await.unwrap().unwrap();
+            let info = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(info.id, id);
             seen.push(info.state);
         }
