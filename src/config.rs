@@ -58,6 +58,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Webhooks.
     pub webhooks: WebhooksConfig,
+    /// Broadcast egress.
+    pub egress: EgressConfig,
     /// Ingresses declared here (stable stream keys for a fleet); more can be created through the API.
     pub ingresses: Vec<IngressConfig>,
 }
@@ -134,6 +136,14 @@ impl RtmpConfig {
 pub struct RoomsConfig {
     /// Webhook called (POST `{"room": name}`) for a room the gateway does not know; empty: none.
     pub resolver_url: String,
+}
+
+/// `[egress]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Directory of the egresses' MP4 recordings (`outputs: [{file: "name"}]`); empty: recordings are off.
+    pub recordings_dir: PathBuf,
 }
 
 /// `[webhooks]`
@@ -574,6 +584,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "webhooks",
                 "max_attempts and queue must be at least 1",
+            ));
+        }
+        if !self.egress.recordings_dir.as_os_str().is_empty() && !self.egress.recordings_dir.is_dir() {
+            return Err(ConfigError::invalid(
+                "egress.recordings_dir",
+                format!("directory {} does not exist", self.egress.recordings_dir.display()),
             ));
         }
         let resolver = &self.rooms.resolver_url;

@@ -102,6 +102,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         egresses: crate::egress::store::EgressStore::default(),
         egress_client: Some(client.clone()),
         egress_cost: config.supervisor.costs.egress,
+        recordings_dir: Some(config.egress.recordings_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
         fragments: fragments.clone(),
         webhooks: webhooks.clone(),
     };

@@ -295,3 +295,65 @@ async fn a_failing_output_leaves_the_others_untouched() {
     assert!(probed.duration >= 9.0, "the good output was interrupted: {probed:?}");
     assert_eq!(decode_errors(&recording), "");
 }
+
+/// A file output: a fragmented MP4 recording in `egress.recordings_dir`, readable as H.264 + AAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_records_fragmented_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = common::rtmp::start_with(&[("GATEWAY__EGRESS__RECORDINGS_DIR", dir.path().to_str().unwrap())]);
+    let (session, publisher) = live_source(&setup, "taped", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "taped-video"}, {"sessionId": session, "trackName": "taped-audio"}],
+            "outputs": [{"file": "show"}],
+            "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // real-time media
+    drop(publisher);
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let file = dir.path().join("show_00000.mp4");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let probed = loop {
+        // Fragmented MP4 is readable while being written; wait until ffprobe sees enough of it.
+        if let Ok(probed) = common::nginx::try_probe(&file) {
+            if probed.duration >= 6.0 && probed.audio.is_some() {
+                break probed;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no usable recording at {}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let video = probed.video.as_ref().expect("video");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 320, 180),
+        "{probed:?}"
+    );
+    assert_eq!(probed.audio.as_ref().unwrap().codec, "aac");
+    assert_eq!(decode_errors(&file), "");
+
+    // Without a recordings directory, or with a path in the name, file outputs are refused.
+    let refused = setup
+        .http
+        .post(format!("{}/v1/egresses", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({"tracks": [{"sessionId": session, "trackName": "taped-video"}], "outputs": [{"file": "../etc"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+}

@@ -1,6 +1,7 @@
 //! `POST/GET/DELETE /v1/egresses[/{id}]`: SFU tracks re-encoded to RTMP(S) destinations.
 
 use super::{ApiError, AppState};
+use crate::egress::output::Target;
 use crate::egress::session::{self, EgressDeps};
 use crate::egress::store::{AudioOut, TrackRef, VideoOut};
 use crate::error::ErrorClass;
@@ -19,11 +20,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/egresses/{id}", get(one).delete(remove))
 }
 
-/// One destination.
+/// One destination: an RTMP(S) `url`, or a `file` name for a fragmented MP4 recording in the configured
+/// recordings directory.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Output {
-    url: String,
+    url: Option<String>,
+    file: Option<String>,
 }
 
 /// `POST /v1/egresses` body.
@@ -62,14 +65,51 @@ fn validate(request: &CreateEgress) -> Result<(), ApiError> {
     if request.outputs.is_empty() || request.outputs.len() > 8 {
         return Err(invalid("outputs", "1 to 8 outputs"));
     }
-    for (i, output) in request.outputs.iter().enumerate() {
-        if !(output.url.starts_with("rtmp://") || output.url.starts_with("rtmps://")) || output.url.contains('"') {
-            return Err(invalid(
-                &format!("outputs[{i}].url"),
-                "must be an rtmp:// or rtmps:// URL",
-            ));
-        }
+    Ok(())
+}
+
+/// The targets of the outputs, or the field that is wrong.
+fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError> {
+    let mut targets = Vec::with_capacity(outputs.len());
+    for (i, output) in outputs.iter().enumerate() {
+        let target = match (&output.url, &output.file) {
+            (Some(url), None) => {
+                if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) || url.contains('"') {
+                    return Err(invalid(
+                        &format!("outputs[{i}].url"),
+                        "must be an rtmp:// or rtmps:// URL",
+                    ));
+                }
+                Target::Rtmp(Secret::new(url.clone()))
+            }
+            (None, Some(name)) => {
+                let Some(dir) = &state.recordings_dir else {
+                    return Err(invalid(
+                        &format!("outputs[{i}].file"),
+                        "recordings are off (egress.recordings_dir)",
+                    ));
+                };
+                let valid = !name.is_empty()
+                    && name.len() <= 100
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(invalid(
+                        &format!("outputs[{i}].file"),
+                        "1-100 letters, digits, '-' or '_'",
+                    ));
+                }
+                Target::File(dir.join(name))
+            }
+            _ => return Err(invalid(&format!("outputs[{i}]"), "give either url or file")),
+        };
+        targets.push(target);
     }
+    Ok(targets)
+}
+
+fn check_video(request: &CreateEgress) -> Result<(), ApiError> {
     let v = &request.video;
     let even = |n: u32| n % 2 == 0;
     if !(16..=3840).contains(&v.width) || !(16..=2160).contains(&v.height) || !even(v.width) || !even(v.height) {
@@ -91,7 +131,17 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let axum::Json(request) = body.map_err(|e| ApiError::from_class(ErrorClass::BadInput, e.body_text()))?;
     validate(&request)?;
-    let urls: Vec<String> = request.outputs.iter().map(|o| o.url.clone()).collect();
+    check_video(&request)?;
+    let targets = targets(&state, &request.outputs)?;
+    let urls: Vec<String> = request
+        .outputs
+        .iter()
+        .map(|o| {
+            o.url
+                .clone()
+                .unwrap_or_else(|| format!("file:{}", o.file.clone().unwrap_or_default()))
+        })
+        .collect();
     let egress = state
         .egresses
         .create(request.tracks.clone(), &urls, request.video, request.audio);
@@ -105,11 +155,10 @@ pub(super) async fn create(
         webhooks: state.webhooks.clone(),
     };
     let (id, tracks) = (egress.id.clone(), request.tracks);
-    let secrets: Vec<Secret> = urls.into_iter().map(Secret::new).collect();
     let spawned = state
         .supervisor
         .spawn_with_cost(SessionKind::Egress, id.clone(), state.egress_cost, move |ctx| {
-            session::run(ctx, deps, id, tracks, secrets)
+            session::run(ctx, deps, id, tracks, targets)
         });
     if let Err(e) = spawned {
         state

@@ -62,6 +62,8 @@ pub struct AppState {
     pub egress_client: Option<crate::sfu::client::CallsClient>,
     /// Capacity units of one egress.
     pub egress_cost: u32,
+    /// Where file outputs of egresses are written (none: file outputs are refused).
+    pub recordings_dir: Option<std::path::PathBuf>,
     /// Pipeline fragments.
     pub fragments: crate::media::Fragments,
     /// Event sink.

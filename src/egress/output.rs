@@ -1,6 +1,7 @@
-//! One egress destination in its own small pipeline (`appsrc ! rtmp2sink`), fed with the FLV the main
-//! egress pipeline muxes once. A destination that refuses or drops the connection is restarted with backoff
-//! (forever) without touching the other outputs; after a restart it resumes at the next keyframe.
+//! One egress destination in its own small pipeline, fed with the FLV the main egress pipeline muxes once:
+//! `appsrc ! rtmp2sink` for RTMP(S), or `appsrc ! flvdemux ! splitmuxsink` writing fragmented MP4 (a crash
+//! loses at most the last second). A destination that refuses or drops the connection is restarted with
+//! backoff (forever) without touching the other outputs; after a restart it resumes at the next keyframe.
 
 use super::store::EgressStore;
 use crate::media::PipelineGuard;
@@ -17,18 +18,66 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// FLV buffers waiting for one output; beyond it the output drops and resumes at a keyframe.
 const QUEUE: usize = 512;
 
+/// Where an output sends the stream.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An rtmp:// or rtmps:// URL (its key is a secret).
+    Rtmp(Secret),
+    /// A fragmented MP4 recording: files `{path}_00000.mp4`, ... (a new file every 10 minutes).
+    File(std::path::PathBuf),
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Rtmp(url) => format!(
+                "appsrc name=src format=time is-live=true ! queue max-size-time=2000000000 leaky=downstream ! \
+                 rtmp2sink name=sink location=\"{}\"",
+                url.expose().replace('"', "")
+            ),
+            Target::File(path) => format!(
+                "appsrc name=src format=time is-live=true ! flvdemux name=demux \
+                 demux.video ! queue ! h264parse ! rec.video demux.audio ! queue ! aacparse ! rec.audio_0 \
+                 splitmuxsink name=rec async-finalize=true muxer-factory=mp4mux \
+                 muxer-properties=\"properties,fragment-duration=(uint)1000\" max-size-time=600000000000 \
+                 location=\"{}_%05d.mp4\"",
+                path.display().to_string().replace('"', "")
+            ),
+        }
+    }
+
+    /// The target as it may be logged (stream key redacted).
+    fn shown(&self) -> String {
+        match self {
+            Target::Rtmp(url) => super::store::redact_url(url.expose()),
+            Target::File(path) => path.display().to_string(),
+        }
+    }
+}
+
 /// Starts the task of output `index` of egress `egress`; returns where to send the FLV buffers.
 pub fn spawn(
     store: EgressStore,
     egress: String,
     index: usize,
-    url: Secret,
+    target: Target,
     caps: gst::Caps,
     cancel: CancellationToken,
 ) -> mpsc::Sender<Frame> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(store, egress, index, url, caps, rx, cancel));
+    tokio::spawn(run(store, egress, index, target, caps, rx, cancel));
     tx
+}
+
+/// The FLV stream headers carried in the caps (file outputs demux the bytes and need them first).
+fn stream_headers(caps: &gst::Caps) -> Vec<gst::Buffer> {
+    let headers: Vec<gst::Buffer> = caps
+        .structure(0)
+        .and_then(|s| s.get::<gst::Array>("streamheader").ok())
+        .map(|array| array.iter().filter_map(|v| v.get::<gst::Buffer>().ok()).collect())
+        .unwrap_or_default();
+    tracing::debug!(headers = headers.len(), %caps, "flv stream headers");
+    headers
 }
 
 fn set_state(store: &EgressStore, egress: &str, index: usize, state: &str, reconnected: bool) {
@@ -46,18 +95,23 @@ async fn run(
     store: EgressStore,
     egress: String,
     index: usize,
-    url: Secret,
+    target: Target,
     caps: gst::Caps,
     mut frames: mpsc::Receiver<Frame>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let headers = match target {
+        Target::File(_) => stream_headers(&caps),
+        Target::Rtmp(_) => Vec::new(), // rtmp2sink takes them from the caps
+    };
+    // flvmux also sends its headers as the first buffers: a file output pushes them itself, once.
+    let header_bytes: Vec<Vec<u8>> = headers
+        .iter()
+        .filter_map(|h| h.map_readable().ok().map(|m| m.as_slice().to_vec()))
+        .collect();
     loop {
-        let description = format!(
-            "appsrc name=src format=time is-live=true ! queue max-size-time=2000000000 leaky=downstream ! \
-             rtmp2sink name=sink location=\"{}\"",
-            url.expose().replace('"', "")
-        );
+        let description = target.describe();
         let started = PipelineGuard::parse("egress-output", &description).and_then(|guard| {
             guard.element("src")?.set_property("caps", &caps);
             let pusher = FramePusher::new(&guard, "src")?;
@@ -69,16 +123,27 @@ async fn run(
                 let mut sending = false;
                 let reason = loop {
                     tokio::select! {
-                        () = cancel.cancelled() => return,
+                        () = cancel.cancelled() => {
+                            // Let a recording write its last fragment before the pipeline stops.
+                            pusher.end();
+                            let _ = tokio::time::timeout(Duration::from_secs(3), &mut ended).await;
+                            return;
+                        }
                         end = &mut ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
                         frame = frames.recv() => {
                             let Some(frame) = frame else { return };
+                            if header_bytes.contains(&frame.data) {
+                                continue;
+                            }
                             // A (re)started output begins at a keyframe, after the stream headers of the caps.
                             if !sending && !frame.keyframe {
                                 continue;
                             }
                             if !sending {
                                 sending = true;
+                                for header in &headers {
+                                    pusher.push_buffer(header.clone());
+                                }
                                 set_state(&store, &egress, index, "active", false);
                                 backoff = Duration::from_millis(500);
                             }
@@ -92,8 +157,11 @@ async fn run(
             Err(e) => e.to_string(),
         };
         // GStreamer's message may quote the URL: keep its stream key out of the log.
-        let reason = reason.replace(url.expose().as_str(), &super::store::redact_url(url.expose()));
-        tracing::warn!(egress = %egress, output = index, %reason, ?backoff, "egress output down; retrying");
+        let reason = match &target {
+            Target::Rtmp(url) => reason.replace(url.expose().as_str(), &target.shown()),
+            Target::File(_) => reason,
+        };
+        tracing::warn!(egress = %egress, output = index, target = %target.shown(), %reason, ?backoff, "egress output down; retrying");
         set_state(&store, &egress, index, "reconnecting", true);
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -7,7 +7,6 @@ use super::pipeline;
 use super::store::{EgressState, EgressStore, TrackRef};
 use crate::media::frames::{Frame, FramePusher, appsink_frames};
 use crate::media::{Fragments, PipelineGuard};
-use crate::redact::Secret;
 use crate::sfu::client::CallsClient;
 use crate::sfu::peer::{Codec, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
@@ -84,7 +83,7 @@ pub async fn run(
     deps: EgressDeps,
     id: String,
     tracks: Vec<TrackRef>,
-    outputs: Vec<Secret>,
+    outputs: Vec<super::output::Target>,
 ) -> Result<(), SessionError> {
     let (
         peer,
@@ -139,8 +138,8 @@ pub async fn run(
                         senders = outputs
                             .iter()
                             .enumerate()
-                            .map(|(i, url)| {
-                                super::output::spawn(deps.store.clone(), id.clone(), i, url.clone(), caps.clone(), outputs_stop.clone())
+                            .map(|(i, target)| {
+                                super::output::spawn(deps.store.clone(), id.clone(), i, target.clone(), caps.clone(), outputs_stop.clone())
                             })
                             .collect();
                     }

@@ -96,6 +96,11 @@ impl FramePusher {
         self.appsrc.push_buffer(buffer).is_ok()
     }
 
+    /// Pushes a ready buffer (stream headers).
+    pub fn push_buffer(&self, buffer: gst::Buffer) -> bool {
+        self.appsrc.push_buffer(buffer).is_ok()
+    }
+
     /// Pushes one buffer without timestamps (a live appsrc with `do-timestamp=true` stamps it on arrival).
     pub fn push_untimed(&self, data: &[u8]) -> bool {
         self.appsrc.push_buffer(gst::Buffer::from_slice(data.to_vec())).is_ok()
