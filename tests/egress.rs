@@ -37,8 +37,20 @@ async fn create_egress(setup: &Setup, body: Value) -> String {
     created["id"].as_str().unwrap().to_string()
 }
 
-/// Deletes egress `id`, then waits (bounded) for nginx to close its recording of `stream`.
-async fn stop_and_wait(setup: &Setup, id: &str, nginx: &NginxRtmp, stream: &str) -> std::path::PathBuf {
+/// `GET /v1/egresses/{id}`.
+async fn get_egress(setup: &Setup, id: &str) -> Value {
+    let response = setup
+        .http
+        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// `DELETE /v1/egresses/{id}` (204).
+async fn delete_egress(setup: &Setup, id: &str) {
     let deleted = setup
         .http
         .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
@@ -47,6 +59,11 @@ async fn stop_and_wait(setup: &Setup, id: &str, nginx: &NginxRtmp, stream: &str)
         .await
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 204);
+}
+
+/// Deletes egress `id`, then waits (bounded) for nginx to close its recording of `stream`.
+async fn stop_and_wait(setup: &Setup, id: &str, nginx: &NginxRtmp, stream: &str) -> std::path::PathBuf {
+    delete_egress(setup, id).await;
     nginx.wait_recording(stream, Duration::from_secs(15))
 }
 
@@ -89,16 +106,7 @@ async fn rtmp_in_sfu_through_egress_out_to_nginx() {
         }),
     )
     .await;
-    let egress: Value = setup
-        .http
-        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let egress = get_egress(&setup, &id).await;
     assert_eq!(
         egress["outputs"][0]["url"],
         nginx.url("[redacted]"),
@@ -213,14 +221,9 @@ async fn a_destination_that_comes_back_is_not_given_up() {
         }),
     )
     .await;
-    let egress_url = format!("{}/v1/egresses/{id}", setup.gateway.api);
-    let get = || async {
-        let response = setup.http.get(&egress_url).bearer_auth(TOKEN).send().await.unwrap();
-        response.json::<Value>().await.unwrap()
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let egress = get().await;
+        let egress = get_egress(&setup, &id).await;
         if egress["outputs"][0]["reconnects"].as_u64().unwrap_or(0) >= 1 {
             assert_ne!(egress["state"], "failed", "{egress}");
             break;
@@ -244,7 +247,7 @@ async fn a_destination_that_comes_back_is_not_given_up() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(get().await["state"], "active");
+    assert_eq!(get_egress(&setup, &id).await["state"], "active");
 }
 
 /// One output failing (nothing listens) does not disturb the other: the good destination records one
@@ -269,16 +272,7 @@ async fn a_failing_output_leaves_the_others_untouched() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(11)).await; // real-time media
-    let egress: Value = setup
-        .http
-        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let egress = get_egress(&setup, &id).await;
     assert_eq!(egress["state"], "degraded", "{egress}");
     assert_eq!(egress["outputs"][0]["state"], "active", "{egress}");
     assert_eq!(
@@ -313,14 +307,7 @@ async fn egress_records_fragmented_mp4() {
     .await;
     tokio::time::sleep(Duration::from_secs(8)).await; // real-time media
     drop(publisher);
-    let deleted = setup
-        .http
-        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
+    delete_egress(&setup, &id).await;
     let file = dir.path().join("show_00000.mp4");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let probed = loop {
