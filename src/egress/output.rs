@@ -105,11 +105,6 @@ async fn run(
         Target::File(_) => stream_headers(&caps),
         Target::Rtmp(_) => Vec::new(), // rtmp2sink takes them from the caps
     };
-    // flvmux also sends its headers as the first buffers: a file output pushes them itself, once.
-    let header_bytes: Vec<Vec<u8>> = headers
-        .iter()
-        .filter_map(|h| h.map_readable().ok().map(|m| m.as_slice().to_vec()))
-        .collect();
     loop {
         let description = target.describe();
         let started = PipelineGuard::parse("egress-output", &description).and_then(|guard| {
@@ -132,7 +127,8 @@ async fn run(
                         end = &mut ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
                         frame = frames.recv() => {
                             let Some(frame) = frame else { return };
-                            if header_bytes.contains(&frame.data) {
+                            // flvmux also sends its headers as buffers; they come from the caps instead.
+                            if frame.header {
                                 continue;
                             }
                             // A (re)started output begins at a keyframe, after the stream headers of the caps.

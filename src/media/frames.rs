@@ -17,6 +17,8 @@ pub struct Frame {
     pub pts_ns: u64,
     /// Whether the buffer is a keyframe (no DELTA_UNIT flag).
     pub keyframe: bool,
+    /// Whether the buffer is a stream header (HEADER flag), e.g. what a muxer also puts in its caps.
+    pub header: bool,
     /// The bytes.
     pub data: Vec<u8>,
 }
@@ -56,6 +58,7 @@ pub fn appsink_frames(
                 let frame = Frame {
                     pts_ns: buffer.pts().map(|t| t.nseconds()).unwrap_or(0),
                     keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    header: buffer.flags().contains(gst::BufferFlags::HEADER),
                     data: map.as_slice().to_vec(),
                 };
                 if tx.try_send(frame).is_err() {
