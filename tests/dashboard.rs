@@ -34,6 +34,7 @@ struct DashboardReport {
     frame_height: u32,
     audio_samples: u64,
     ingresses_shown: u64,
+    egresses_shown: u64,
     /// Window errors, unhandled rejections and `console.error` calls of the page.
     errors: Vec<String>,
 }
@@ -88,6 +89,21 @@ async fn dashboard_previews_a_live_ingress() {
             i["state"] == "live" && i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
         })
         .await;
+    // An egress to a destination that is not there: it is listed (degraded) on the page.
+    let live = setup.ingress(&id).await;
+    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let egress = setup
+        .http
+        .post(format!("{}/v1/egresses", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "tracks": [{"sessionId": session, "trackName": "dash-video"}],
+            "outputs": [{"url": "rtmp://127.0.0.1:9/live/nowhere"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(egress.status().as_u16(), 201);
 
     let token = percent_encode(TOKEN);
     let mut page = browser::open_url(|report| {
@@ -124,6 +140,10 @@ async fn dashboard_previews_a_live_ingress() {
         "frame size: {report:?}"
     );
     assert!(report.ingresses_shown >= 1, "the ingress table is empty: {report:?}");
+    assert_eq!(
+        report.egresses_shown, 1,
+        "the egress table does not list the egress: {report:?}"
+    );
     if report.audio_samples == 0 {
         eprintln!("note: the preview had no audio samples yet when it reported");
     }
