@@ -163,15 +163,8 @@ async fn screenshot(url: &str) {
         .tempdir()
         .expect("create a temporary Chromium profile");
     let mut child = Command::new(CHROMIUM)
+        .args(browser::HEADLESS_FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
             "--hide-scrollbars",
             "--window-size=1280,900",
             "--virtual-time-budget=5000",

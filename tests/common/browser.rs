@@ -38,8 +38,8 @@ pub const REPORT_TIMEOUT: Duration = Duration::from_secs(40);
 /// The page, compiled in so the harness does not depend on the working directory.
 const PAGE: &str = include_str!("../browser/calls.html");
 
-/// Chromium's flags, before `--user-data-dir` and the URL.
-const CHROMIUM_FLAGS: &[&str] = &[
+/// Flags for headless Chromium on this closed, loopback-only machine (any page).
+pub const HEADLESS_FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -48,6 +48,10 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+];
+
+/// Extra flags for WebRTC pages (fake devices, loopback ICE), before `--user-data-dir` and the URL.
+const WEBRTC_FLAGS: &[&str] = &[
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
@@ -235,7 +239,8 @@ async fn launch(mode: Option<Mode>, url_for: impl FnOnce(&str) -> String) -> Bro
     let mut user_data_dir = OsString::from("--user-data-dir=");
     user_data_dir.push(dir.path().join("profile"));
     let child = Command::new(CHROMIUM)
-        .args(CHROMIUM_FLAGS)
+        .args(HEADLESS_FLAGS)
+        .args(WEBRTC_FLAGS)
         .arg(user_data_dir)
         .arg(&url)
         .stdin(Stdio::null())
