@@ -1,0 +1,266 @@
+//! The caller's audio toward the SFU: phone RTP payloads in, Opus frames with 48 kHz timestamps out.
+//!
+//! G.711 is expanded to PCM and encoded to Opus at 8 kHz (Opus codes narrowband natively, so there is no
+//! resampling), in-band FEC on, DTX in silence with a keep-alive frame so the SFU does not collect the track.
+//! A short gap in the phone's packets (up to 60 ms) is concealed by repeating the last frame, fading;
+//! a longer one moves the timestamps on. An Opus phone is forwarded as it is (no transcoding).
+
+use super::g711;
+use super::sdp::PhoneCodec;
+use std::collections::VecDeque;
+
+/// A silent stream still sends one frame this often (in 20 ms frames: 400 ms).
+const KEEPALIVE_FRAMES: u32 = 20;
+/// Gaps up to this many 20 ms frames are concealed.
+const MAX_CONCEALED: u64 = 3;
+
+/// An Opus frame for the SFU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpusFrame {
+    /// Timestamp, 48 kHz.
+    pub rtp_time: u64,
+    /// The Opus packet.
+    pub data: Vec<u8>,
+}
+
+/// Why the uplink could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("opus encoder: {0}")]
+pub struct UplinkError(#[from] opus::Error);
+
+/// Converts one phone's RTP payloads into Opus frames.
+pub struct Uplink {
+    codec: PhoneCodec,
+    encoder: Option<opus::Encoder>,
+    pcm: VecDeque<i16>,
+    last_frame: Vec<i16>,
+    /// Extended phone timestamp expected next.
+    expected: Option<u64>,
+    last_ts: Option<u32>,
+    extended_base: u64,
+    /// 48 kHz timestamp of the next frame out.
+    out_time: u64,
+    silent_frames: u32,
+    frame: Vec<i16>,
+    packet: Vec<u8>,
+}
+
+impl Uplink {
+    /// An uplink for a phone sending `codec`.
+    pub fn new(codec: PhoneCodec) -> Result<Self, UplinkError> {
+        let encoder = match codec {
+            PhoneCodec::Opus => None,
+            PhoneCodec::Pcmu | PhoneCodec::Pcma => {
+                let mut encoder = opus::Encoder::new(8_000, opus::Channels::Mono, opus::Application::Voip)?;
+                encoder.set_inband_fec(true)?;
+                encoder.set_packet_loss_perc(5)?;
+                encoder.set_dtx(true)?;
+                encoder.set_bitrate(opus::Bitrate::Bits(24_000))?;
+                Some(encoder)
+            }
+        };
+        Ok(Self {
+            codec,
+            encoder,
+            pcm: VecDeque::new(),
+            last_frame: vec![0; 160],
+            expected: None,
+            last_ts: None,
+            extended_base: 0,
+            out_time: 0,
+            silent_frames: 0,
+            frame: vec![0; 160],
+            packet: vec![0; 400],
+        })
+    }
+
+    fn extend(&mut self, ts: u32) -> u64 {
+        if let Some(last) = self.last_ts {
+            // Wrap-around forward: the high half moves on; an older timestamp just before a wrap goes back.
+            if ts < last && last - ts > u32::MAX / 2 {
+                self.extended_base += 1 << 32;
+            } else if ts > last && ts - last > u32::MAX / 2 {
+                return (self.extended_base + u64::from(ts)).saturating_sub(1 << 32);
+            }
+        }
+        self.last_ts = Some(ts);
+        self.extended_base + u64::from(ts)
+    }
+
+    /// Takes one RTP payload of the phone's codec; returns the Opus frames ready for the SFU.
+    pub fn push(&mut self, timestamp: u32, payload: &[u8], out: &mut Vec<OpusFrame>) {
+        let ts = self.extend(timestamp);
+        if self.codec == PhoneCodec::Opus {
+            out.push(OpusFrame {
+                rtp_time: ts,
+                data: payload.to_vec(),
+            });
+            return;
+        }
+        match self.expected {
+            Some(expected) if ts < expected => return, // late or duplicate: its time has passed
+            Some(expected) if ts > expected => {
+                let missing = (ts - expected) / 160;
+                if missing <= MAX_CONCEALED {
+                    for n in 0..missing {
+                        let gain = 1 << (n + 1);
+                        self.pcm.extend(self.last_frame.iter().map(|s| s / gain));
+                    }
+                } else {
+                    self.flush_partial();
+                    self.out_time += (ts - expected) * 6;
+                }
+            }
+            _ => {}
+        }
+        self.expected = Some(ts + payload.len() as u64);
+        let decode = if self.codec == PhoneCodec::Pcmu { g711::ulaw_to_linear } else { g711::alaw_to_linear };
+        self.pcm.extend(payload.iter().map(|&b| decode(b)));
+        self.drain(out);
+    }
+
+    fn flush_partial(&mut self) {
+        let partial = self.pcm.len();
+        self.pcm.clear();
+        self.out_time += partial as u64 * 6;
+    }
+
+    fn drain(&mut self, out: &mut Vec<OpusFrame>) {
+        let Some(encoder) = self.encoder.as_mut() else { return };
+        while self.pcm.len() >= 160 {
+            for (dst, src) in self.frame.iter_mut().zip(self.pcm.drain(..160)) {
+                *dst = src;
+            }
+            self.last_frame.copy_from_slice(&self.frame);
+            let rtp_time = self.out_time;
+            self.out_time += 960;
+            let Ok(len) = encoder.encode(&self.frame, &mut self.packet) else { continue };
+            // One or two bytes: DTX says nothing needs sending, except a keep-alive now and then.
+            if len <= 2 {
+                self.silent_frames += 1;
+                if self.silent_frames % KEEPALIVE_FRAMES != 1 {
+                    continue;
+                }
+            } else {
+                self.silent_frames = 0;
+            }
+            out.push(OpusFrame {
+                rtp_time,
+                data: self.packet[..len].to_vec(),
+            });
+        }
+    }
+}
+
+/// Encodes 20 ms of mixed PCM for the phone: G.711 bytes, or an Opus packet.
+pub struct Downlink {
+    codec: PhoneCodec,
+    encoder: Option<opus::Encoder>,
+}
+
+impl Downlink {
+    /// An encoder toward a phone receiving `codec`.
+    pub fn new(codec: PhoneCodec) -> Result<Self, UplinkError> {
+        let encoder = match codec {
+            PhoneCodec::Opus => {
+                let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)?;
+                encoder.set_inband_fec(true)?;
+                Some(encoder)
+            }
+            _ => None,
+        };
+        Ok(Self { codec, encoder })
+    }
+
+    /// Encodes one frame of PCM into `payload` (replacing its content).
+    pub fn encode(&mut self, pcm: &[i16], payload: &mut Vec<u8>) {
+        payload.clear();
+        match (self.codec, self.encoder.as_mut()) {
+            (PhoneCodec::Pcmu, _) => payload.extend(pcm.iter().map(|&s| g711::linear_to_ulaw(s))),
+            (PhoneCodec::Pcma, _) => payload.extend(pcm.iter().map(|&s| g711::linear_to_alaw(s))),
+            (PhoneCodec::Opus, Some(encoder)) => {
+                payload.resize(400, 0);
+                let len = encoder.encode(pcm, payload).unwrap_or(0);
+                payload.truncate(len);
+            }
+            (PhoneCodec::Opus, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulaw_tone(n: usize, offset: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| ((i + offset) as f64 * 440.0 * 2.0 * std::f64::consts::PI / 8_000.0).sin() * 8_000.0)
+            .map(|s| g711::linear_to_ulaw(s as i16))
+            .collect()
+    }
+
+    #[test]
+    fn g711_becomes_20ms_opus_frames_with_48khz_timestamps() {
+        let mut uplink = Uplink::new(PhoneCodec::Pcmu).unwrap();
+        let mut out = Vec::new();
+        // 30 ms packets (ptime 30) still give 20 ms Opus frames.
+        for n in 0..10u32 {
+            uplink.push(1_000 + n * 240, &ulaw_tone(240, n as usize * 240), &mut out);
+        }
+        assert_eq!(out.len(), 15);
+        let times: Vec<u64> = out.iter().map(|f| f.rtp_time).collect();
+        assert!(times.windows(2).all(|w| w[1] - w[0] == 960), "{times:?}");
+        let mut decoder = opus::Decoder::new(8_000, opus::Channels::Mono).unwrap();
+        let mut pcm = vec![0i16; 160];
+        let energy: f64 = out[5..]
+            .iter()
+            .map(|f| {
+                let n = decoder.decode(&f.data, &mut pcm, false).unwrap();
+                pcm[..n].iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / n as f64
+            })
+            .sum::<f64>()
+            / 10.0;
+        assert!(energy.sqrt() > 2_000.0, "the tone survives: rms {}", energy.sqrt());
+    }
+
+    #[test]
+    fn gaps_are_concealed_or_skipped_and_silence_is_sent_sparsely() {
+        let mut uplink = Uplink::new(PhoneCodec::Pcma).unwrap();
+        let mut out = Vec::new();
+        let silence = vec![g711::linear_to_alaw(0); 160];
+        uplink.push(0, &silence, &mut out);
+        uplink.push(3 * 160, &silence, &mut out); // two packets lost: concealed
+        uplink.push(100 * 160, &silence, &mut out); // a long gap: time moves on
+        uplink.push(50 * 160, &silence, &mut out); // late: dropped
+        let times: Vec<u64> = out.iter().map(|f| f.rtp_time).collect();
+        assert_eq!(times.first(), Some(&0));
+        for n in 101..200u32 {
+            uplink.push(n * 160, &silence, &mut out);
+        }
+        assert!(out.len() < 20, "DTX: {} frames for 2 s of silence", out.len());
+        assert!(out.len() >= 5, "keep-alive frames: {}", out.len());
+        assert!(out.iter().any(|f| f.rtp_time >= 100 * 960), "timestamps follow the gap");
+    }
+
+    #[test]
+    fn opus_phones_are_forwarded_and_timestamps_survive_wrap_around() {
+        let mut uplink = Uplink::new(PhoneCodec::Opus).unwrap();
+        let mut out = Vec::new();
+        uplink.push(u32::MAX - 959, &[1, 2, 3], &mut out);
+        uplink.push(0, &[4, 5, 6], &mut out);
+        assert_eq!(out[1].rtp_time - out[0].rtp_time, 960);
+        assert_eq!(out[1].data, [4, 5, 6]);
+    }
+
+    #[test]
+    fn downlink_encodes_for_each_codec() {
+        let pcm = vec![0i16; 160];
+        let mut payload = Vec::new();
+        Downlink::new(PhoneCodec::Pcmu).unwrap().encode(&pcm, &mut payload);
+        assert_eq!(payload, vec![0xff; 160]);
+        Downlink::new(PhoneCodec::Pcma).unwrap().encode(&pcm, &mut payload);
+        assert_eq!(payload, vec![0xd5; 160]);
+        Downlink::new(PhoneCodec::Opus).unwrap().encode(&[0i16; 960], &mut payload);
+        assert!(!payload.is_empty() && payload.len() < 400);
+    }
+}
