@@ -83,6 +83,23 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         None
     };
 
+    let sip = if config.sip.enabled {
+        let deps = crate::ingress::sip::SipDeps {
+            supervisor: supervisor.clone(),
+            cost: config.supervisor.costs.sip_call,
+            client: client.clone(),
+            peer: PeerConfig::default(),
+            rooms: rooms.clone(),
+            webhooks: webhooks.clone(),
+            store: crate::ingress::sip::CallStore::default(),
+        };
+        let server = crate::ingress::sip::start(config.sip.clone(), deps, adapters.clone()).await?;
+        readiness.set("sip", true, format!("listening on {}", server.addr()));
+        Some(server)
+    } else {
+        None
+    };
+
     let listen = api::effective_listen(config.api.listen, &config.api.token);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let api_shutdown = CancellationToken::new();
@@ -105,6 +122,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         recordings_dir: Some(config.egress.recordings_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
         fragments: fragments.clone(),
         webhooks: webhooks.clone(),
+        sip,
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let api_task = tokio::spawn(api::serve(listener, state, api_shutdown.clone()));

@@ -1,5 +1,6 @@
 //! The control API: health, readiness, metrics and the `/v1` resources (bearer-token protected).
 
+mod calls;
 mod dashboard;
 mod egresses;
 mod error;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub fragments: crate::media::Fragments,
     /// Event sink.
     pub webhooks: crate::webhooks::Webhooks,
+    /// The SIP user agent, when it runs.
+    pub sip: Option<crate::ingress::sip::SipServer>,
 }
 
 /// Builds the router.
@@ -76,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(ingresses::routes())
         .merge(egresses::routes())
+        .merge(calls::routes())
         .merge(sfu_proxy::routes())
         .merge(rooms::routes());
     if state.test_routes {

@@ -1,7 +1,7 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3 description of the control API, generated from the handlers'
 //! annotations (served without the bearer token so tools can read it).
 
-use super::{AppState, dashboard, egresses, health, ingresses, rooms, sessions, sfu_proxy};
+use super::{AppState, calls, dashboard, egresses, health, ingresses, rooms, sessions, sfu_proxy};
 use axum::Router;
 use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -30,6 +30,7 @@ impl Modify for BearerAuth {
         sessions::list, sessions::one, sessions::stop,
         ingresses::create, ingresses::list, ingresses::one, ingresses::remove,
         egresses::create, egresses::list, egresses::one, egresses::remove,
+        calls::list, calls::one, calls::hang_up, calls::dtmf, calls::dial,
         rooms::list, rooms::one, rooms::remove_room, rooms::upsert_participant, rooms::get_participant,
         rooms::remove_participant, rooms::events,
         sfu_proxy::forward,
@@ -39,6 +40,8 @@ impl Modify for BearerAuth {
         crate::egress::store::TrackRef, crate::egress::store::VideoOut, crate::egress::store::AudioOut,
         crate::rooms::Participant, crate::rooms::PublishedTrack, crate::rooms::ParticipantSource,
         crate::sfu::api::TrackKind, crate::ingress::store::VideoMode,
+        calls::Digits, calls::Dial, crate::ingress::sip::CallView, crate::ingress::sip::CallState,
+        crate::ingress::sip::CallDirection, crate::ingress::sip::CallStats,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -7,6 +7,7 @@
 mod session;
 
 pub use session::{SessionId, SessionInfo, SessionKind, SessionState};
+pub(crate) use session::unix_now;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

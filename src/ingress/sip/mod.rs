@@ -1,8 +1,26 @@
 //! SIP dial-in and dial-out: phone calls bridged into SFU rooms.
+//!
+//! `server` runs the rsipstack endpoint and routes requests; `gate` decides who may call; `dispatch` finds
+//! the room; `call` is the supervised session of one call with its RTP `leg`, the `uplink` (G.711 → Opus
+//! toward the SFU) and the `mixer` (the room's Opus tracks → the phone), each input through its own
+//! `jitter` buffer. Everything except `server`, `call`, `dialout` and `rtp_ports` is sans-IO.
 
+pub mod call;
+pub mod dialout;
+pub mod dispatch;
+pub mod follow;
 pub mod g711;
+pub mod gate;
 pub mod jitter;
+pub mod leg;
 pub mod mixer;
+pub mod pin;
 pub mod rtp;
+pub mod rtp_ports;
 pub mod sdp;
+pub mod server;
+pub mod store;
 pub mod uplink;
+
+pub use server::{SipDeps, SipServer, start};
+pub use store::{CallCommand, CallDirection, CallState, CallStats, CallStore, CallView};

@@ -5,6 +5,10 @@
 //! official examples use), below the `GATEWAY__` variables. [`Config::validate`] checks ranges, port clashes
 //! and files; every problem is reported as a [`ConfigError`] naming the key.
 
+mod sip;
+
+pub use sip::{Cidr, RuleConfig, SipConfig, TrunkConfig};
+
 use crate::redact::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -60,6 +64,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Broadcast egress.
     pub egress: EgressConfig,
+    /// SIP user agent, trunks and dispatch rules.
+    pub sip: SipConfig,
     /// Ingresses declared here (stable stream keys for a fleet); more can be created through the API.
     pub ingresses: Vec<IngressConfig>,
 }
@@ -275,6 +281,8 @@ pub struct CostsConfig {
     pub rtmp_transcode_layer: u32,
     /// An egress (decode, composite, encode).
     pub egress: u32,
+    /// A phone call (G.711/Opus transcoding and the mix toward the phone).
+    pub sip_call: u32,
 }
 
 impl Default for CostsConfig {
@@ -283,6 +291,7 @@ impl Default for CostsConfig {
             rtmp_passthrough: 1,
             rtmp_transcode_layer: 10,
             egress: 10,
+            sip_call: 1,
         }
     }
 }
@@ -599,6 +608,7 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
+        self.sip.validate()?;
         self.check_port_clashes()?;
         if let Some(dir) = &self.pipelines.dir {
             if !dir.is_dir() {
@@ -618,6 +628,9 @@ impl Config {
             if self.rtmp.rtmps() {
                 tcp.push(("rtmp.rtmps_listen", self.rtmp.rtmps_listen));
             }
+        }
+        if self.sip.enabled {
+            tcp.push(("sip.listen", self.sip.listen));
         }
         if self.sfu.effective_mode() == SfuMode::Embedded {
             tcp.push(("sfu.embedded.listen", self.sfu.embedded.listen));

@@ -1,0 +1,595 @@
+//! One phone call as a supervised session: the SFU peer with the caller's track, the room membership, the
+//! RTP leg and the mix toward the phone. Inbound calls come from `server.rs`, outbound ones from
+//! `dialout.rs`; both end in [`bridge`], the media loop.
+
+use super::dispatch::Destination;
+use super::follow::{Follower, TrackKey};
+use super::leg::{Leg, Received};
+use super::mixer::Mixer;
+use super::pin::{PinEntry, PinOutcome, prompt_tone};
+use super::rtp_ports::RtpPorts;
+use super::sdp::{self, Direction, LocalAudio, Negotiated, PhoneCodec, RemoteAudio};
+use super::store::{CallCommand, CallState, CallStore, CallView};
+use crate::redact::PhoneNumber;
+use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack, RoomSubscription, Rooms, SubscriptionError};
+use crate::sfu::api::TrackKind;
+use crate::sfu::client::CallsClient;
+use crate::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::supervisor::{SessionCtx, SessionError, SessionState};
+use crate::webhooks::Webhooks;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Method, StatusCode};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// What a call session needs from the gateway.
+#[derive(Clone)]
+pub struct CallDeps {
+    /// Calls API client.
+    pub client: CallsClient,
+    /// Peer settings.
+    pub peer: PeerConfig,
+    /// Rooms.
+    pub rooms: Rooms,
+    /// Events.
+    pub webhooks: Webhooks,
+    /// The calls registry.
+    pub store: CallStore,
+    /// RTP sockets.
+    pub ports: RtpPorts,
+    /// Codecs accepted on the phone leg.
+    pub codecs: Vec<PhoneCodec>,
+    /// No RTP for this long (not on hold) ends the call.
+    pub rtp_timeout: Duration,
+    /// Time to type a PIN.
+    pub pin_timeout: Duration,
+}
+
+/// An inbound call admitted by the server, before the answer.
+pub struct Inbound {
+    /// The server dialog.
+    pub dialog: InviteDialog,
+    /// Its state changes.
+    pub states: DialogStateReceiver,
+    /// The caller's offer with the codec chosen, or `None` for an INVITE without SDP.
+    pub offer: Option<(RemoteAudio, Negotiated)>,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The call as the API shows it (id filled in here).
+    pub view: CallView,
+    /// When the INVITE arrived.
+    pub started: Instant,
+}
+
+/// How a call ended.
+#[derive(Debug)]
+pub(super) struct Ended {
+    pub reason: String,
+    pub sip_status: Option<u16>,
+    pub failed: bool,
+}
+
+impl Ended {
+    pub fn ok(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), sip_status: None, failed: false }
+    }
+
+    pub fn failed(reason: impl Into<String>, sip_status: Option<u16>) -> Self {
+        Self { reason: reason.into(), sip_status, failed: true }
+    }
+}
+
+/// The SFU side of a call: the peer with the caller's published track.
+pub(super) struct SfuSide {
+    pub peer: Arc<Peer>,
+    pub streams: PeerStreams,
+    pub track: String,
+}
+
+/// Connects to the SFU and publishes the caller's Opus track.
+pub(super) async fn connect_sfu(deps: &CallDeps, track: &str) -> Result<SfuSide, SessionError> {
+    let (peer, streams) = Peer::connect(deps.client.clone(), deps.peer.clone()).await?;
+    peer.publish(vec![LocalTrackSpec::new(track, Codec::Opus)]).await?;
+    Ok(SfuSide { peer: Arc::new(peer), streams, track: track.to_string() })
+}
+
+/// Registers the call, runs `body`, then records how it ended (store, webhook, metrics).
+pub(super) async fn supervised<F>(ctx: &SessionCtx, deps: &CallDeps, mut view: CallView, commands: mpsc::Sender<CallCommand>, body: F) -> Result<(), SessionError>
+where
+    F: Future<Output = Ended>,
+{
+    let id = ctx.id().to_string();
+    view.id = id.clone();
+    let direction = view.direction;
+    let room = view.room.clone();
+    deps.store.insert_if_absent(view, commands);
+    deps.webhooks.send("call.started", serde_json::json!({"callId": id, "room": room, "direction": direction}));
+    metrics::gauge!("sip_calls_active").increment(1.0);
+    let ended = body.await;
+    metrics::gauge!("sip_calls_active").decrement(1.0);
+    metrics::counter!("sip_calls_total", "outcome" => if ended.failed { "failed" } else { "ended" }).increment(1);
+    let (reason, status) = (ended.reason.clone(), ended.sip_status);
+    deps.store.update(&id, |c| {
+        c.state = CallState::Ended;
+        c.reason = Some(reason.clone());
+        if status.is_some() {
+            c.sip_status = status;
+        }
+    });
+    let stats = deps.store.get(&id).map(|c| c.stats).unwrap_or_default();
+    deps.webhooks.send(
+        "call.ended",
+        serde_json::json!({"callId": id, "room": room, "reason": ended.reason, "sipStatus": ended.sip_status, "stats": stats}),
+    );
+    tracing::info!(reason = %ended.reason, "call ended");
+    if ended.failed { Err(ended.reason.into()) } else { Ok(()) }
+}
+
+/// Runs an inbound call until it ends.
+pub async fn run_inbound(ctx: SessionCtx, deps: CallDeps, dialogs: Arc<DialogLayer>, call: Inbound) -> Result<(), SessionError> {
+    let span = tracing::info_span!("sip_call", session = %ctx.id(), direction = "inbound", to = %PhoneNumber::new(&call.view.to));
+    let (commands_tx, commands) = mpsc::channel(16);
+    let view = call.view.clone();
+    let dialog_id = call.dialog.id();
+    let result = async {
+        supervised(&ctx, &deps, view, commands_tx, answer_and_bridge(&ctx, &deps, call, commands)).await
+    }
+    .instrument(span)
+    .await;
+    dialogs.remove_dialog(&dialog_id);
+    result
+}
+
+async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound, commands: mpsc::Receiver<CallCommand>) -> Ended {
+    let id = ctx.id().to_string();
+    let track = format!("{}-sip-{id}", call.destination.room);
+    deps.store.update(&id, |c| c.track_name = Some(track.clone()));
+    let (socket, local_addr) = match deps.ports.bind().await {
+        Ok(bound) => bound,
+        Err(e) => {
+            let _ = call.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+            return Ended::failed(format!("rtp: {e}"), Some(503));
+        }
+    };
+    let _ = call.dialog.ringing(None, None);
+    // Connect to the SFU while the phone rings; a CANCEL or a stop ends the wait.
+    let sfu = tokio::select! {
+        sfu = connect_sfu(deps, &track) => sfu,
+        ended = wait_terminated(&mut call.states) => return ended,
+        () = ctx.cancel_token().cancelled() => {
+            let _ = call.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+            return Ended::ok("stopped before answer");
+        }
+    };
+    let sfu = match sfu {
+        Ok(sfu) => sfu,
+        Err(e) => {
+            tracing::warn!(error = %e, "sip: SFU unavailable, call refused");
+            let _ = call.dialog.reject(Some(StatusCode::ServiceUnavailable), Some("SIP;cause=503;text=\"SFU unavailable\"".into()));
+            return Ended::failed(format!("sfu: {e}"), Some(503));
+        }
+    };
+    let mut local = LocalAudio { session_id: rand::random::<u32>().into(), version: 1, addr: local_addr, direction: Direction::SendRecv };
+    let content_type = || Some(vec![Header::ContentType("application/sdp".into())]);
+    let (remote, negotiated) = match call.offer.take() {
+        Some((remote, negotiated)) => {
+            local.direction = remote.direction.answer();
+            let _ = call.dialog.accept(content_type(), Some(sdp::answer(&local, &negotiated).into_bytes()));
+            (remote, negotiated)
+        }
+        None => {
+            // INVITE without SDP: our offer goes in the 200, the answer comes in the ACK.
+            let _ = call.dialog.accept(content_type(), Some(sdp::offer(&local, &deps.codecs).into_bytes()));
+            match wait_ack_answer(&mut call.states, &call.dialog, &deps.codecs).await {
+                Ok(answer) => answer,
+                Err(ended) => return ended,
+            }
+        }
+    };
+    let setup_ms = call.started.elapsed().as_millis() as u64;
+    metrics::histogram!("sip_call_setup_seconds").record(call.started.elapsed().as_secs_f64());
+    deps.store.update(&id, |c| {
+        c.codec = Some(negotiated.codec.name().to_string());
+        c.setup_ms = Some(setup_ms);
+    });
+    tracing::info!(codec = negotiated.codec.name(), setup_ms, "call answered");
+    let leg = match Leg::new(&remote, negotiated, Instant::now()) {
+        Ok(leg) => leg,
+        Err(e) => {
+            let _ = call.dialog.bye().await;
+            return Ended::failed(e.to_string(), None);
+        }
+    };
+    let media = Media { socket, local, leg, sfu, destination: call.destination, commands };
+    bridge(ctx, deps, &call.dialog, &mut call.states, media).await
+}
+
+/// Waits until the dialog ends (CANCEL, BYE, timeout).
+pub(super) async fn wait_terminated(states: &mut DialogStateReceiver) -> Ended {
+    while let Some(state) = states.recv().await {
+        if let DialogState::Terminated(_, reason) = state {
+            return terminated(&reason);
+        }
+    }
+    Ended::ok("dialog closed")
+}
+
+fn terminated(reason: &TerminatedReason) -> Ended {
+    match reason {
+        TerminatedReason::UacCancel => Ended { reason: "cancelled by the caller".into(), sip_status: Some(487), failed: false },
+        TerminatedReason::UacBye | TerminatedReason::UasBye => Ended::ok("hung up"),
+        TerminatedReason::Timeout => Ended::failed("no ACK (timeout)", Some(408)),
+        other => Ended::ok(format!("{other:?}")),
+    }
+}
+
+async fn wait_ack_answer(states: &mut DialogStateReceiver, dialog: &InviteDialog, codecs: &[PhoneCodec]) -> Result<(RemoteAudio, Negotiated), Ended> {
+    while let Some(state) = states.recv().await {
+        match state {
+            DialogState::Confirmed(..) => {
+                let body = dialog.last_remote_ack().map(|ack| ack.body).unwrap_or_default();
+                let answer = sdp::parse(&String::from_utf8_lossy(&body)).and_then(|r| sdp::negotiate(&r, codecs).map(|n| (r, n)));
+                return match answer {
+                    Ok(answer) => Ok(answer),
+                    Err(e) => {
+                        let _ = dialog.bye_with_reason("SIP;cause=488;text=\"no usable answer in ACK\"".into()).await;
+                        Err(Ended::failed(format!("ACK answer: {e}"), Some(488)))
+                    }
+                };
+            }
+            DialogState::Terminated(_, reason) => return Err(terminated(&reason)),
+            _ => {}
+        }
+    }
+    Err(Ended::ok("dialog closed"))
+}
+
+/// The answered call's parts.
+pub(super) struct Media {
+    pub socket: UdpSocket,
+    pub local: LocalAudio,
+    pub leg: Leg,
+    pub sfu: SfuSide,
+    pub destination: Destination,
+    pub commands: mpsc::Receiver<CallCommand>,
+}
+
+/// Results of SFU operations run beside the loop.
+enum SfuDone {
+    Subscribed(Vec<TrackKey>, Result<Vec<SubscribedTrack>, String>),
+}
+
+/// The media loop of an answered call: phone RTP ↔ SFU, the mix, DTMF, the PIN, re-INVITEs, the room.
+pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDialog, states: &mut DialogStateReceiver, media: Media) -> Ended {
+    let Media { socket, mut local, mut leg, sfu, destination, mut commands } = media;
+    let id = ctx.id().to_string();
+    let SfuSide { peer, streams, track } = sfu;
+    let PeerStreams { mut media_in, mut events } = streams;
+    let participant_id = format!("sip-{id}");
+    let mut mixer = Mixer::new(leg.codec().pcm_rate());
+    let mut pin = destination.pin.clone().map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
+    let mut prompt: VecDeque<i16> = VecDeque::new();
+    if pin.is_some() {
+        prompt.extend(prompt_tone(leg.codec().pcm_rate(), 2));
+        deps.store.update(&id, |c| c.state = CallState::Pin);
+    }
+    let mut room: Option<(Membership, RoomSubscription, Follower)> = None;
+    let mut mids: HashMap<TrackKey, String> = HashMap::new();
+    let (done_tx, mut done) = mpsc::channel::<SfuDone>(16);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 2048];
+    let mut frames = Vec::new();
+    let mut pcm = Vec::new();
+    let mut packet = Vec::new();
+    let frame_len = mixer.frame_len();
+    if pin.is_none() {
+        match join_room(deps, &destination, &participant_id, &peer, &track, &done_tx) {
+            Ok(joined) => room = Some(joined),
+            Err(e) => return hang_up(dialog, &e, 500).await,
+        }
+        ctx.set_state(SessionState::Active);
+        deps.store.update(&id, |c| c.state = CallState::Answered);
+    }
+    loop {
+        tokio::select! {
+            () = ctx.cancel_token().cancelled() => {
+                let _ = dialog.bye_with_reason("SIP;cause=200;text=\"call ended by the gateway\"".into()).await;
+                return Ended::ok("ended by the gateway");
+            }
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                frames.clear();
+                match leg.receive(&buf[..len], from, Instant::now(), &mut frames) {
+                    Received::Audio => {
+                        if room.is_some() {
+                            for frame in frames.drain(..) {
+                                peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None });
+                            }
+                        }
+                    }
+                    Received::Digit(digit) => {
+                        if let Some(ended) = on_digit(deps, &id, digit, "rfc4733", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                            return ended;
+                        }
+                    }
+                    Received::Ignored => {}
+                }
+            }
+            _ = tick.tick() => {
+                if prompt.is_empty() {
+                    mixer.mix(&mut pcm);
+                } else {
+                    pcm.clear();
+                    pcm.extend(prompt.drain(..frame_len.min(prompt.len())));
+                    pcm.resize(frame_len, 0);
+                }
+                if leg.tick(&pcm, &mut packet) {
+                    let _ = socket.send_to(&packet, leg.remote()).await;
+                }
+                if !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
+                    return hang_up(dialog, "no RTP from the phone", 408).await;
+                }
+                if let Some(entry) = &pin {
+                    if entry.expired(Instant::now()) {
+                        return hang_up(dialog, "no PIN typed in time", 403).await;
+                    }
+                }
+            }
+            frame = media_in.recv() => {
+                let Some(frame) = frame else { return hang_up(dialog, "SFU peer stopped", 503).await };
+                mixer.push(&frame.mid, frame.rtp_time, frame.data, frame.received);
+            }
+            event = events.recv() => match event {
+                Some(PeerEvent::Failed { reason }) => return hang_up(dialog, &format!("SFU session failed: {reason}"), 503).await,
+                Some(PeerEvent::Reconnected { subscribed, .. }) => {
+                    for mid in mids.values() {
+                        mixer.remove(mid);
+                    }
+                    mids.clear();
+                    for t in subscribed {
+                        let _ = mixer.add(&t.mid);
+                        mids.insert((t.session_id, t.track_name), t.mid);
+                    }
+                }
+                Some(_) => {}
+                None => return hang_up(dialog, "SFU peer stopped", 503).await,
+            },
+            state = states.recv() => {
+                let Some(state) = state else { return Ended::ok("dialog closed") };
+                match state {
+                    DialogState::Terminated(_, reason) => return terminated(&reason),
+                    DialogState::Updated(_, request, handle) => {
+                        let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs);
+                        match answer {
+                            Some(body) => {
+                                let _ = handle.respond(StatusCode::OK, Some(vec![Header::ContentType("application/sdp".into())]), Some(body.into_bytes())).await;
+                                let state = if leg.on_hold() { CallState::OnHold } else if pin.is_some() { CallState::Pin } else { CallState::Answered };
+                                deps.store.update(&id, |c| c.state = state);
+                                tracing::info!(hold = leg.on_hold(), "call re-negotiated");
+                            }
+                            None => { let _ = handle.reply(StatusCode::NotAcceptableHere).await; }
+                        }
+                    }
+                    DialogState::Info(_, request, handle) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        if let Some(digit) = info_digit(&request) {
+                            if let Some(ended) = on_digit(deps, &id, digit, "info", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                                return ended;
+                            }
+                        }
+                    }
+                    DialogState::Options(_, _, handle) => { let _ = handle.reply(StatusCode::OK).await; }
+                    _ => {}
+                }
+            }
+            command = commands.recv() => {
+                if let Some(CallCommand::Dtmf(digits)) = command {
+                    leg.queue_digits(&digits);
+                }
+            }
+            result = done.recv() => {
+                if let Some(SfuDone::Subscribed(wanted, result)) = result {
+                    match result {
+                        Ok(subscribed) => {
+                            for t in subscribed {
+                                let key = (t.session_id.clone(), t.track_name.clone());
+                                let still = room.as_ref().is_some_and(|(_, _, f)| f.wants(&key));
+                                if still {
+                                    let _ = mixer.add(&t.mid);
+                                    mids.insert(key, t.mid);
+                                } else {
+                                    close_mids(&peer, vec![t.mid]);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, tracks = wanted.len(), "sip: subscribing to room audio failed"),
+                    }
+                }
+            }
+            event = next_room_event(&mut room) => {
+                let Some((_, subscription, follower)) = room.as_mut() else { continue };
+                let changes = match event {
+                    Ok(event) => follower.event(&event),
+                    Err(SubscriptionError::Lagged { .. }) => {
+                        let snapshot = subscription.resync().clone();
+                        follower.snapshot(&snapshot)
+                    }
+                    Err(SubscriptionError::Closed) => return hang_up(dialog, "room closed", 500).await,
+                };
+                let mut closing = Vec::new();
+                for key in changes.remove {
+                    if let Some(mid) = mids.remove(&key) {
+                        mixer.remove(&mid);
+                        closing.push(mid);
+                    }
+                }
+                close_mids(&peer, closing);
+                subscribe(&peer, changes.add, &done_tx);
+            }
+            _ = stats_tick.tick() => {
+                let jitter = mixer.stats();
+                let stats = leg.stats;
+                deps.store.update(&id, |c| {
+                    c.stats = stats;
+                    c.stats.concealed_to_phone = jitter.concealed;
+                    c.stats.late_to_phone = jitter.late;
+                });
+            }
+        }
+    }
+}
+
+async fn next_room_event(room: &mut Option<(Membership, RoomSubscription, Follower)>) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
+    match room {
+        Some((_, subscription, _)) => subscription.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, done: &mpsc::Sender<SfuDone>) {
+    if keys.is_empty() {
+        return;
+    }
+    let specs = keys
+        .iter()
+        .map(|(session_id, track_name)| RemoteTrackSpec { session_id: session_id.clone(), track_name: track_name.clone(), preferred_rid: None })
+        .collect();
+    let (peer, done) = (peer.clone(), done.clone());
+    tokio::spawn(async move {
+        let result = peer.subscribe(specs).await.map_err(|e| e.to_string());
+        let _ = done.send(SfuDone::Subscribed(keys, result)).await;
+    });
+}
+
+fn close_mids(peer: &Arc<Peer>, mids: Vec<String>) {
+    if mids.is_empty() {
+        return;
+    }
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = peer.close(mids).await {
+            tracing::debug!(error = %e, "sip: closing room tracks failed");
+        }
+    });
+}
+
+/// Joins the room (registering the caller's track) and starts hearing everyone else.
+fn join_room(
+    deps: &CallDeps,
+    destination: &Destination,
+    participant_id: &str,
+    peer: &Arc<Peer>,
+    track: &str,
+    done: &mpsc::Sender<SfuDone>,
+) -> Result<(Membership, RoomSubscription, Follower), String> {
+    let session_id = peer.session_id();
+    let mut subscription = deps.rooms.subscribe(&destination.room);
+    let mut participant = Participant::new(participant_id, &session_id, ParticipantSource::Gateway);
+    participant.name = destination.participant_name.clone().or_else(|| Some("Phone".into()));
+    participant.metadata = destination.metadata.clone();
+    participant.tracks = vec![PublishedTrack::new(track, TrackKind::Audio)];
+    let membership = deps.rooms.join_gateway(&destination.room, participant).map_err(|e| e.to_string())?;
+    let mut follower = Follower::new(participant_id, &session_id);
+    let snapshot = subscription.resync().clone();
+    let changes = follower.snapshot(&snapshot);
+    subscribe(peer, changes.add, done);
+    Ok((membership, subscription, follower))
+}
+
+/// Ends the call from our side with a Reason header.
+pub(super) async fn hang_up(dialog: &InviteDialog, why: &str, cause: u16) -> Ended {
+    tracing::warn!(reason = why, "sip: hanging up");
+    let _ = dialog.bye_with_reason(format!("SIP;cause={cause};text=\"{why}\"")).await;
+    Ended::failed(why, Some(cause))
+}
+
+/// Applies a re-INVITE/UPDATE offer; returns the answer, or `None` when it cannot be accepted.
+fn renegotiate(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], codecs: &[PhoneCodec]) -> Option<String> {
+    local.version += 1;
+    if body.is_empty() {
+        // No offer (RFC 3261 §14.2): offer what we use now.
+        local.direction = Direction::SendRecv;
+        return Some(sdp::offer(local, &[leg.codec()]));
+    }
+    let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
+    // Keep the current codec when the phone still offers it.
+    let negotiated = sdp::negotiate(&remote, &[leg.codec()]).or_else(|_| sdp::negotiate(&remote, codecs)).ok()?;
+    leg.update(&remote, negotiated, Instant::now()).ok()?;
+    local.direction = remote.direction.answer();
+    Some(sdp::answer(local, &negotiated))
+}
+
+/// The digit of a SIP INFO (application/dtmf-relay `Signal=5`, or application/dtmf `5`).
+fn info_digit(request: &rsipstack::sip::Request) -> Option<char> {
+    if request.method != Method::Info {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&request.body);
+    let value = body
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            key.trim().eq_ignore_ascii_case("signal").then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    let mut chars = value.chars();
+    let digit = chars.next()?;
+    (chars.next().is_none() && super::rtp::digit_event(digit).is_some()).then_some(digit.to_ascii_uppercase())
+}
+
+/// A digit from the phone: the PIN while one is expected, else an event for the application.
+#[allow(clippy::too_many_arguments)]
+async fn on_digit(
+    deps: &CallDeps,
+    id: &str,
+    digit: char,
+    method: &str,
+    pin: &mut Option<PinEntry>,
+    prompt: &mut VecDeque<i16>,
+    codec: PhoneCodec,
+    destination: &Destination,
+    participant_id: &str,
+    peer: &Arc<Peer>,
+    track: &str,
+    done: &mpsc::Sender<SfuDone>,
+    room: &mut Option<(Membership, RoomSubscription, Follower)>,
+    ctx: &SessionCtx,
+    dialog: &InviteDialog,
+) -> Option<Ended> {
+    metrics::counter!("sip_dtmf_events_total", "method" => method.to_string()).increment(1);
+    deps.store.update(id, |c| c.stats.dtmf_received += 1);
+    if let Some(entry) = pin.as_mut() {
+        match entry.digit(digit) {
+            PinOutcome::Pending => {}
+            PinOutcome::Wrong => {
+                tracing::info!("sip: wrong PIN");
+                prompt.extend(prompt_tone(codec.pcm_rate(), 3));
+            }
+            PinOutcome::Exhausted => return Some(hang_up(dialog, "wrong PIN", 403).await),
+            PinOutcome::Accepted => {
+                *pin = None;
+                prompt.clear();
+                match join_room(deps, destination, participant_id, peer, track, done) {
+                    Ok(joined) => *room = Some(joined),
+                    Err(e) => return Some(hang_up(dialog, &e, 500).await),
+                }
+                ctx.set_state(SessionState::Active);
+                deps.store.update(id, |c| c.state = CallState::Answered);
+                tracing::info!("sip: PIN accepted, joined the room");
+            }
+        }
+        return None;
+    }
+    deps.webhooks.send(
+        "call.dtmf",
+        serde_json::json!({"callId": id, "room": destination.room, "digit": digit.to_string(), "method": method}),
+    );
+    None
+}

@@ -1,0 +1,218 @@
+//! Dial-out: `POST /v1/calls` sends an INVITE through an outbound trunk (digest credentials answered on
+//! 401/407 by the stack), follows ringing, busy, no answer and failure, and bridges the callee into the room
+//! on answer with the same media loop as an inbound call.
+
+use super::call::{self, Ended, Media, SfuSide};
+use super::dispatch::Destination;
+use super::leg::Leg;
+use super::sdp::{self, Direction, LocalAudio};
+use super::server::{Shared, SipServer};
+use super::store::{CallDirection, CallState, CallView};
+use crate::config::TrunkConfig;
+use crate::redact::PhoneNumber;
+use crate::supervisor::{SessionCtx, SessionError, SessionKind};
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::DialogState;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::Uri;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// How long a dialled phone may ring before the call is cancelled.
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A call to place.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    /// Number or SIP user to call.
+    pub to: String,
+    /// Outbound trunk name.
+    pub trunk: String,
+    /// Room the callee joins.
+    pub room: String,
+    /// From user; the trunk's caller id when `None`.
+    pub caller_id: Option<String>,
+    /// The callee's display name in the room.
+    pub participant_name: Option<String>,
+}
+
+/// Why a call could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// No trunk of that name with an address.
+    #[error("no outbound trunk of that name")]
+    UnknownTrunk,
+    /// The supervisor refused the session.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Starts a dial-out session; returns the call as it starts.
+pub fn dial(server: &SipServer, request: DialRequest) -> Result<CallView, DialError> {
+    let shared = server.shared().clone();
+    let trunk = shared
+        .config
+        .trunks
+        .iter()
+        .find(|t| t.name == request.trunk && !t.address.is_empty())
+        .cloned()
+        .ok_or(DialError::UnknownTrunk)?;
+    let caller_id = request.caller_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| trunk.caller_id.clone());
+    let view = CallView {
+        direction: CallDirection::Outbound,
+        state: CallState::Ringing,
+        room: request.room.clone(),
+        from: caller_id,
+        to: request.to.clone(),
+        trunk: Some(trunk.name.clone()),
+        started_at: crate::supervisor::unix_now(),
+        ..CallView::default()
+    };
+    let (commands_tx, commands) = mpsc::channel(16);
+    let session_view = view.clone();
+    let session_commands = commands_tx.clone();
+    let supervisor = shared.supervisor.clone();
+    let cost = shared.cost;
+    let id = supervisor
+        .spawn_with_cost(SessionKind::SipCall, "outbound", cost, move |ctx| async move {
+            let span = tracing::info_span!("sip_call", session = %ctx.id(), direction = "outbound", to = %PhoneNumber::new(&request.to));
+            let deps = shared.call.clone();
+            let body = place(&ctx, &shared, &trunk, &request, &session_view, commands);
+            call::supervised(&ctx, &deps, session_view.clone(), session_commands, body).instrument(span).await
+        })
+        .map_err(|e| DialError::Refused(e.to_string()))?;
+    let mut view = view;
+    view.id = id.to_string();
+    // The session registers itself too; whichever comes first, the API never answers 404 for it.
+    server.calls().insert_if_absent(view.clone(), commands_tx);
+    Ok(view)
+}
+
+fn uri(text: &str) -> Result<Uri, String> {
+    Uri::try_from(text).map_err(|e| format!("bad URI {text:?}: {e}"))
+}
+
+async fn place(
+    ctx: &SessionCtx,
+    shared: &Arc<Shared>,
+    trunk: &TrunkConfig,
+    request: &DialRequest,
+    view: &CallView,
+    commands: mpsc::Receiver<super::store::CallCommand>,
+) -> Ended {
+    let started = Instant::now();
+    let deps = &shared.call;
+    let id = ctx.id().to_string();
+    let track = format!("{}-sip-{id}", request.room);
+    deps.store.update(&id, |c| c.track_name = Some(track.clone()));
+    let (socket, local_addr) = match deps.ports.bind().await {
+        Ok(bound) => bound,
+        Err(e) => return Ended::failed(format!("rtp: {e}"), None),
+    };
+    let local = LocalAudio {
+        session_id: rand::random::<u32>().into(),
+        version: 1,
+        addr: local_addr,
+        direction: Direction::SendRecv,
+    };
+    let transport = if trunk.transport == "tcp" { ";transport=tcp" } else { "" };
+    let contact_host = shared.contact.host_with_port.to_string();
+    let (caller, callee) = match (
+        uri(&format!("sip:{}@{contact_host}", view.from.clone().replace(' ', ""))),
+        uri(&format!("sip:{}@{}{transport}", request.to, trunk.address)),
+    ) {
+        (Ok(caller), Ok(callee)) => (caller, callee),
+        (Err(e), _) | (_, Err(e)) => return Ended::failed(e, None),
+    };
+    let option = InviteOption {
+        caller,
+        callee,
+        contact: shared.contact.clone(),
+        offer: Some(sdp::offer(&local, &deps.codecs).into_bytes()),
+        credential: (!trunk.username.is_empty()).then(|| Credential {
+            username: trunk.username.clone(),
+            password: trunk.password.expose().clone(),
+            realm: None,
+            auth_username: None,
+        }),
+        ..InviteOption::default()
+    };
+    let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+    let (dialog, mut answer) = match shared.dialogs.do_invite_async(option, state_tx) {
+        Ok(started) => started,
+        Err(e) => return Ended::failed(format!("INVITE: {e}"), None),
+    };
+    let result = async {
+        // The SFU side is set up while the phone rings.
+        let mut sfu: Option<Result<SfuSide, SessionError>> = None;
+        let connect = call::connect_sfu(deps, &track);
+        tokio::pin!(connect);
+        let deadline = tokio::time::sleep(RING_TIMEOUT);
+        tokio::pin!(deadline);
+        let response = loop {
+            tokio::select! {
+                connected = &mut connect, if sfu.is_none() => sfu = Some(connected),
+                joined = &mut answer => break joined,
+                () = &mut deadline => {
+                    let _ = dialog.cancel().await;
+                    return Ended::failed("no answer", Some(408));
+                }
+                () = ctx.cancel_token().cancelled() => {
+                    let _ = dialog.hangup().await;
+                    return Ended::ok("cancelled by the gateway");
+                }
+                state = states.recv() => if let Some(DialogState::Early(..)) = state {
+                    tracing::info!("sip: callee ringing");
+                },
+            }
+        };
+        let response = match response {
+            Ok(Ok((_, response))) => response,
+            Ok(Err(e)) => return Ended::failed(format!("INVITE failed: {e}"), None),
+            Err(e) => return Ended::failed(format!("INVITE task: {e}"), None),
+        };
+        let Some(response) = response else { return Ended::failed("no final response", Some(408)) };
+        let status = response.status_code.code();
+        deps.store.update(&id, |c| c.sip_status = Some(status));
+        if !(200..300).contains(&status) {
+            tracing::info!(status, "sip: dial-out not answered");
+            return Ended::failed(format!("callee answered {status}"), Some(status));
+        }
+        let sfu = match sfu {
+            Some(connected) => connected,
+            None => connect.await,
+        };
+        let sfu = match sfu {
+            Ok(sfu) => sfu,
+            Err(e) => return call::hang_up(&dialog, &format!("SFU unavailable: {e}"), 503).await,
+        };
+        let answer = sdp::parse(&String::from_utf8_lossy(&response.body)).and_then(|r| sdp::negotiate(&r, &deps.codecs).map(|n| (r, n)));
+        let (remote, negotiated) = match answer {
+            Ok(answer) => answer,
+            Err(e) => return call::hang_up(&dialog, &format!("unusable SDP answer: {e}"), 488).await,
+        };
+        let setup_ms = started.elapsed().as_millis() as u64;
+        deps.store.update(&id, |c| {
+            c.codec = Some(negotiated.codec.name().to_string());
+            c.setup_ms = Some(setup_ms);
+        });
+        tracing::info!(codec = negotiated.codec.name(), setup_ms, "sip: dial-out answered");
+        let leg = match Leg::new(&remote, negotiated, Instant::now()) {
+            Ok(leg) => leg,
+            Err(e) => return call::hang_up(&dialog, &e.to_string(), 500).await,
+        };
+        let destination = Destination {
+            room: request.room.clone(),
+            pin: None,
+            participant_name: request.participant_name.clone(),
+            metadata: None,
+        };
+        let media = Media { socket, local, leg, sfu, destination, commands };
+        call::bridge(ctx, deps, &dialog, &mut states, media).await
+    }
+    .await;
+    shared.dialogs.remove_dialog(&dialog.id());
+    result
+}

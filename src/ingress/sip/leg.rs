@@ -1,0 +1,319 @@
+//! The phone leg's RTP state (sans-IO): where to send, what was negotiated, receive statistics, the
+//! outgoing sequence, and the DTMF digits queued for the phone. The call task owns the socket and feeds
+//! datagrams and ticks in.
+
+use super::rtp::{DtmfReceiver, RtpPacket, dtmf_payloads};
+use super::sdp::{Direction, Negotiated, PhoneCodec, RemoteAudio};
+use super::store::CallStats;
+use super::uplink::{Downlink, OpusFrame, Uplink, UplinkError};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Milliseconds of a DTMF digit sent to the phone, and of the pause after it.
+const DIGIT_MS: u16 = 120;
+const PAUSE_FRAMES: usize = 3;
+
+/// What a datagram from the phone carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Audio (its Opus frames were appended to the output).
+    Audio,
+    /// The start of a DTMF digit.
+    Digit(char),
+    /// Nothing usable (garbage, another source, a payload type we did not negotiate, RTCP).
+    Ignored,
+}
+
+enum Outgoing {
+    Event { payload: [u8; 4], first: bool },
+    Pause,
+}
+
+/// One phone leg.
+pub struct Leg {
+    remote: SocketAddr,
+    latched: bool,
+    negotiated: Negotiated,
+    remote_direction: Direction,
+    uplink: Uplink,
+    downlink: Downlink,
+    dtmf: DtmfReceiver,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    outgoing: VecDeque<Outgoing>,
+    event_timestamp: u32,
+    last_seq: Option<u16>,
+    transit: Option<i64>,
+    jitter: f64,
+    /// Receive and send figures.
+    pub stats: CallStats,
+    /// When the phone's last packet came.
+    pub last_received: Instant,
+    payload: Vec<u8>,
+}
+
+impl Leg {
+    /// A leg toward `remote` with what the offer/answer settled.
+    pub fn new(remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<Self, UplinkError> {
+        Ok(Self {
+            remote: remote.addr,
+            latched: false,
+            negotiated,
+            remote_direction: remote.direction,
+            uplink: Uplink::new(negotiated.codec)?,
+            downlink: Downlink::new(negotiated.codec)?,
+            dtmf: DtmfReceiver::default(),
+            seq: rand::random(),
+            timestamp: rand::random(),
+            ssrc: rand::random(),
+            outgoing: VecDeque::new(),
+            event_timestamp: 0,
+            last_seq: None,
+            transit: None,
+            jitter: 0.0,
+            stats: CallStats::default(),
+            last_received: now,
+            payload: Vec::with_capacity(400),
+        })
+    }
+
+    /// The negotiated codec.
+    pub fn codec(&self) -> PhoneCodec {
+        self.negotiated.codec
+    }
+
+    /// What the offer/answer settled.
+    pub fn negotiated(&self) -> Negotiated {
+        self.negotiated
+    }
+
+    /// Where RTP goes.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Whether the phone put the call on hold (any direction but sendrecv).
+    pub fn on_hold(&self) -> bool {
+        self.remote_direction != Direction::SendRecv
+    }
+
+    /// Applies a new description from a re-INVITE (hold, resume, new address or codec).
+    pub fn update(&mut self, remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<(), UplinkError> {
+        if negotiated.codec != self.negotiated.codec {
+            self.uplink = Uplink::new(negotiated.codec)?;
+            self.downlink = Downlink::new(negotiated.codec)?;
+        }
+        if remote.addr != self.remote && !remote.addr.ip().is_unspecified() {
+            self.remote = remote.addr;
+            self.latched = false;
+        }
+        self.negotiated = negotiated;
+        self.remote_direction = remote.direction;
+        self.last_received = now;
+        Ok(())
+    }
+
+    /// Takes one datagram from `from`; Opus frames for the SFU are appended to `frames`.
+    pub fn receive(&mut self, data: &[u8], from: SocketAddr, now: Instant, frames: &mut Vec<OpusFrame>) -> Received {
+        if self.latched && from != self.remote {
+            return Received::Ignored;
+        }
+        let Ok(packet) = RtpPacket::parse(data) else {
+            return Received::Ignored;
+        };
+        let is_dtmf = Some(packet.payload_type) == self.negotiated.dtmf_pt;
+        if packet.payload_type != self.negotiated.pt && !is_dtmf {
+            return Received::Ignored;
+        }
+        // Symmetric RTP: answer where the phone really sends from (NAT).
+        if !self.latched {
+            self.remote = from;
+            self.latched = true;
+        }
+        self.last_received = now;
+        self.stats.packets_from_phone += 1;
+        if let Some(last) = self.last_seq {
+            let gap = packet.seq.wrapping_sub(last);
+            if gap > 1 && gap < 1_000 {
+                self.stats.lost_from_phone += u64::from(gap - 1);
+            }
+            if gap == 0 || gap > 60_000 {
+                return Received::Ignored; // duplicate or old
+            }
+        }
+        self.last_seq = Some(packet.seq);
+        if is_dtmf {
+            return self.dtmf.receive(packet.timestamp, packet.payload).map_or(Received::Ignored, Received::Digit);
+        }
+        self.update_jitter(packet.timestamp, now);
+        self.uplink.push(packet.timestamp, packet.payload, frames);
+        Received::Audio
+    }
+
+    fn update_jitter(&mut self, timestamp: u32, now: Instant) {
+        thread_local! {
+            static EPOCH: Instant = Instant::now();
+        }
+        let rate = f64::from(self.negotiated.codec.clock_rate());
+        let arrival = EPOCH.with(|epoch| now.saturating_duration_since(*epoch).as_secs_f64() * rate) as i64;
+        let transit = arrival - i64::from(timestamp);
+        if let Some(previous) = self.transit {
+            let d = (transit - previous).unsigned_abs() as f64;
+            if d < rate {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.transit = Some(transit);
+        self.stats.jitter_from_phone_ms = self.jitter * 1000.0 / rate;
+    }
+
+    /// Queues digits to play to the phone (RFC 4733); characters that are not digits are skipped.
+    pub fn queue_digits(&mut self, digits: &str) -> usize {
+        let duration = DIGIT_MS * 8;
+        let mut queued = 0;
+        for digit in digits.chars() {
+            let Some(payloads) = dtmf_payloads(digit, duration) else { continue };
+            queued += 1;
+            for (i, payload) in payloads.into_iter().enumerate() {
+                self.outgoing.push_back(Outgoing::Event { payload, first: i == 0 });
+            }
+            self.outgoing.extend((0..PAUSE_FRAMES).map(|_| Outgoing::Pause));
+        }
+        queued
+    }
+
+    /// The packet to send for the next 20 ms: a DTMF event while digits are queued, else `pcm` encoded.
+    /// `None` when the phone does not want media (hold) or the DTMF pause keeps the line quiet.
+    pub fn tick(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> bool {
+        let step = (self.negotiated.codec.clock_rate() / 50) as u32;
+        let next_timestamp = self.timestamp.wrapping_add(step);
+        let packet = match self.outgoing.pop_front() {
+            Some(Outgoing::Event { payload, first }) => {
+                if first {
+                    self.event_timestamp = self.timestamp;
+                }
+                // Every packet of an event carries the event's start time; the end is repeated.
+                self.payload.clear();
+                self.payload.extend_from_slice(&payload);
+                Some((self.negotiated.dtmf_pt.unwrap_or(101), first, self.event_timestamp))
+            }
+            Some(Outgoing::Pause) => None,
+            None => {
+                self.downlink.encode(pcm, &mut self.payload);
+                Some((self.negotiated.pt, false, self.timestamp))
+            }
+        };
+        self.timestamp = next_timestamp;
+        let Some((payload_type, marker, timestamp)) = packet else { return false };
+        if !self.remote_direction.remote_receives() || self.payload.is_empty() {
+            return false;
+        }
+        RtpPacket {
+            payload_type,
+            marker,
+            seq: self.seq,
+            timestamp,
+            ssrc: self.ssrc,
+            payload: &self.payload,
+        }
+        .write(out);
+        self.seq = self.seq.wrapping_add(1);
+        self.stats.packets_to_phone += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::sip::g711;
+
+    fn leg(direction: Direction) -> Leg {
+        let remote = RemoteAudio {
+            addr: "127.0.0.1:4000".parse().unwrap(),
+            formats: Vec::new(),
+            direction,
+            ptime: None,
+            srtp: false,
+        };
+        let negotiated = Negotiated {
+            codec: PhoneCodec::Pcmu,
+            pt: 0,
+            dtmf_pt: Some(101),
+            ptime: 20,
+        };
+        Leg::new(&remote, negotiated, Instant::now()).unwrap()
+    }
+
+    fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        RtpPacket { payload_type: pt, marker: false, seq, timestamp: ts, ssrc: 9, payload }.write(&mut out);
+        out
+    }
+
+    #[test]
+    fn latches_to_the_real_source_and_counts_loss() {
+        let mut leg = leg(Direction::SendRecv);
+        let nat: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let mut frames = Vec::new();
+        let now = Instant::now();
+        let silence = [g711::linear_to_ulaw(0); 160];
+        assert_eq!(leg.receive(&packet(0, 1, 0, &silence), nat, now, &mut frames), Received::Audio);
+        assert_eq!(leg.remote(), nat, "symmetric RTP");
+        assert_eq!(leg.receive(&packet(0, 4, 480, &silence), nat, now, &mut frames), Received::Audio);
+        assert_eq!(leg.stats.lost_from_phone, 2);
+        let other: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        assert_eq!(leg.receive(&packet(0, 5, 640, &silence), other, now, &mut frames), Received::Ignored);
+        assert_eq!(leg.receive(&packet(8, 6, 800, &silence), nat, now, &mut frames), Received::Ignored, "not negotiated");
+        assert_eq!(leg.receive(b"junk", nat, now, &mut frames), Received::Ignored);
+        assert_eq!(leg.stats.packets_from_phone, 2);
+    }
+
+    #[test]
+    fn digits_in_and_out() {
+        let mut leg = leg(Direction::SendRecv);
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut frames = Vec::new();
+        let now = Instant::now();
+        assert_eq!(leg.receive(&packet(101, 1, 100, &[5, 10, 0, 160]), from, now, &mut frames), Received::Digit('5'));
+        assert_eq!(leg.receive(&packet(101, 2, 100, &[5, 0x8a, 1, 64]), from, now, &mut frames), Received::Ignored);
+        assert_eq!(leg.queue_digits("1x#"), 2);
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        let pcm = [0i16; 160];
+        for _ in 0..40 {
+            if leg.tick(&pcm, &mut out) {
+                sent.push(RtpPacket::parse(&out).map(|p| (p.payload_type, p.payload.to_vec(), p.timestamp)).unwrap());
+            }
+        }
+        let mut receiver = DtmfReceiver::default();
+        let digits: String = sent
+            .iter()
+            .filter(|(pt, ..)| *pt == 101)
+            .filter_map(|(_, payload, ts)| receiver.receive(*ts, payload))
+            .collect();
+        assert_eq!(digits, "1#");
+        assert!(sent.iter().any(|(pt, ..)| *pt == 0), "audio resumes after the digits");
+    }
+
+    #[test]
+    fn nothing_is_sent_to_a_phone_that_holds() {
+        let mut leg = leg(Direction::SendOnly);
+        assert!(leg.on_hold());
+        let mut out = Vec::new();
+        assert!(!leg.tick(&[0i16; 160], &mut out));
+        let remote = RemoteAudio {
+            addr: "127.0.0.1:4002".parse().unwrap(),
+            formats: Vec::new(),
+            direction: Direction::SendRecv,
+            ptime: None,
+            srtp: false,
+        };
+        leg.update(&remote, leg.negotiated(), Instant::now()).unwrap();
+        assert!(!leg.on_hold());
+        assert!(leg.tick(&[0i16; 160], &mut out));
+        assert_eq!(leg.remote(), remote.addr);
+    }
+}
