@@ -14,7 +14,7 @@ pub const EXIT_CONFIG: u8 = 2;
 #[command(name = "sfu-gateway", version, about)]
 pub struct Cli {
     /// Configuration file (TOML); see gateway.example.toml.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format (overrides log.format).
     #[arg(long, global = true, value_enum)]

@@ -91,6 +91,8 @@ pub(super) struct Dial {
     caller_id: Option<String>,
     /// Display name of the callee in the room.
     participant_name: Option<String>,
+    /// Seconds the phone may ring (1 to 300, default 60).
+    ring_timeout: Option<u64>,
 }
 
 /// Dials out: the call starts `ringing` and joins the room when answered; `GET /v1/calls/{id}` shows how it
@@ -107,7 +109,13 @@ pub(super) async fn dial(State(state): State<AppState>, Json(body): Json<Dial>) 
     if body.caller_id.as_deref().is_some_and(|c| !number_ok(c)) {
         return Err(invalid("callerId", "1-64 of letters, digits and + * # - . _"));
     }
+    let ring_timeout = match body.ring_timeout {
+        None => crate::ingress::sip::dialout::RING_TIMEOUT,
+        Some(s @ 1..=300) => std::time::Duration::from_secs(s),
+        Some(_) => return Err(invalid("ringTimeout", "1 to 300 seconds")),
+    };
     let request = crate::ingress::sip::dialout::DialRequest {
+        ring_timeout,
         to: body.to,
         trunk: body.trunk,
         room: body.room,

@@ -41,6 +41,10 @@ pub struct SipConfig {
     /// How long a caller has to type a room's PIN.
     #[serde(with = "humantime_serde")]
     pub pin_timeout: Duration,
+    /// How long an inbound call rings before it is answered (ringback for the caller; 0s: answer as soon
+    /// as the SFU side is ready).
+    #[serde(with = "humantime_serde")]
+    pub answer_delay: Duration,
     /// Trunks: who may call in, and where dial-out goes.
     pub trunks: Vec<TrunkConfig>,
     /// Dispatch rules: called number → room, first match wins.
@@ -65,6 +69,7 @@ impl Default for SipConfig {
             nonce_ttl: Duration::from_secs(300),
             dispatch_url: String::new(),
             pin_timeout: Duration::from_secs(20),
+            answer_delay: Duration::ZERO,
             trunks: Vec::new(),
             rules: Vec::new(),
         }
@@ -160,6 +165,9 @@ impl SipConfig {
         }
         if self.rtp_timeout < Duration::from_secs(1) || self.rtp_timeout > Duration::from_secs(3600) {
             return Err(ConfigError::invalid("sip.rtp_timeout", "must be 1s to 1h"));
+        }
+        if self.answer_delay > Duration::from_secs(60) {
+            return Err(ConfigError::invalid("sip.answer_delay", "must be at most 60s"));
         }
         if self.codecs.is_empty() {
             return Err(ConfigError::invalid("sip.codecs", "must list at least one codec"));

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod media;
 pub mod nginx;
 pub mod rtmp;
+pub mod sip;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

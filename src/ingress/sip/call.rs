@@ -49,6 +49,8 @@ pub struct CallDeps {
     pub rtp_timeout: Duration,
     /// Time to type a PIN.
     pub pin_timeout: Duration,
+    /// Ringing time before an inbound call is answered.
+    pub answer_delay: Duration,
 }
 
 /// An inbound call admitted by the server, before the answer.
@@ -159,8 +161,12 @@ async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound,
     };
     let _ = call.dialog.ringing(None, None);
     // Connect to the SFU while the phone rings; a CANCEL or a stop ends the wait.
+    let ring = async {
+        let (sfu, ()) = tokio::join!(connect_sfu(deps, &track), tokio::time::sleep(deps.answer_delay));
+        sfu
+    };
     let sfu = tokio::select! {
-        sfu = connect_sfu(deps, &track) => sfu,
+        sfu = ring => sfu,
         ended = wait_terminated(&mut call.states) => return ended,
         () = ctx.cancel_token().cancelled() => {
             let _ = call.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
@@ -271,6 +277,8 @@ pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDia
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
     let PeerStreams { mut media_in, mut events } = streams;
+    let local_rtp = local.addr.to_string();
+    deps.store.update(&id, |c| c.local_rtp = Some(local_rtp));
     let participant_id = format!("sip-{id}");
     let mut mixer = Mixer::new(leg.codec().pcm_rate());
     let mut pin = destination.pin.clone().map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
@@ -436,8 +444,12 @@ pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDia
             _ = stats_tick.tick() => {
                 let jitter = mixer.stats();
                 let stats = leg.stats;
+                let remote = leg.remote().to_string();
                 deps.store.update(&id, |c| {
+                    c.remote_rtp = Some(remote);
+                    let dtmf = c.stats.dtmf_received;
                     c.stats = stats;
+                    c.stats.dtmf_received = dtmf;
                     c.stats.concealed_to_phone = jitter.concealed;
                     c.stats.late_to_phone = jitter.late;
                 });

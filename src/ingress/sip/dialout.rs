@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// How long a dialled phone may ring before the call is cancelled.
-const RING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a dialled phone rings by default before the call is cancelled.
+pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A call to place.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct DialRequest {
     pub caller_id: Option<String>,
     /// The callee's display name in the room.
     pub participant_name: Option<String>,
+    /// How long the phone may ring.
+    pub ring_timeout: Duration,
 }
 
 /// Why a call could not be placed.
@@ -149,7 +151,7 @@ async fn place(
         let mut sfu: Option<Result<SfuSide, SessionError>> = None;
         let connect = call::connect_sfu(deps, &track);
         tokio::pin!(connect);
-        let deadline = tokio::time::sleep(RING_TIMEOUT);
+        let deadline = tokio::time::sleep(request.ring_timeout);
         tokio::pin!(deadline);
         let response = loop {
             tokio::select! {
@@ -157,7 +159,8 @@ async fn place(
                 joined = &mut answer => break joined,
                 () = &mut deadline => {
                     let _ = dialog.cancel().await;
-                    return Ended::failed("no answer", Some(408));
+                    deps.store.update(&id, |c| c.sip_status = Some(487));
+                    return Ended::failed("no answer", Some(487));
                 }
                 () = ctx.cancel_token().cancelled() => {
                     let _ = dialog.hangup().await;

@@ -68,8 +68,10 @@ pub fn prompt_tone(rate: u32, beeps: usize) -> Vec<i16> {
     let on = rate as usize * 150 / 1000;
     let off = rate as usize / 10;
     let mut pcm = Vec::with_capacity(beeps * (on + off));
-    for _ in 0..beeps {
-        pcm.extend((0..on).map(|i| ((i as f64 * 425.0 * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 6_000.0) as i16));
+    for beep in 0..beeps {
+        // The phase runs on through the pauses, as if the tone were gated.
+        let start = beep * (on + off);
+        pcm.extend((start..start + on).map(|i| ((i as f64 * 425.0 * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 6_000.0) as i16));
         pcm.extend(std::iter::repeat_n(0, off));
     }
     pcm

@@ -143,6 +143,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
             codecs: codecs.clone(),
             rtp_timeout: config.rtp_timeout,
             pin_timeout: config.pin_timeout,
+            answer_delay: config.answer_delay,
         },
         supervisor: deps.supervisor,
         cost: deps.cost,

@@ -82,6 +82,12 @@ pub struct CallView {
     /// The caller's SFU track.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
+    /// The gateway's RTP address of the phone leg (as written in its SDP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_rtp: Option<String>,
+    /// Where the gateway sends the phone's RTP (after latching onto its real source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_rtp: Option<String>,
     /// The SIP status the call ended with (or the final answer of a dial-out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_status: Option<u16>,

@@ -1,0 +1,434 @@
+//! Shared by the SIP tests: a gateway with SIP rules and a webhook receiver, sipp scenarios written by the
+//! test, a plain RTP endpoint standing in for a phone's media, and Opus publishers/subscribers in rooms.
+
+use super::rtmp::{self, Setup};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use sfu_gateway::ingress::sip::g711;
+use sfu_gateway::ingress::sip::rtp::RtpPacket;
+use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerStreams, RemoteTrackSpec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+pub const HOOK_SECRET: &str = "sip-webhook-secret";
+pub const PCAP_ALAW: &str = "/usr/share/sip-tester/g711a.pcap";
+
+/// A gateway with SIP, its embedded SFU and a webhook receiver.
+pub struct Sip {
+    pub setup: Setup,
+    /// `127.0.0.1:port` of the SIP listener.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub hooks: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn hook(State(events): State<Arc<Mutex<Vec<Value>>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    event["kind"] = Value::String(headers["x-gateway-event"].to_str().unwrap_or_default().to_string());
+    events.lock().unwrap().push(event);
+    StatusCode::OK
+}
+
+/// Starts the gateway with `config` (TOML) and `env`.
+pub async fn start(config: &str, env: &[(&str, &str)]) -> Sip {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let path_text = path.display().to_string();
+    let mut all = vec![
+        ("GATEWAY_CONFIG", path_text.as_str()),
+        ("GATEWAY__WEBHOOKS__URLS", hook_url.as_str()),
+        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
+    ];
+    all.extend_from_slice(env);
+    let mut setup = rtmp::start_with(&all);
+    let addr = setup.gateway.log_field("sip listening", "addr");
+    Sip { setup, addr, dir, hooks }
+}
+
+impl Sip {
+    /// Waits (bounded) for a webhook event of `kind` matching `check`.
+    pub async fn hook(&self, kind: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.hooks.lock().unwrap().iter().find(|e| e["kind"] == kind && check(&e["data"])).cloned();
+            if let Some(event) = found {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no {kind} webhook; got {:?}", self.hooks.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.setup.http.get(format!("{}{path}", self.setup.gateway.api)).bearer_auth(rtmp::TOKEN).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.setup.http.request(method, format!("{}{path}", self.setup.gateway.api)).bearer_auth(rtmp::TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The only call whose `to` is `number`, waiting (bounded) until it satisfies `check`.
+    pub async fn call_to(&self, number: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, calls) = self.get("/v1/calls").await;
+            let found = calls.as_array().into_iter().flatten().find(|c| c["to"] == number && check(c)).cloned();
+            if let Some(call) = found {
+                return call;
+            }
+            assert!(Instant::now() < deadline, "no call to {number} as expected; calls: {calls}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs sipp with `scenario` against the gateway; see [`sipp`].
+    pub fn sipp(&self, name: &str, scenario: &str, service: &str, extra: &[&str]) -> Sipp {
+        sipp(self.dir.path(), &self.addr, name, scenario, service, extra)
+    }
+}
+
+/// A free even UDP port on loopback (for sipp's media port).
+pub fn free_even_port() -> u16 {
+    loop {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        if port % 2 == 0 && port < 65_000 {
+            return port;
+        }
+    }
+}
+
+/// A running sipp.
+pub struct Sipp {
+    child: Option<std::process::Child>,
+    pub messages: PathBuf,
+}
+
+impl Sipp {
+    /// Waits (bounded) for sipp to end; returns its output.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let mut child = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!("sipp did not finish within {limit:?}: {}", String::from_utf8_lossy(&output.stdout));
+            }
+            // Polling the child: there is no blocking wait with a timeout.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            if let Ok(output) = child.wait_with_output() {
+                if std::thread::panicking() {
+                    eprintln!("sipp stdout:\n{}\nsipp stderr:\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+                    eprintln!("sipp messages:\n{}", std::fs::read_to_string(&self.messages).unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
+/// Starts sipp on loopback running `scenario` (XML) once toward `target`, calling `service`.
+pub fn sipp(dir: &Path, target: &str, name: &str, scenario: &str, service: &str, extra: &[&str]) -> Sipp {
+    let file = dir.join(format!("{name}.xml"));
+    std::fs::write(&file, scenario).unwrap();
+    let messages = dir.join(format!("{name}.messages"));
+    let media_port = free_even_port().to_string();
+    let sip_port = free_even_port().to_string();
+    let mut args: Vec<String> = [
+        target, "-sf", &file.display().to_string(), "-s", service, "-m", "1", "-l", "1", "-i", "127.0.0.1",
+        "-p", &sip_port, "-mi", "127.0.0.1", "-mp", &media_port, "-nostdin", "-timeout", "40s", "-trace_msg", "-message_file", &messages.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new("sipp")
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipp");
+    Sipp { child: Some(child), messages }
+}
+
+/// An SDP offer for sipp; `port` is the media port written (`[media_port]` for sipp's own).
+pub fn sdp(formats: &[(u8, &str)], port: &str, direction: &str) -> String {
+    let pts: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
+    let mut sdp = format!(
+        "v=0\no=user1 53655765 2353687637 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio {port} RTP/AVP {}\n",
+        pts.join(" ")
+    );
+    for (pt, map) in formats {
+        sdp.push_str(&format!("a=rtpmap:{pt} {map}\n"));
+    }
+    sdp.push_str(&format!("a={direction}\n"));
+    sdp
+}
+
+pub const PCMA: (u8, &str) = (8, "PCMA/8000");
+pub const PCMU: (u8, &str) = (0, "PCMU/8000");
+pub const EVENTS: (u8, &str) = (101, "telephone-event/8000");
+
+const FROM: &str = "From: sipp <sip:+15550001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]";
+const HEADERS: &str = "Call-ID: [call_id]\nContact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nUser-Agent: sipp-test";
+
+/// An INVITE (with `body` as SDP unless empty) answered with 2xx.
+pub fn invite(body: &str, extra_headers: &str) -> String {
+    invite_with(body, extra_headers, "")
+}
+
+/// An INVITE expected to fail: its transaction is named `invite` so the ACK of the failure reuses it.
+pub fn invite_failing(body: &str, extra_headers: &str) -> String {
+    invite_with(body, extra_headers, " start_txn=\"invite\"")
+}
+
+fn invite_with(body: &str, extra_headers: &str, txn: &str) -> String {
+    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    format!(
+        "<send retrans=\"500\"{txn}><![CDATA[\nINVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+         Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n{FROM}\nTo: <sip:[service]@[remote_ip]:[remote_port]>\n\
+         {HEADERS}\nCSeq: [cseq] INVITE\n{extra_headers}{content}Content-Length: [len]\n\n{body}]]></send>\n"
+    )
+}
+
+/// Provisional responses, then the final `code` of the INVITE (2xx: route set recorded).
+pub fn final_response(code: u16, extra: &str) -> String {
+    let txn = if code >= 300 { "response_txn=\"invite\"" } else { "rrs=\"true\"" };
+    format!(
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n<recv response=\"183\" optional=\"true\"/>\n\
+         <recv response=\"{code}\" rtd=\"true\" {txn} {extra}/>\n"
+    )
+}
+
+/// ACK of a 2xx (new transaction) or of a failure (`failure`: the INVITE's transaction).
+pub fn ack(failure: bool, body: &str) -> String {
+    let (txn, uri, branch) = if failure {
+        (" ack_txn=\"invite\"", "sip:[service]@[remote_ip]:[remote_port]", "[branch]")
+    } else {
+        ("", "[next_url]", "[branch]")
+    };
+    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    format!(
+        "<send{txn}><![CDATA[\nACK {uri} SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}\n{FROM}\n\
+         To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n{HEADERS}\nCSeq: [cseq] ACK\n{content}Content-Length: [len]\n\n{body}]]></send>\n"
+    )
+}
+
+/// An in-dialog request (`BYE`, `INFO`, re-`INVITE`) and its expected answer.
+pub fn in_dialog(method: &str, content_type: &str, body: &str, expect: u16) -> String {
+    let content = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\n") };
+    let recv = if method == "INVITE" {
+        format!("<recv response=\"100\" optional=\"true\"/>\n<recv response=\"{expect}\"/>\n{}", ack(false, ""))
+    } else {
+        format!("<recv response=\"{expect}\" crlf=\"true\"/>\n")
+    };
+    format!(
+        "<send retrans=\"500\"><![CDATA[\n{method} [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n{FROM}\n\
+         To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n{HEADERS}\nCSeq: [cseq] {method}\n{content}Content-Length: [len]\n\n{body}]]></send>\n{recv}"
+    )
+}
+
+/// Receives the gateway's BYE and answers 200.
+pub fn expect_bye() -> String {
+    "<recv request=\"BYE\"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n".to_string()
+}
+
+pub fn pause(ms: u64) -> String {
+    format!("<pause milliseconds=\"{ms}\"/>\n")
+}
+
+pub fn play_pcap(path: &Path) -> String {
+    format!("<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n", path.display())
+}
+
+pub fn scenario(steps: &[String]) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"test\">\n{}</scenario>\n", steps.concat())
+}
+
+/// Writes a copy of sipp's A-law speech pcap with the payloads transcoded to µ-law (payload type 0).
+pub fn ulaw_pcap(dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(PCAP_ALAW).unwrap();
+    let mut offset = 24; // global header
+    while offset + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+        let packet = offset + 16;
+        let rtp = packet + 14 + 20 + 8; // Ethernet, IPv4, UDP
+        if rtp + 12 <= packet + caplen && bytes[rtp + 1] & 0x7f == 8 {
+            bytes[rtp + 1] = (bytes[rtp + 1] & 0x80) | 0;
+            for b in &mut bytes[rtp + 12..packet + caplen] {
+                *b = g711::linear_to_ulaw(g711::alaw_to_linear(*b));
+            }
+            // The UDP checksum no longer matches: zero means "none" for IPv4.
+            bytes[packet + 14 + 20 + 6] = 0;
+            bytes[packet + 14 + 20 + 7] = 0;
+        }
+        offset = packet + caplen;
+    }
+    let path = dir.join("g711u.pcap");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A sine at `hz`, 20 ms at 48 kHz starting at sample `offset`.
+pub fn tone_48k(hz: f64, offset: usize) -> Vec<i16> {
+    (0..960)
+        .map(|i| ((i + offset) as f64 * hz * 2.0 * std::f64::consts::PI / 48_000.0).sin() * 8_000.0)
+        .map(|s| s as i16)
+        .collect()
+}
+
+/// Share of the signal's power at `hz` (Goertzel), 0..1.
+pub fn share_of(pcm: &[i16], rate: u32, hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / f64::from(rate);
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in pcm {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let total: f64 = pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() * pcm.len() as f64 / 2.0;
+    power / total.max(1.0)
+}
+
+pub fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+/// A participant of the room publishing a tone as Opus through the embedded SFU, registered in the room.
+pub struct TonePublisher {
+    pub peer: Arc<Peer>,
+    pub session: String,
+    task: tokio::task::JoinHandle<()>,
+    _streams: PeerStreams,
+}
+
+impl Drop for TonePublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sip {
+    pub async fn tone_publisher(&self, room: &str, id: &str, hz: f64) -> TonePublisher {
+        let (peer, streams) = Peer::connect(self.setup.client(), PeerConfig::default()).await.unwrap();
+        let track = format!("{id}-mic");
+        peer.publish(vec![LocalTrackSpec::new(&track, Codec::Opus)]).await.unwrap();
+        let peer = Arc::new(peer);
+        let session = peer.session_id();
+        let body = serde_json::json!({"sessionId": session, "tracks": [{"trackName": track, "kind": "audio"}]});
+        let (status, reply) = self.send(reqwest::Method::PUT, &format!("/v1/rooms/{room}/participants/{id}"), Some(body)).await;
+        assert!(status == 200 || status == 201, "{status} {reply}");
+        let sender = peer.clone();
+        let task = tokio::spawn(async move {
+            let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for n in 0u64.. {
+                tick.tick().await;
+                let data = encoder.encode_vec(&tone_48k(hz, n as usize * 960), 400).unwrap();
+                sender.send_frame(OutFrame { track: track.clone(), rtp_time: n * 960, data, rid: None });
+            }
+        });
+        TonePublisher { peer, session, task, _streams: streams }
+    }
+
+    /// Subscribes to `track` of `session` and decodes `duration` of its Opus to 48 kHz PCM.
+    pub async fn listen(&self, session: &str, track: &str, duration: Duration) -> Vec<i16> {
+        let (peer, mut streams) = Peer::connect(self.setup.client(), PeerConfig::default()).await.unwrap();
+        let spec = RemoteTrackSpec { session_id: session.into(), track_name: track.into(), preferred_rid: None };
+        peer.subscribe(vec![spec]).await.unwrap();
+        let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        let mut pcm = Vec::new();
+        let mut buf = vec![0i16; 5_760];
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(200), streams.media_in.recv()).await else { continue };
+            if let Ok(n) = decoder.decode(&frame.data, &mut buf, false) {
+                pcm.extend_from_slice(&buf[..n]);
+            }
+        }
+        pcm
+    }
+}
+
+/// A plain RTP endpoint standing in for a phone's media.
+pub struct PhoneMedia {
+    pub socket: UdpSocket,
+}
+
+impl PhoneMedia {
+    pub async fn bind() -> PhoneMedia {
+        PhoneMedia { socket: UdpSocket::bind("127.0.0.1:0").await.unwrap() }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Receives for `duration`: (decoded G.711 PCM at 8 kHz, RFC 4733 payloads with their timestamps).
+    pub async fn receive(&self, ulaw: bool, duration: Duration) -> (Vec<i16>, Vec<(u32, Vec<u8>)>) {
+        let mut pcm = Vec::new();
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(100), self.socket.recv(&mut buf)).await else { continue };
+            let Ok(packet) = RtpPacket::parse(&buf[..len]) else { continue };
+            match packet.payload_type {
+                101 => events.push((packet.timestamp, packet.payload.to_vec())),
+                _ => {
+                    let decode = if ulaw { g711::ulaw_to_linear } else { g711::alaw_to_linear };
+                    pcm.extend(packet.payload.iter().map(|&b| decode(b)));
+                }
+            }
+        }
+        (pcm, events)
+    }
+
+    /// Sends `seconds` of a tone as G.711 to `to`, paced at 20 ms.
+    pub async fn send_tone(&self, to: std::net::SocketAddr, ulaw: bool, hz: f64, seconds: u32) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut out = Vec::new();
+        for n in 0..seconds * 50 {
+            tick.tick().await;
+            let payload: Vec<u8> = (0..160)
+                .map(|i| ((n as usize * 160 + i) as f64 * hz * 2.0 * std::f64::consts::PI / 8_000.0).sin() * 8_000.0)
+                .map(|s| if ulaw { g711::linear_to_ulaw(s as i16) } else { g711::linear_to_alaw(s as i16) })
+                .collect();
+            let pt = if ulaw { 0 } else { 8 };
+            RtpPacket { payload_type: pt, marker: n == 0, seq: n as u16, timestamp: n * 160, ssrc: 7, payload: &payload }.write(&mut out);
+            let _ = self.socket.send_to(&out, to).await;
+        }
+    }
+}
