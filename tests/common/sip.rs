@@ -224,11 +224,17 @@ fn invite_with(body: &str, extra_headers: &str, txn: &str) -> String {
 
 /// Provisional responses, then the final `code` of the INVITE (2xx: route set recorded).
 pub fn final_response(code: u16, extra: &str) -> String {
-    let txn = if code >= 300 { "response_txn=\"invite\"" } else { "rrs=\"true\"" };
+    let (txn, route) = if code >= 300 { (" response_txn=\"invite\"", "") } else { ("", " rrs=\"true\"") };
     format!(
-        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n<recv response=\"183\" optional=\"true\"/>\n\
-         <recv response=\"{code}\" rtd=\"true\" {txn} {extra}/>\n"
+        "{}<recv response=\"{code}\" rtd=\"true\"{txn}{route} {extra}/>\n",
+        provisional(code >= 300)
     )
+}
+
+/// The optional provisional responses of an INVITE (`named`: of the transaction named `invite`).
+pub fn provisional(named: bool) -> String {
+    let txn = if named { " response_txn=\"invite\"" } else { "" };
+    ["100", "180", "183"].map(|code| format!("<recv response=\"{code}\" optional=\"true\"{txn}/>\n")).concat()
 }
 
 /// ACK of a 2xx (new transaction) or of a failure (`failure`: the INVITE's transaction).
@@ -431,4 +437,45 @@ impl PhoneMedia {
             let _ = self.socket.send_to(&out, to).await;
         }
     }
+}
+
+/// An in-dialog re-INVITE whose 200 must contain `expect_in_answer` (regular expression).
+pub fn reinvite_expecting(body: &str, expect_in_answer: &str) -> String {
+    let check = format!(
+        "<action><ereg regexp=\"{expect_in_answer}\" search_in=\"body\" check_it=\"true\" assign_to=\"found\"/>\
+         <log message=\"answer had [$found]\"/></action>"
+    );
+    in_dialog("INVITE", "application/sdp", body, 200).replacen("<recv response=\"200\"/>", &format!("<recv response=\"200\">{check}</recv>"), 1)
+}
+
+/// CANCEL of the pending INVITE (after a provisional), its 200, the INVITE's 487 and the ACK.
+pub fn cancel() -> String {
+    format!(
+        "<send><![CDATA[\nCANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n[last_Via:]\n{FROM}\nTo: <sip:[service]@[remote_ip]:[remote_port]>\n\
+         Call-ID: [call_id]\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n]]></send>\n\
+         <recv response=\"200\"/>\n<recv response=\"487\" response_txn=\"invite\"/>\n{}",
+        ack(true, "")
+    )
+}
+
+/// Sends one raw datagram to `target` and returns the first reply within `wait`, if any.
+pub async fn raw_udp(target: &str, datagram: &[u8], wait: Duration) -> Option<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(datagram, target).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
+        Ok(Ok(len)) => Some(String::from_utf8_lossy(&buf[..len]).to_string()),
+        _ => None,
+    }
+}
+
+/// An out-of-dialog request written by hand (`OPTIONS`, `INVITE`), from `local` (the sender's address).
+pub fn raw_request(method: &str, target: &str, local: &str, call_id: &str, user_agent: &str, body: &str) -> String {
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    format!(
+        "{method} sip:999@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\n\
+         From: <sip:tester@{local}>;tag=t{call_id}\r\nTo: <sip:999@{target}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
+         Contact: <sip:tester@{local}>\r\nUser-Agent: {user_agent}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }

@@ -1,0 +1,154 @@
+//! SIP signalling of the real binary against sipp scenarios with asserted responses: unknown number (404),
+//! unsupported codecs (488), CANCEL before the answer (487), BYE from the gateway (`DELETE /v1/calls/{id}`),
+//! re-INVITE hold and resume, INVITE without SDP (offer in the 200, answer in the ACK), digest
+//! authentication (401, then 200 or 403), an unauthorised source (403), OPTIONS.
+
+mod common;
+
+use common::sip::{self, EVENTS, PCMU, PhoneMedia, ack, cancel, expect_bye, final_response, in_dialog, invite, invite_failing, pause, scenario};
+use std::time::Duration;
+
+const RULES: &str = r#"
+[[sip.rules]]
+to = "100"
+room = "r1"
+"#;
+
+fn offer() -> String {
+    sip::sdp(&[PCMU, EVENTS], "[media_port]", "sendrecv")
+}
+
+fn assert_ok(output: std::process::Output) {
+    assert!(output.status.success(), "sipp failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_unknown_number_unsupported_codec_and_options() {
+    let sip = sip::start(RULES, &[]).await;
+    let unknown = scenario(&[invite_failing(&offer(), ""), final_response(404, ""), ack(true, "")]);
+    assert_ok(sip.sipp("unknown", &unknown, "555", &[]).finish(Duration::from_secs(20)));
+    let g729 = sip::sdp(&[(18, "G729/8000")], "[media_port]", "sendrecv");
+    let codec = scenario(&[invite_failing(&g729, ""), final_response(488, ""), ack(true, "")]);
+    assert_ok(sip.sipp("g729", &codec, "100", &[]).finish(Duration::from_secs(20)));
+    let srtp = offer().replace("RTP/AVP", "RTP/SAVP");
+    let secure = scenario(&[invite_failing(&srtp, ""), final_response(488, ""), ack(true, "")]);
+    assert_ok(sip.sipp("srtp", &secure, "100", &[]).finish(Duration::from_secs(20)));
+    let options = sip::raw_request("OPTIONS", &sip.addr, "127.0.0.1:9", "opt1", "tester", "");
+    let reply = sip::raw_udp(&sip.addr, options.as_bytes(), Duration::from_secs(3)).await.expect("an OPTIONS reply");
+    assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
+    assert!(reply.contains("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"), "Allow lists the methods: {reply}");
+    let (_, calls) = sip.get("/v1/calls").await;
+    assert_eq!(calls, serde_json::json!([]), "refused INVITEs make no call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_the_answer_and_bye_from_the_gateway() {
+    let sip = sip::start(RULES, &[("GATEWAY__SIP__ANSWER_DELAY", "3s")]).await;
+    let cancelled = scenario(&[
+        invite_failing(&offer(), ""),
+        "<recv response=\"100\" optional=\"true\" response_txn=\"invite\"/>\n<recv response=\"180\" response_txn=\"invite\"/>\n".into(),
+        pause(300),
+        cancel(),
+    ]);
+    assert_ok(sip.sipp("cancel", &cancelled, "100", &[]).finish(Duration::from_secs(20)));
+    let call = sip.call_to("100", |c| c["state"] == "ended").await;
+    assert_eq!(call["sipStatus"], 487);
+    assert_eq!(call["reason"], "cancelled by the caller");
+    assert!(call["codec"].is_null(), "never answered");
+
+    let hung_up = scenario(&[invite(&offer(), ""), final_response(200, ""), ack(false, ""), expect_bye()]);
+    let phone = sip.sipp("bye", &hung_up, "100", &[]);
+    let call = sip.call_to("100", |c| c["state"] == "answered").await;
+    let id = call["id"].as_str().unwrap();
+    let (status, _) = sip.send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None).await;
+    assert_eq!(status, 204);
+    assert_ok(phone.finish(Duration::from_secs(20)));
+    let ended = sip.hook("call.ended", |d| d["callId"] == id).await;
+    assert_eq!(ended["data"]["reason"], "ended by the gateway");
+    let (status, _) = sip.send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None).await;
+    assert_eq!(status, 409, "an ended call cannot be hung up again");
+    let (status, _) = sip.send(reqwest::Method::DELETE, "/v1/calls/s_0000000000000000", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in_the_ack() {
+    let sip = sip::start(RULES, &[]).await;
+    let hold = sip::sdp(&[PCMU, EVENTS], "[media_port]", "sendonly");
+    let resume = offer();
+    let steps = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(500),
+        sip::reinvite_expecting(&hold, "a=recvonly"),
+        pause(1_500),
+        sip::reinvite_expecting(&resume, "a=sendrecv"),
+        pause(1_500),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("hold", &steps, "100", &[]);
+    sip.call_to("100", |c| c["state"] == "on-hold").await;
+    sip.call_to("100", |c| c["state"] == "answered" && c["stats"]["packetsToPhone"].as_u64() > Some(0)).await;
+    assert_ok(phone.finish(Duration::from_secs(20)));
+
+    // Late offer: no SDP in the INVITE, our offer in the 200, the phone's answer in the ACK.
+    let phone_media = PhoneMedia::bind().await;
+    let answer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
+    let late = scenario(&[
+        invite("", ""),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n\
+         <recv response=\"200\" rrs=\"true\"><action><ereg regexp=\"m=audio [0-9]+ RTP/AVP 96 0 8 101\" search_in=\"body\" check_it=\"true\" assign_to=\"offer\"/>\
+         <log message=\"[$offer]\"/></action></recv>\n"
+            .into(),
+        ack(false, &answer),
+        pause(3_000),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("late", &late, "100", &[]);
+    let call = sip.call_to("100", |c| c["state"] == "answered" && c["codec"] == "PCMU").await;
+    let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
+    assert!(pcm.len() >= 6_400, "the gateway sends to the address of the ACK's answer: {} samples", pcm.len());
+    assert_ok(phone.finish(Duration::from_secs(20)));
+    assert_eq!(call["direction"], "inbound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_authentication_and_source_allowlists() {
+    let config = format!(
+        "{RULES}\n[[sip.trunks]]\nname = \"carrier\"\nusername = \"gw\"\npassword = \"s3cret-pass\"\n"
+    );
+    let sip = sip::start(&config, &[]).await;
+    let authed = scenario(&[
+        invite_failing(&offer(), ""),
+        "<recv response=\"100\" optional=\"true\" response_txn=\"invite\"/>\n<recv response=\"401\" auth=\"true\" response_txn=\"invite\"/>\n".into(),
+        ack(true, ""),
+        invite(&offer(), "[authentication username=gw password=s3cret-pass]\n"),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(500),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    assert_ok(sip.sipp("auth-ok", &authed, "100", &[]).finish(Duration::from_secs(20)));
+    let call = sip.call_to("100", |c| c["state"] == "ended").await;
+    assert_eq!(call["trunk"], "carrier");
+    let wrong = scenario(&[
+        invite_failing(&offer(), ""),
+        "<recv response=\"100\" optional=\"true\" response_txn=\"invite\"/>\n<recv response=\"401\" auth=\"true\" response_txn=\"invite\"/>\n".into(),
+        ack(true, ""),
+        invite_failing(&offer(), "[authentication username=gw password=wrong]\n"),
+        final_response(403, ""),
+        ack(true, ""),
+    ]);
+    assert_ok(sip.sipp("auth-wrong", &wrong, "100", &[]).finish(Duration::from_secs(20)));
+    // The password never reaches the log.
+    assert!(sip.setup.gateway.log.iter().all(|l| !l.contains("s3cret-pass")));
+    drop(sip);
+
+    let fenced = format!("{RULES}\n[[sip.trunks]]\nname = \"pbx\"\nallow = [\"10.0.0.0/8\"]\n");
+    let sip = sip::start(&fenced, &[]).await;
+    let refused = scenario(&[invite_failing(&offer(), ""), final_response(403, ""), ack(true, "")]);
+    assert_ok(sip.sipp("fenced", &refused, "100", &[]).finish(Duration::from_secs(20)));
+    let (_, calls) = sip.get("/v1/calls").await;
+    assert_eq!(calls, serde_json::json!([]));
+}
