@@ -133,7 +133,8 @@ impl Sipp {
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let output = child.wait_with_output().unwrap();
-                panic!("sipp did not finish within {limit:?}: {}", String::from_utf8_lossy(&output.stdout));
+                let messages = std::fs::read_to_string(&self.messages).unwrap_or_default();
+                panic!("sipp did not finish within {limit:?}: {}\nmessages:\n{messages}", String::from_utf8_lossy(&output.stdout));
             }
             // Polling the child: there is no blocking wait with a timeout.
             std::thread::sleep(Duration::from_millis(20));
@@ -477,5 +478,37 @@ pub fn raw_request(method: &str, target: &str, local: &str, call_id: &str, user_
          From: <sip:tester@{local}>;tag=t{call_id}\r\nTo: <sip:999@{target}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
          Contact: <sip:tester@{local}>\r\nUser-Agent: {user_agent}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
+    )
+}
+
+/// Starts sipp as a UAS on `port` running `scenario` once.
+pub fn sipp_uas(dir: &Path, name: &str, scenario: &str, port: u16) -> Sipp {
+    let file = dir.join(format!("{name}.xml"));
+    std::fs::write(&file, scenario).unwrap();
+    let messages = dir.join(format!("{name}.messages"));
+    let media_port = free_even_port().to_string();
+    let args = [
+        "-sf", &file.display().to_string(), "-m", "1", "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1",
+        "-mp", &media_port, "-nostdin", "-timeout", "40s", "-trace_msg", "-message_file", &messages.display().to_string(),
+    ];
+    let child = Command::new("sipp")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipp");
+    Sipp { child: Some(child), messages }
+}
+
+/// A response of a UAS to the last request (`to_tag`: add our tag to To).
+pub fn uas_response(status: &str, extra_headers: &str, body: &str) -> String {
+    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    // Final responses are retransmitted until the next message arrives (the ACK).
+    let retrans = if status.starts_with('1') { "" } else { " retrans=\"500\"" };
+    format!(
+        "<send{retrans}><![CDATA[\nSIP/2.0 {status}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n\
+         [last_CSeq:]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n{extra_headers}{content}Content-Length: [len]\n\n{body}]]></send>\n"
     )
 }

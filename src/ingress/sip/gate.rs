@@ -65,9 +65,11 @@ impl Gate {
     /// A gate for the `[sip]` configuration.
     pub fn new(config: &SipConfig) -> Self {
         Self {
+            // A trunk with only an address is for dial-out; it admits nobody.
             trunks: config
                 .trunks
                 .iter()
+                .filter(|t| !t.allow.is_empty() || !t.username.is_empty() || t.address.is_empty())
                 .map(|t| Trunk {
                     allow: t.allow.iter().filter_map(|a| Cidr::parse(a)).collect(),
                     config: t.clone(),
@@ -197,6 +199,15 @@ mod tests {
         let now = Instant::now();
         assert_eq!(gate.admit(ip("127.0.0.1"), None, now), Verdict::Admit(None));
         assert!(matches!(gate.admit(ip("192.0.2.1"), None, now), Verdict::Forbidden(_)));
+    }
+
+    #[test]
+    fn outbound_only_trunks_admit_nobody() {
+        let trunk = TrunkConfig { name: "out".into(), address: "192.0.2.9:5060".into(), ..Default::default() };
+        let mut gate = Gate::new(&config(vec![trunk]));
+        let now = Instant::now();
+        assert_eq!(gate.admit(ip("127.0.0.1"), None, now), Verdict::Admit(None));
+        assert!(matches!(gate.admit(ip("192.0.2.9"), None, now), Verdict::Forbidden(_)));
     }
 
     #[test]

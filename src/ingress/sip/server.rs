@@ -103,7 +103,12 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
         Err(_) if !addr.ip().is_unspecified() => addr.ip(),
         Err(_) => bound.ip(),
     };
+    let option = rsipstack::transaction::endpoint::EndpointOption {
+        callid_suffix: Some("sfu-gateway".into()),
+        ..Default::default()
+    };
     let endpoint = EndpointBuilder::new()
+        .with_option(option)
         .with_transport_layer(transport)
         .with_cancel_token(cancel.clone())
         .with_user_agent(concat!("sfu-gateway/", env!("CARGO_PKG_VERSION")))
