@@ -3,7 +3,7 @@
 
 # Packages needed to build and run the gateway.
 GATEWAY_PACKAGES=(
-  pkg-config
+  pkg-config libopus-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav gstreamer1.0-tools
