@@ -74,6 +74,7 @@ pub fn gateway(binary: &str, env: &[(&str, &str)], wanted: &[(&str, &str)]) -> (
         .env("GATEWAY__SFU__EMBEDDED__LISTEN", "127.0.0.1:0")
         .env("GATEWAY__SFU__EMBEDDED__UDP", "127.0.0.1:0")
         .env("GATEWAY__RTMP__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__SIP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

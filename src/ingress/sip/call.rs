@@ -314,12 +314,14 @@ pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDia
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
                 frames.clear();
-                match leg.receive(&buf[..len], from, Instant::now(), &mut frames) {
+                let arrived = Instant::now();
+                match leg.receive(&buf[..len], from, arrived, &mut frames) {
                     Received::Audio => {
-                        if room.is_some() {
+                        if room.is_some() && !frames.is_empty() {
                             for frame in frames.drain(..) {
                                 peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None });
                             }
+                            metrics::histogram!("sip_uplink_delay_seconds").record(arrived.elapsed().as_secs_f64());
                         }
                     }
                     Received::Digit(digit) => {

@@ -25,8 +25,8 @@ const OVERFLOW: u64 = 3 * MAX_TARGET;
 /// What to play next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pull {
-    /// The next packet, lasting `ticks` (48 kHz).
-    Packet(Arc<[u8]>, u64),
+    /// The next packet, lasting `ticks` (48 kHz), that arrived at the instant given.
+    Packet(Arc<[u8]>, u64, Instant),
     /// The next packet is missing: conceal 20 ms, from this following packet's FEC when given.
     Conceal(Option<Arc<[u8]>>),
     /// Nothing to play (not started, or the input went quiet).
@@ -49,7 +49,7 @@ pub struct JitterStats {
 /// The buffer of one input.
 #[derive(Debug)]
 pub struct JitterBuffer {
-    packets: BTreeMap<u64, (Arc<[u8]>, u64)>,
+    packets: BTreeMap<u64, (Arc<[u8]>, u64, Instant)>,
     next: Option<u64>,
     playing: bool,
     concealed_run: u32,
@@ -88,7 +88,7 @@ impl JitterBuffer {
     /// Audio buffered, in ticks.
     pub fn buffered(&self) -> u64 {
         match (self.packets.first_key_value(), self.packets.last_key_value()) {
-            (Some((first, _)), Some((last, (_, ticks)))) => last + ticks - first,
+            (Some((first, _)), Some((last, (_, ticks, _)))) => last + ticks - first,
             _ => 0,
         }
     }
@@ -105,7 +105,7 @@ impl JitterBuffer {
             self.stats.late += 1;
             return;
         }
-        self.packets.insert(timestamp, (data, ticks.max(1)));
+        self.packets.insert(timestamp, (data, ticks.max(1), now));
         while self.buffered() > OVERFLOW {
             self.packets.pop_first();
             self.stats.overflowed += 1;
@@ -131,11 +131,11 @@ impl JitterBuffer {
             entry.remove();
             self.stats.late += 1;
         }
-        if let Some((data, ticks)) = self.packets.remove(&next) {
+        if let Some((data, ticks, arrived)) = self.packets.remove(&next) {
             self.next = Some(next + ticks);
             self.concealed_run = 0;
             self.stats.played += 1;
-            return Pull::Packet(data, ticks);
+            return Pull::Packet(data, ticks, arrived);
         }
         if self.packets.is_empty() && self.concealed_run >= MAX_CONCEALED {
             self.playing = false;
@@ -146,7 +146,7 @@ impl JitterBuffer {
         self.concealed_run += 1;
         self.stats.concealed += 1;
         self.next = Some(next + FRAME_TICKS);
-        let fec = self.packets.get(&(next + FRAME_TICKS)).map(|(data, _)| data.clone());
+        let fec = self.packets.get(&(next + FRAME_TICKS)).map(|(data, ..)| data.clone());
         Pull::Conceal(fec)
     }
 }
@@ -162,7 +162,7 @@ mod tests {
 
     fn played(pull: Pull) -> Option<u8> {
         match pull {
-            Pull::Packet(data, _) => Some(data[0]),
+            Pull::Packet(data, ..) => Some(data[0]),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@ pub struct Mixer {
     rate: u32,
     inputs: HashMap<String, Input>,
     scratch: Vec<i16>,
+    sum: Vec<i32>,
 }
 
 /// Why the mixer could not take an input.
@@ -32,6 +33,7 @@ impl Mixer {
             rate,
             inputs: HashMap::new(),
             scratch: vec![0; rate as usize * 120 / 1000],
+            sum: vec![0; rate as usize / 50],
         }
     }
 
@@ -84,7 +86,9 @@ impl Mixer {
         let frame = self.frame_len();
         out.clear();
         out.resize(frame, 0);
-        let mut sum = vec![0i32; frame];
+        let sum = &mut self.sum;
+        sum.clear();
+        sum.resize(frame, 0);
         let mut active = 0;
         for input in self.inputs.values_mut() {
             fill(input, frame, &mut self.scratch);
@@ -96,8 +100,8 @@ impl Mixer {
                 *acc += i32::from(sample);
             }
         }
-        for (o, s) in out.iter_mut().zip(sum) {
-            *o = s.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        for (o, s) in out.iter_mut().zip(sum.iter()) {
+            *o = (*s).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
         }
         active
     }
@@ -121,7 +125,11 @@ fn fill(input: &mut Input, frame: usize, scratch: &mut [i16]) {
     while input.pcm.len() < frame {
         let decoded = match input.buffer.pull() {
             Pull::Idle => return,
-            Pull::Packet(data, _) => input.decoder.decode(&data, scratch, false),
+            Pull::Packet(data, _, arrived) => {
+                // Time from arrival to play-out: the delay the mix adds (jitter buffer and tick alignment).
+                metrics::histogram!("sip_downlink_delay_seconds").record(arrived.elapsed().as_secs_f64());
+                input.decoder.decode(&data, scratch, false)
+            }
             Pull::Conceal(Some(next)) => input.decoder.decode(&next, &mut scratch[..frame], true),
             Pull::Conceal(None) => input.decoder.decode(&[], &mut scratch[..frame], false),
         };
