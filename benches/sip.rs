@@ -34,34 +34,35 @@ struct Args {
     step: usize,
     seconds: u64,
     room_size: usize,
+    complexity: i32,
 }
 
 fn args() -> Args {
-    let flags = util::flags(&[("calls", 200), ("step", 100), ("seconds", 20), ("room-size", 2)]);
+    let flags = util::flags(&[("calls", 200), ("step", 100), ("seconds", 20), ("room-size", 2), ("complexity", 5)]);
     Args {
         calls: flags["calls"] as usize,
         step: flags["step"].max(1) as usize,
         seconds: flags["seconds"],
         room_size: flags["room-size"].clamp(1, 3) as usize,
+        complexity: flags["complexity"].min(10) as i32,
     }
 }
 
 /// 20 ms µ-law payloads of speech (sipp's A-law sample, transcoded), looped by the phones.
 fn speech() -> Vec<Vec<u8>> {
     let bytes = std::fs::read("/usr/share/sip-tester/g711a.pcap").expect("sipp's g711a.pcap (package sip-tester)");
-    let mut frames = Vec::new();
+    let mut samples = Vec::new();
     let mut offset = 24;
     while offset + 16 <= bytes.len() {
         let caplen = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
-        let rtp = offset + 16 + 42;
+        let rtp = offset + 16 + 42; // Ethernet, IPv4, UDP
         if let Ok(packet) = RtpPacket::parse(&bytes[rtp..offset + 16 + caplen]) {
-            if packet.payload.len() == 160 {
-                frames.push(packet.payload.iter().map(|&b| g711::linear_to_ulaw(g711::alaw_to_linear(b))).collect());
-            }
+            samples.extend(packet.payload.iter().map(|&b| g711::linear_to_ulaw(g711::alaw_to_linear(b))));
         }
         offset += 16 + caplen;
     }
-    frames
+    // The sample has 30 ms packets; the phones send 20 ms.
+    samples.chunks_exact(160).map(<[u8]>::to_vec).collect()
 }
 
 #[derive(Default, Clone, Copy)]
@@ -180,7 +181,7 @@ v=0\no=bench 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio {port
 }
 
 /// Raw codec work of `calls` calls for `seconds` on one thread, paced at 20 ms: returns the cores used.
-fn baseline(calls: usize, inputs: usize, seconds: u64) -> f64 {
+fn baseline(calls: usize, inputs: usize, seconds: u64, complexity: i32) -> f64 {
     std::thread::spawn(move || {
         let frames = speech();
         let tone = opus_tone();
@@ -191,6 +192,7 @@ fn baseline(calls: usize, inputs: usize, seconds: u64) -> f64 {
                 e.set_packet_loss_perc(5).unwrap();
                 e.set_dtx(true).unwrap();
                 e.set_bitrate(opus::Bitrate::Bits(24_000)).unwrap();
+                e.set_complexity(complexity).unwrap();
                 e
             })
             .collect();
@@ -264,6 +266,7 @@ async fn main() {
     );
     let sfu_api = format!("http://{}/v1", found[0]);
     let config_path = config.display().to_string();
+    let complexity = args.complexity.to_string();
     let (gw, found) = util::gateway(
         binary,
         &[
@@ -271,6 +274,7 @@ async fn main() {
             ("GATEWAY__RTMP__ENABLED", "false"),
             ("GATEWAY__SIP__LISTEN", "127.0.0.1:0"),
             ("GATEWAY__SIP__INVITE_RATE", "1000"),
+            ("GATEWAY__SIP__OPUS_COMPLEXITY", &complexity),
             ("GATEWAY__SFU__MODE", "cloudflare"),
             ("GATEWAY__SFU__API_URL", &sfu_api),
             ("GATEWAY__SFU__APP_ID", APP),
@@ -343,7 +347,7 @@ async fn main() {
         let late = late as f64 / received.max(1) as f64 * 100.0;
         let up_p95 = metrics_quantile(&api, "sip_uplink_delay_seconds", "0.95").await;
         let down_p95 = metrics_quantile(&api, "sip_downlink_delay_seconds", "0.95").await;
-        let base_cores = baseline(n, args.room_size, args.seconds.min(10));
+        let base_cores = baseline(n, args.room_size, args.seconds.min(10), args.complexity);
         let legs = phones.lock().unwrap().legs.len();
         rows.push(format!(
             "| {n} | {legs} | {gw_cores:.3} | {:.2} | {:.2} | {lost:.3} | {late:.3} | {up_p95:.1} | {down_p95:.1} | {base_cores:.3} | {:.2} |",
@@ -358,8 +362,9 @@ async fn main() {
         n = (n + args.step).min(args.calls);
     }
     println!(
-        "\nSIP bench: rooms of {} callers + 1 SFU publisher; {} s per step; machine: {} cores\n",
+        "\nSIP bench: rooms of {} callers + 1 SFU publisher; Opus complexity {}; {} s per step; machine: {} cores\n",
         args.room_size,
+        args.complexity,
         args.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

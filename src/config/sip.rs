@@ -45,6 +45,9 @@ pub struct SipConfig {
     /// as the SFU side is ready).
     #[serde(with = "humantime_serde")]
     pub answer_delay: Duration,
+    /// Opus encoder complexity of the phone legs (0–10): CPU per call against quality; phone audio is
+    /// narrowband, where the low settings lose little.
+    pub opus_complexity: u8,
     /// Trunks: who may call in, and where dial-out goes.
     pub trunks: Vec<TrunkConfig>,
     /// Dispatch rules: called number → room, first match wins.
@@ -70,6 +73,7 @@ impl Default for SipConfig {
             dispatch_url: String::new(),
             pin_timeout: Duration::from_secs(20),
             answer_delay: Duration::ZERO,
+            opus_complexity: 5,
             trunks: Vec::new(),
             rules: Vec::new(),
         }
@@ -168,6 +172,9 @@ impl SipConfig {
         }
         if self.answer_delay > Duration::from_secs(60) {
             return Err(ConfigError::invalid("sip.answer_delay", "must be at most 60s"));
+        }
+        if self.opus_complexity > 10 {
+            return Err(ConfigError::invalid("sip.opus_complexity", "must be 0 to 10"));
         }
         if self.codecs.is_empty() {
             return Err(ConfigError::invalid("sip.codecs", "must list at least one codec"));

@@ -51,6 +51,8 @@ pub struct CallDeps {
     pub pin_timeout: Duration,
     /// Ringing time before an inbound call is answered.
     pub answer_delay: Duration,
+    /// Opus encoder complexity (0–10).
+    pub opus_complexity: i32,
 }
 
 /// An inbound call admitted by the server, before the answer.
@@ -205,7 +207,7 @@ async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound,
         c.setup_ms = Some(setup_ms);
     });
     tracing::info!(codec = negotiated.codec.name(), setup_ms, "call answered");
-    let leg = match Leg::new(&remote, negotiated, Instant::now()) {
+    let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity) {
         Ok(leg) => leg,
         Err(e) => {
             let _ = call.dialog.bye().await;

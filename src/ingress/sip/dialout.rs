@@ -202,7 +202,7 @@ async fn place(
             c.setup_ms = Some(setup_ms);
         });
         tracing::info!(codec = negotiated.codec.name(), setup_ms, "sip: dial-out answered");
-        let leg = match Leg::new(&remote, negotiated, Instant::now()) {
+        let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity) {
             Ok(leg) => leg,
             Err(e) => return call::hang_up(&dialog, &e.to_string(), 500).await,
         };

@@ -32,6 +32,7 @@ enum Outgoing {
 
 /// One phone leg.
 pub struct Leg {
+    complexity: i32,
     remote: SocketAddr,
     latched: bool,
     negotiated: Negotiated,
@@ -56,14 +57,15 @@ pub struct Leg {
 
 impl Leg {
     /// A leg toward `remote` with what the offer/answer settled.
-    pub fn new(remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<Self, UplinkError> {
+    pub fn new(remote: &RemoteAudio, negotiated: Negotiated, now: Instant, complexity: i32) -> Result<Self, UplinkError> {
         Ok(Self {
+            complexity,
             remote: remote.addr,
             latched: false,
             negotiated,
             remote_direction: remote.direction,
-            uplink: Uplink::new(negotiated.codec)?,
-            downlink: Downlink::new(negotiated.codec)?,
+            uplink: Uplink::new(negotiated.codec, complexity)?,
+            downlink: Downlink::new(negotiated.codec, complexity)?,
             dtmf: DtmfReceiver::default(),
             seq: rand::random(),
             timestamp: rand::random(),
@@ -102,8 +104,8 @@ impl Leg {
     /// Applies a new description from a re-INVITE (hold, resume, new address or codec).
     pub fn update(&mut self, remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<(), UplinkError> {
         if negotiated.codec != self.negotiated.codec {
-            self.uplink = Uplink::new(negotiated.codec)?;
-            self.downlink = Downlink::new(negotiated.codec)?;
+            self.uplink = Uplink::new(negotiated.codec, self.complexity)?;
+            self.downlink = Downlink::new(negotiated.codec, self.complexity)?;
         }
         if remote.addr != self.remote && !remote.addr.ip().is_unspecified() {
             self.remote = remote.addr;
@@ -244,7 +246,7 @@ mod tests {
             dtmf_pt: Some(101),
             ptime: 20,
         };
-        Leg::new(&remote, negotiated, Instant::now()).unwrap()
+        Leg::new(&remote, negotiated, Instant::now(), 5).unwrap()
     }
 
     fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {

@@ -149,6 +149,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
             rtp_timeout: config.rtp_timeout,
             pin_timeout: config.pin_timeout,
             answer_delay: config.answer_delay,
+            opus_complexity: i32::from(config.opus_complexity),
         },
         supervisor: deps.supervisor,
         cost: deps.cost,

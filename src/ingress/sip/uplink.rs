@@ -46,8 +46,8 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    /// An uplink for a phone sending `codec`.
-    pub fn new(codec: PhoneCodec) -> Result<Self, UplinkError> {
+    /// An uplink for a phone sending `codec`, encoding Opus at `complexity` (0–10).
+    pub fn new(codec: PhoneCodec, complexity: i32) -> Result<Self, UplinkError> {
         let encoder = match codec {
             PhoneCodec::Opus => None,
             PhoneCodec::Pcmu | PhoneCodec::Pcma => {
@@ -56,6 +56,7 @@ impl Uplink {
                 encoder.set_packet_loss_perc(5)?;
                 encoder.set_dtx(true)?;
                 encoder.set_bitrate(opus::Bitrate::Bits(24_000))?;
+                encoder.set_complexity(complexity)?;
                 Some(encoder)
             }
         };
@@ -159,12 +160,13 @@ pub struct Downlink {
 }
 
 impl Downlink {
-    /// An encoder toward a phone receiving `codec`.
-    pub fn new(codec: PhoneCodec) -> Result<Self, UplinkError> {
+    /// An encoder toward a phone receiving `codec` (Opus at `complexity`, 0–10).
+    pub fn new(codec: PhoneCodec, complexity: i32) -> Result<Self, UplinkError> {
         let encoder = match codec {
             PhoneCodec::Opus => {
                 let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)?;
                 encoder.set_inband_fec(true)?;
+                encoder.set_complexity(complexity)?;
                 Some(encoder)
             }
             _ => None,
@@ -201,7 +203,7 @@ mod tests {
 
     #[test]
     fn g711_becomes_20ms_opus_frames_with_48khz_timestamps() {
-        let mut uplink = Uplink::new(PhoneCodec::Pcmu).unwrap();
+        let mut uplink = Uplink::new(PhoneCodec::Pcmu, 5).unwrap();
         let mut out = Vec::new();
         // 30 ms packets (ptime 30) still give 20 ms Opus frames.
         for n in 0..10u32 {
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn gaps_are_concealed_or_skipped_and_silence_is_sent_sparsely() {
-        let mut uplink = Uplink::new(PhoneCodec::Pcma).unwrap();
+        let mut uplink = Uplink::new(PhoneCodec::Pcma, 5).unwrap();
         let mut out = Vec::new();
         let silence = vec![g711::linear_to_alaw(0); 160];
         uplink.push(0, &silence, &mut out);
@@ -244,7 +246,7 @@ mod tests {
 
     #[test]
     fn opus_phones_are_forwarded_and_timestamps_survive_wrap_around() {
-        let mut uplink = Uplink::new(PhoneCodec::Opus).unwrap();
+        let mut uplink = Uplink::new(PhoneCodec::Opus, 5).unwrap();
         let mut out = Vec::new();
         uplink.push(u32::MAX - 959, &[1, 2, 3], &mut out);
         uplink.push(0, &[4, 5, 6], &mut out);
@@ -256,11 +258,11 @@ mod tests {
     fn downlink_encodes_for_each_codec() {
         let pcm = vec![0i16; 160];
         let mut payload = Vec::new();
-        Downlink::new(PhoneCodec::Pcmu).unwrap().encode(&pcm, &mut payload);
+        Downlink::new(PhoneCodec::Pcmu, 5).unwrap().encode(&pcm, &mut payload);
         assert_eq!(payload, vec![0xff; 160]);
-        Downlink::new(PhoneCodec::Pcma).unwrap().encode(&pcm, &mut payload);
+        Downlink::new(PhoneCodec::Pcma, 5).unwrap().encode(&pcm, &mut payload);
         assert_eq!(payload, vec![0xd5; 160]);
-        Downlink::new(PhoneCodec::Opus).unwrap().encode(&[0i16; 960], &mut payload);
+        Downlink::new(PhoneCodec::Opus, 5).unwrap().encode(&[0i16; 960], &mut payload);
         assert!(!payload.is_empty() && payload.len() < 400);
     }
 }
