@@ -121,6 +121,16 @@ async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
         pause(1_000),
         in_dialog("BYE", "", "", 200),
     ]);
+    // The room's event stream, opened before the call.
+    let mut room_events = sip
+        .setup
+        .http
+        .get(format!("{}/v1/rooms/r1/events", sip.setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
     let phone = sip.sipp("dtmf", &steps, "100", &[]);
     let call = sip.call_to("100", |c| c["state"] == "answered").await;
     let id = call["id"].as_str().unwrap().to_string();
@@ -140,6 +150,22 @@ async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
         assert_eq!(event["data"]["method"], method);
         assert_eq!(event["data"]["room"], "r1");
     }
+    // The same digits as room events for the room's other participants.
+    let mut stream = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stream.matches("event: dtmf").count() < 3 && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), room_events.chunk()).await {
+            Ok(Ok(Some(chunk))) => stream.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    let digits: Vec<&str> = stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| d.contains("\"type\":\"dtmf\""))
+        .filter_map(|d| d.split("\"digit\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(digits, ["1", "5", "#"], "room events: {stream}");
     let output = phone.finish(Duration::from_secs(30));
     assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
     let ended = sip.call_to("100", |c| c["state"] == "ended").await;

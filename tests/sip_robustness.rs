@@ -86,6 +86,12 @@ async fn malformed_messages_are_answered_or_dropped_and_the_call_keeps_its_audio
     assert_speech(&pcm);
     let (status, _) = sip.get("/healthz").await;
     assert_eq!(status, 200);
+    // Each unparsable datagram is counted, and logged (at most once a second) without its content.
+    assert!(metric(&sip, "sip_malformed_total", "").await >= 2.0);
+    let mut gateway = sip.setup.gateway;
+    let line = gateway.wait_for_log("sip: malformed datagram dropped", Duration::from_secs(5));
+    assert!(line.contains("127.0.0.1:"), "the source is named: {line}");
+    assert!(gateway.log.iter().all(|l| !l.contains("junk1")), "no datagram content in the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,7 +137,7 @@ pub(super) async fn remove_participant(
 
 /// `GET /v1/rooms/{room}/events`: a task forwards the room's subscription into a channel the response body
 /// reads; the task ends (dropping the subscription) as soon as the client goes away.
-#[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "rooms", params(("room" = String, Path)), responses((status = 200, description = "Server-Sent Events: a `snapshot`, then one event per change (`participant_joined`, `participant_left`, `track_added`, `track_removed`, `participant_updated`)", content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "rooms", params(("room" = String, Path)), responses((status = 200, description = "Server-Sent Events: a `snapshot`, then one event per change (`participant_joined`, `participant_left`, `track_added`, `track_removed`, `participant_updated`, `dtmf`)", content_type = "text/event-stream")))]
 pub(super) async fn events(State(state): State<AppState>, Path(room): Path<String>) -> Result<Response, ApiError> {
     // `ensure` validates the name first; resolving here puts the webhook's participants in the snapshot.
     state.resolver.ensure(&state.rooms, &room).await.map_err(room_error)?;

@@ -79,6 +79,7 @@ mod tests {
                 RoomEventKind::TrackAdded { track, .. } => format!("added:{}", track.track_name),
                 RoomEventKind::TrackRemoved { track_name, .. } => format!("removed:{track_name}"),
                 RoomEventKind::ParticipantUpdated { .. } => "updated".to_string(),
+                RoomEventKind::Dtmf { digit, .. } => format!("dtmf:{digit}"),
             })
             .collect()
     }

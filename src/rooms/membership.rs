@@ -64,6 +64,11 @@ impl Membership {
         )
     }
 
+    /// Tells the room's subscribers that this (phone) participant typed `digit`.
+    pub fn dtmf(&self, digit: char) -> Result<RoomEvent, RoomError> {
+        self.rooms.dtmf_of(&self.room, &self.participant_id, &self.session_id, digit)
+    }
+
     /// Leaves the room now (the same as dropping the membership).
     pub fn leave(self) {}
 }
@@ -118,6 +123,23 @@ mod tests {
         membership.leave();
         assert!(rooms.get("r").is_none());
         assert!(rooms.list().is_empty());
+    }
+
+    #[test]
+    fn a_callers_digit_is_a_room_event_that_changes_nothing() {
+        let rooms = Rooms::new();
+        let membership = rooms
+            .join_gateway("r", Participant::new("sip-1", S1, ParticipantSource::Gateway))
+            .unwrap();
+        let mut subscription = rooms.subscribe("r");
+        let before = subscription.snapshot.clone();
+        let event = membership.dtmf('#').unwrap();
+        assert_eq!(event.seq, 2);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "dtmf");
+        assert_eq!(json["digit"], "#");
+        assert_eq!(json["participantId"], "sip-1");
+        assert_eq!(subscription.resync().participants, before.participants);
     }
 
     #[test]

@@ -162,6 +162,15 @@ pub enum RoomEventKind {
         /// The participant as it is now.
         participant: Participant,
     },
+    /// A phone participant typed a DTMF digit (changes nothing in the room's state).
+    Dtmf {
+        /// The caller's participant id.
+        participant_id: String,
+        /// Its SFU session.
+        session_id: String,
+        /// `0-9`, `*`, `#` or `A-D`.
+        digit: String,
+    },
 }
 
 /// Checks a room name: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.

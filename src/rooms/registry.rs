@@ -226,6 +226,18 @@ impl Rooms {
         Ok(state.emit(room, kind))
     }
 
+    /// A `Dtmf` event for a participant, only while it is in SFU session `session_id`.
+    pub(super) fn dtmf_of(&self, room: &str, participant_id: &str, session_id: &str, digit: char) -> Result<RoomEvent, RoomError> {
+        let mut rooms = self.lock();
+        let state = room_of(&mut rooms, room, participant_id, Some(session_id))?;
+        let kind = RoomEventKind::Dtmf {
+            participant_id: participant_id.to_string(),
+            session_id: session_id.to_string(),
+            digit: digit.to_string(),
+        };
+        Ok(state.emit(room, kind))
+    }
+
     /// The room's current state, if it has participants.
     pub fn get(&self, room: &str) -> Option<RoomSnapshot> {
         let rooms = self.lock();

@@ -603,6 +603,11 @@ async fn on_digit(
         }
         return None;
     }
+    if let Some((membership, ..)) = room.as_ref() {
+        if let Err(e) = membership.dtmf(digit) {
+            tracing::debug!(error = %e, "sip: DTMF room event not sent");
+        }
+    }
     deps.webhooks.send(
         "call.dtmf",
         serde_json::json!({"callId": id, "room": destination.room, "digit": digit.to_string(), "method": method}),

@@ -21,6 +21,9 @@ pub const MAX_TARGET: u64 = 4 * FRAME_TICKS;
 pub const MAX_CONCEALED: u32 = 3;
 /// Buffered audio beyond which the oldest packets are dropped (a burst after a stall).
 const OVERFLOW: u64 = 3 * MAX_TARGET;
+/// Pulls (20 ms each) over which the smallest buffer level is watched: a buffer that never went below
+/// target + 20 ms in that time holds delay nobody needs, and the excess is dropped.
+const SHRINK_WINDOW: u32 = 25;
 
 /// What to play next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +45,7 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Packets that came after their time and were dropped.
     pub late: u64,
-    /// Packets dropped to bound the delay.
+    /// Packets dropped to bound the delay (bursts, and excess delay left behind by one).
     pub overflowed: u64,
 }
 
@@ -55,6 +58,8 @@ pub struct JitterBuffer {
     concealed_run: u32,
     jitter: f64,
     last_arrival: Option<(Instant, u64)>,
+    window_min: u64,
+    window_pulls: u32,
     /// Counters.
     pub stats: JitterStats,
 }
@@ -75,6 +80,8 @@ impl JitterBuffer {
             concealed_run: 0,
             jitter: 0.0,
             last_arrival: None,
+            window_min: u64::MAX,
+            window_pulls: 0,
             stats: JitterStats::default(),
         }
     }
@@ -113,6 +120,26 @@ impl JitterBuffer {
         }
     }
 
+    /// Drops the delay a past burst left behind: when the buffer stayed above target + 20 ms for a whole
+    /// window, the oldest packets beyond the target go.
+    fn shrink(&mut self) {
+        self.window_min = self.window_min.min(self.buffered());
+        self.window_pulls += 1;
+        if self.window_pulls < SHRINK_WINDOW {
+            return;
+        }
+        let target = self.target();
+        if self.window_min > target + FRAME_TICKS {
+            while self.buffered() > target + FRAME_TICKS / 2 && self.packets.len() > 1 {
+                self.packets.pop_first();
+                self.stats.overflowed += 1;
+            }
+            self.next = self.packets.first_key_value().map(|(ts, _)| *ts);
+        }
+        self.window_min = u64::MAX;
+        self.window_pulls = 0;
+    }
+
     /// What to play for the next 20 ms.
     pub fn pull(&mut self) -> Pull {
         if !self.playing {
@@ -122,6 +149,7 @@ impl JitterBuffer {
             self.playing = true;
             self.next = self.packets.first_key_value().map(|(ts, _)| *ts);
         }
+        self.shrink();
         let next = self.next.unwrap_or_default();
         // Anything older than the play position was already concealed.
         while let Some(entry) = self.packets.first_entry() {
@@ -215,6 +243,28 @@ mod tests {
         jb.push(50 * FRAME_TICKS, packet(9), FRAME_TICKS, start + Duration::from_secs(1));
         jb.push(51 * FRAME_TICKS, packet(10), FRAME_TICKS, start + Duration::from_secs(1));
         assert_eq!(played(jb.pull()), Some(9));
+    }
+
+    #[test]
+    fn delay_left_by_a_burst_shrinks_back_to_the_target() {
+        let start = Instant::now();
+        let mut jb = JitterBuffer::new();
+        // A stall, then 10 packets (200 ms) at once, then steady arrival in real time.
+        for n in 0..10u64 {
+            jb.push(n * FRAME_TICKS, packet(0), FRAME_TICKS, start);
+        }
+        for n in 10..200u64 {
+            let at = start + Duration::from_millis(20 * (n - 9));
+            jb.push(n * FRAME_TICKS, packet(0), FRAME_TICKS, at);
+            jb.pull();
+        }
+        assert!(
+            jb.buffered() <= jb.target() + FRAME_TICKS,
+            "buffered {} ticks against a target of {}",
+            jb.buffered(),
+            jb.target()
+        );
+        assert!(jb.stats.overflowed > 0);
     }
 
     #[test]

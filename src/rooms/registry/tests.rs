@@ -26,6 +26,7 @@ fn describe(events: &[RoomEvent]) -> Vec<String> {
                 RoomEventKind::TrackAdded { track, .. } => format!("added:{}", track.track_name),
                 RoomEventKind::TrackRemoved { track_name, .. } => format!("removed:{track_name}"),
                 RoomEventKind::ParticipantUpdated { participant } => format!("updated:{}", participant.id),
+                RoomEventKind::Dtmf { digit, .. } => format!("dtmf:{digit}"),
             };
             format!("{} {what}", e.seq)
         })
