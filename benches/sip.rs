@@ -38,7 +38,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let flags = util::flags(&[("calls", 200), ("step", 100), ("seconds", 20), ("room-size", 2), ("complexity", 5)]);
+    let flags = util::flags(&[
+        ("calls", 200),
+        ("step", 100),
+        ("seconds", 20),
+        ("room-size", 2),
+        ("complexity", 5),
+    ]);
     Args {
         calls: flags["calls"] as usize,
         step: flags["step"].max(1) as usize,
@@ -57,7 +63,12 @@ fn speech() -> Vec<Vec<u8>> {
         let caplen = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
         let rtp = offset + 16 + 42; // Ethernet, IPv4, UDP
         if let Ok(packet) = RtpPacket::parse(&bytes[rtp..offset + 16 + caplen]) {
-            samples.extend(packet.payload.iter().map(|&b| g711::linear_to_ulaw(g711::alaw_to_linear(b))));
+            samples.extend(
+                packet
+                    .payload
+                    .iter()
+                    .map(|&b| g711::linear_to_ulaw(g711::alaw_to_linear(b))),
+            );
         }
         offset += 16 + caplen;
     }
@@ -93,7 +104,14 @@ fn run_phones(socket: Arc<UdpSocket>, phones: Arc<Mutex<Phones>>) {
             let targets = send_phones.lock().unwrap().targets.clone();
             let payload = &frames[n as usize % frames.len()];
             for (i, target) in targets.iter().enumerate() {
-                let packet = RtpPacket { payload_type: 0, marker: false, seq: n as u16, timestamp: n * 160, ssrc: i as u32 + 1, payload };
+                let packet = RtpPacket {
+                    payload_type: 0,
+                    marker: false,
+                    seq: n as u16,
+                    timestamp: n * 160,
+                    ssrc: i as u32 + 1,
+                    payload,
+                };
                 packet.write(&mut out);
                 let _ = sender.send_to(&out, target).await;
             }
@@ -103,9 +121,13 @@ fn run_phones(socket: Arc<UdpSocket>, phones: Arc<Mutex<Phones>>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
-            let Ok((len, from)) = socket.recv_from(&mut buf).await else { continue };
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
             let at = epoch.elapsed().as_secs_f64();
-            let Ok(packet) = RtpPacket::parse(&buf[..len]) else { continue };
+            let Ok(packet) = RtpPacket::parse(&buf[..len]) else {
+                continue;
+            };
             let mut phones = phones.lock().unwrap();
             let leg = phones.legs.entry(from).or_default();
             let first = *leg.first_seq.get_or_insert(packet.seq);
@@ -137,18 +159,34 @@ fn client(sfu_api: &str) -> CallsClient {
 async fn publisher(sfu: &CallsClient, api: &str, room: usize, tone: Arc<Vec<Vec<u8>>>) -> (Arc<Peer>, PeerStreams) {
     let (peer, streams) = Peer::connect(sfu.clone(), PeerConfig::default()).await.expect("peer");
     let track = format!("pub{room}");
-    peer.publish(vec![LocalTrackSpec::new(&track, Codec::Opus)]).await.expect("publish");
+    peer.publish(vec![LocalTrackSpec::new(&track, Codec::Opus)])
+        .await
+        .expect("publish");
     let peer = Arc::new(peer);
     let body = json!({"sessionId": peer.session_id(), "tracks": [{"trackName": track, "kind": "audio"}]});
-    let response = reqwest::Client::new().put(format!("{api}/v1/rooms/room{room}/participants/pub{room}")).json(&body).send().await.expect("room");
-    assert!(response.status().is_success(), "register publisher: {}", response.status());
+    let response = reqwest::Client::new()
+        .put(format!("{api}/v1/rooms/room{room}/participants/pub{room}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("room");
+    assert!(
+        response.status().is_success(),
+        "register publisher: {}",
+        response.status()
+    );
     let sender = peer.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         for n in 0u64.. {
             tick.tick().await;
             let data = tone[n as usize % tone.len()].clone();
-            sender.send_frame(OutFrame { track: track.clone(), rtp_time: n * 960, data, rid: None });
+            sender.send_frame(OutFrame {
+                track: track.clone(),
+                rtp_time: n * 960,
+                data,
+                rid: None,
+            });
         }
     });
     (peer, streams)
@@ -159,7 +197,9 @@ fn opus_tone() -> Vec<Vec<u8>> {
     (0..50)
         .map(|n| {
             let pcm: Vec<i16> = (0..960)
-                .map(|i| (((n * 960 + i) as f64 * 440.0 * 2.0 * std::f64::consts::PI / 48_000.0).sin() * 6_000.0) as i16)
+                .map(|i| {
+                    (((n * 960 + i) as f64 * 440.0 * 2.0 * std::f64::consts::PI / 48_000.0).sin() * 6_000.0) as i16
+                })
                 .collect();
             encoder.encode_vec(&pcm, 400).unwrap()
         })
@@ -196,8 +236,11 @@ fn baseline(calls: usize, inputs: usize, seconds: u64, complexity: i32) -> f64 {
                 e
             })
             .collect();
-        let mut down: Vec<opus::Decoder> = (0..calls * inputs).map(|_| opus::Decoder::new(8_000, opus::Channels::Mono).unwrap()).collect();
-        let (mut pcm, mut packet, mut decoded, mut mix) = (vec![0i16; 160], vec![0u8; 400], vec![0i16; 960], vec![0i32; 160]);
+        let mut down: Vec<opus::Decoder> = (0..calls * inputs)
+            .map(|_| opus::Decoder::new(8_000, opus::Channels::Mono).unwrap())
+            .collect();
+        let (mut pcm, mut packet, mut decoded, mut mix) =
+            (vec![0i16; 160], vec![0u8; 400], vec![0i16; 960], vec![0i32; 160]);
         let mut sink = 0usize;
         let start_cpu = util::cpu_and_rss("/proc/thread-self/stat").0;
         let start = Instant::now();
@@ -210,12 +253,17 @@ fn baseline(calls: usize, inputs: usize, seconds: u64, complexity: i32) -> f64 {
                 sink += up[call].encode(&pcm, &mut packet).unwrap_or(0);
                 mix.iter_mut().for_each(|m| *m = 0);
                 for input in 0..inputs {
-                    let got = down[call * inputs + input].decode(&tone[n % tone.len()], &mut decoded, false).unwrap_or(0);
+                    let got = down[call * inputs + input]
+                        .decode(&tone[n % tone.len()], &mut decoded, false)
+                        .unwrap_or(0);
                     for (m, &s) in mix.iter_mut().zip(&decoded[..got.min(160)]) {
                         *m += i32::from(s);
                     }
                 }
-                sink += mix.iter().map(|&m| usize::from(g711::linear_to_ulaw(m.clamp(-32_768, 32_767) as i16))).sum::<usize>();
+                sink += mix
+                    .iter()
+                    .map(|&m| usize::from(g711::linear_to_ulaw(m.clamp(-32_768, 32_767) as i16)))
+                    .sum::<usize>();
             }
             n += 1;
             let next = start + Duration::from_millis(20 * n as u64);
@@ -231,7 +279,12 @@ fn baseline(calls: usize, inputs: usize, seconds: u64, complexity: i32) -> f64 {
 }
 
 async fn metrics_quantile(api: &str, name: &str, quantile: &str) -> f64 {
-    let text = reqwest::get(format!("{api}/metrics")).await.expect("metrics").text().await.expect("text");
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     text.lines()
         .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
         .and_then(|l| l.rsplit(' ').next())
@@ -240,8 +293,19 @@ async fn metrics_quantile(api: &str, name: &str, quantile: &str) -> f64 {
 }
 
 async fn answered(api: &str) -> Vec<Value> {
-    let calls: Value = reqwest::get(format!("{api}/v1/calls")).await.expect("calls").json().await.expect("json");
-    calls.as_array().cloned().unwrap_or_default().into_iter().filter(|c| c["state"] == "answered").collect()
+    let calls: Value = reqwest::get(format!("{api}/v1/calls"))
+        .await
+        .expect("calls")
+        .json()
+        .await
+        .expect("json");
+    calls
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["state"] == "answered")
+        .collect()
 }
 
 #[tokio::main]
@@ -249,7 +313,9 @@ async fn main() {
     let args = args();
     let dir = tempfile::tempdir().expect("tempdir");
     let rooms = args.calls.div_ceil(args.room_size);
-    let rules: String = (0..rooms).map(|r| format!("[[sip.rules]]\nto = \"r{r}x*\"\nroom = \"room{r}\"\n\n")).collect();
+    let rules: String = (0..rooms)
+        .map(|r| format!("[[sip.rules]]\nto = \"r{r}x*\"\nroom = \"room{r}\"\n\n"))
+        .collect();
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, rules).expect("config");
     let binary = env!("CARGO_BIN_EXE_sfu-gateway");
@@ -313,8 +379,28 @@ async fn main() {
         let count = (n - placed).to_string();
         sipps.push(Proc(
             Command::new("sipp")
-                .args([&sip_addr, "-sf", &scenario_path.display().to_string(), "-inf", &fields.display().to_string()])
-                .args(["-m", &count, "-l", &count, "-r", "50", "-i", "127.0.0.1", "-p", "0", "-nostdin", "-timeout", "0"])
+                .args([
+                    &sip_addr,
+                    "-sf",
+                    &scenario_path.display().to_string(),
+                    "-inf",
+                    &fields.display().to_string(),
+                ])
+                .args([
+                    "-m",
+                    &count,
+                    "-l",
+                    &count,
+                    "-r",
+                    "50",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    "0",
+                    "-nostdin",
+                    "-timeout",
+                    "0",
+                ])
                 .current_dir(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -331,7 +417,10 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         assert!(calls.len() >= n, "only {} of {n} calls were answered", calls.len());
-        let targets: Vec<SocketAddr> = calls.iter().filter_map(|c| c["localRtp"].as_str()?.parse().ok()).collect();
+        let targets: Vec<SocketAddr> = calls
+            .iter()
+            .filter_map(|c| c["localRtp"].as_str()?.parse().ok())
+            .collect();
         phones.lock().unwrap().targets = targets;
         tokio::time::sleep(Duration::from_secs(3)).await; // warm-up: jitter buffers fill, latches settle
         phones.lock().unwrap().legs.clear();
@@ -341,7 +430,9 @@ async fn main() {
         let gw_cores = cores(&start, &end);
         let (received, expected, late) = {
             let phones = phones.lock().unwrap();
-            phones.legs.values().fold((0, 0, 0), |(r, e, l), leg| (r + leg.received, e + leg.highest + 1, l + leg.late))
+            phones.legs.values().fold((0, 0, 0), |(r, e, l), leg| {
+                (r + leg.received, e + leg.highest + 1, l + leg.late)
+            })
         };
         let lost = expected.saturating_sub(received) as f64 / expected.max(1) as f64 * 100.0;
         let late = late as f64 / received.max(1) as f64 * 100.0;
@@ -368,7 +459,9 @@ async fn main() {
         args.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| calls | legs heard | gateway cores | CPU ms/s per call | RSS MiB per call | lost to phone % | late to phone % | uplink added p95 ms | downlink added p95 ms | baseline cores (raw codec) | gateway ÷ baseline |");
+    println!(
+        "| calls | legs heard | gateway cores | CPU ms/s per call | RSS MiB per call | lost to phone % | late to phone % | uplink added p95 ms | downlink added p95 ms | baseline cores (raw codec) | gateway ÷ baseline |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");

@@ -11,15 +11,24 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level` when set. Logs go to stderr.
 pub fn init(format: LogFormat, level: &str) {
-    let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| level.to_string());
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| level.to_string());
     let filter = EnvFilter::try_new(with_quiet_sip_stack(&wanted)).unwrap_or_else(|_| EnvFilter::new("info"));
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let output = match format {
         LogFormat::Text => output.boxed(),
         LogFormat::Json => output.json().with_current_span(true).with_span_list(false).boxed(),
     };
-    let malformed = MalformedSip::default().with_filter(Targets::new().with_target("rsipstack::transport::udp", tracing::Level::DEBUG));
-    let result = tracing_subscriber::registry().with(output.with_filter(filter)).with(malformed).try_init();
+    let malformed = MalformedSip::default()
+        .with_filter(Targets::new().with_target("rsipstack::transport::udp", tracing::Level::DEBUG));
+    let result = tracing_subscriber::registry()
+        .with(output.with_filter(filter))
+        .with(malformed)
+        .try_init();
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::sip::{self, EVENTS, PCMA, PCMU, PhoneMedia, ack, final_response, in_dialog, invite, pause, play_pcap, scenario};
+use common::sip::{
+    self, EVENTS, PCMA, PCMU, PhoneMedia, ack, final_response, in_dialog, invite, pause, play_pcap, scenario,
+};
 use sfu_gateway::ingress::sip::rtp::DtmfReceiver;
 use std::path::Path;
 use std::time::Duration;
@@ -27,11 +29,22 @@ async fn caller_in_room(sip: &sip::Sip, room: &str, call: &serde_json::Value) ->
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, snapshot) = sip.get(&format!("/v1/rooms/{room}")).await;
-        let found = snapshot["participants"].as_array().into_iter().flatten().find(|p| p["id"] == id.as_str()).cloned();
+        let found = snapshot["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == id.as_str())
+            .cloned();
         if let Some(p) = found {
-            return (p["sessionId"].as_str().unwrap().to_string(), p["tracks"][0]["trackName"].as_str().unwrap().to_string());
+            return (
+                p["sessionId"].as_str().unwrap().to_string(),
+                p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
+            );
         }
-        assert!(tokio::time::Instant::now() < deadline, "caller {id} never joined {room}: {snapshot}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "caller {id} never joined {room}: {snapshot}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -55,25 +68,46 @@ async fn a_callers_speech_reaches_the_room_as_opus_over_udp_and_tcp() {
         ("100", Path::new(sip::PCAP_ALAW).to_path_buf(), PCMA, "u1"),
         ("101", ulaw, PCMU, "t1"),
     ] {
-        let phone = sip.sipp(&format!("speech-{number}"), &speech_call(&pcap, format), number, &["-t", transport]);
+        let phone = sip.sipp(
+            &format!("speech-{number}"),
+            &speech_call(&pcap, format),
+            number,
+            &["-t", transport],
+        );
         let call = sip.call_to(number, |c| c["state"] == "answered").await;
         assert_eq!(call["codec"], format.1.split('/').next().unwrap());
         assert_eq!(call["from"], "+15550001");
         let (session, track) = caller_in_room(&sip, "r1", &call).await;
         assert_eq!(track, format!("r1-sip-{}", call["id"].as_str().unwrap()));
         let pcm = sip.listen(&session, &track, Duration::from_secs(3)).await;
-        assert!(pcm.len() > 48_000 * 2, "{number}: only {} samples of the caller arrived", pcm.len());
+        assert!(
+            pcm.len() > 48_000 * 2,
+            "{number}: only {} samples of the caller arrived",
+            pcm.len()
+        );
         // Speech, not silence: energy in most 100 ms windows.
         let voiced = pcm.chunks(4_800).filter(|w| sip::rms(w) > 300.0).count();
-        assert!(voiced * 2 > pcm.len() / 4_800, "{number}: {voiced} voiced windows of {}", pcm.len() / 4_800);
+        assert!(
+            voiced * 2 > pcm.len() / 4_800,
+            "{number}: {voiced} voiced windows of {}",
+            pcm.len() / 4_800
+        );
         let output = phone.finish(Duration::from_secs(30));
-        assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            output.status.success(),
+            "sipp failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
         let ended = sip.hook("call.ended", |d| d["callId"] == call["id"]).await;
         assert_eq!(ended["data"]["reason"], "hung up");
         assert!(ended["data"]["stats"]["packetsFromPhone"].as_u64().unwrap() > 100);
         // The caller left the room with its track.
         let (_, room) = sip.get("/v1/rooms/r1").await;
-        let still = room["participants"].as_array().into_iter().flatten().any(|p| p["sessionId"] == session.as_str());
+        let still = room["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["sessionId"] == session.as_str());
         assert!(!still, "the caller is still in the room: {room}");
     }
 }
@@ -85,9 +119,17 @@ async fn the_phone_hears_the_room_mix_but_not_itself() {
     let _bob = sip.tone_publisher("r1", "bob", 1_000.0).await;
     let phone_media = PhoneMedia::bind().await;
     let offer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
-    let steps = scenario(&[invite(&offer, ""), final_response(200, ""), ack(false, ""), pause(6_000), in_dialog("BYE", "", "", 200)]);
+    let steps = scenario(&[
+        invite(&offer, ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(6_000),
+        in_dialog("BYE", "", "", 200),
+    ]);
     let phone = sip.sipp("mix", &steps, "100", &[]);
-    let call = sip.call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string()).await;
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+        .await;
     let gateway_rtp: std::net::SocketAddr = call["localRtp"].as_str().unwrap().parse().unwrap();
     // The phone speaks a 2.5 kHz tone while it listens.
     let speak = phone_media.send_tone(gateway_rtp, true, 2_500.0, 4);
@@ -95,13 +137,28 @@ async fn the_phone_hears_the_room_mix_but_not_itself() {
     let ((), (pcm, _)) = tokio::join!(speak, listen);
     assert!(pcm.len() > 8_000 * 3, "only {} samples reached the phone", pcm.len());
     let tail = &pcm[8_000..];
-    let (alice, bob, own) = (sip::share_of(tail, 8_000, 440.0), sip::share_of(tail, 8_000, 1_000.0), sip::share_of(tail, 8_000, 2_500.0));
-    assert!(alice > 0.15 && bob > 0.15, "both publishers are mixed: 440 Hz {alice:.3}, 1 kHz {bob:.3}");
+    let (alice, bob, own) = (
+        sip::share_of(tail, 8_000, 440.0),
+        sip::share_of(tail, 8_000, 1_000.0),
+        sip::share_of(tail, 8_000, 2_500.0),
+    );
+    assert!(
+        alice > 0.15 && bob > 0.15,
+        "both publishers are mixed: 440 Hz {alice:.3}, 1 kHz {bob:.3}"
+    );
     assert!(own < 0.01, "the caller hears itself: 2.5 kHz {own:.3}");
     let call = sip.call_to("100", |c| c["remoteRtp"].is_string()).await;
-    assert_eq!(call["remoteRtp"], phone_media.socket.local_addr().unwrap().to_string(), "latched onto the phone");
+    assert_eq!(
+        call["remoteRtp"],
+        phone_media.socket.local_addr().unwrap().to_string(),
+        "latched onto the phone"
+    );
     let output = phone.finish(Duration::from_secs(30));
-    assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,13 +192,28 @@ async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
     let call = sip.call_to("100", |c| c["state"] == "answered").await;
     let id = call["id"].as_str().unwrap().to_string();
     // Digits to the phone, before sipp's own RTP makes the gateway latch onto sipp's media port.
-    let (status, _) = sip.send(reqwest::Method::POST, &format!("/v1/calls/{id}/dtmf"), Some(serde_json::json!({"digits": "42#"}))).await;
+    let (status, _) = sip
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/calls/{id}/dtmf"),
+            Some(serde_json::json!({"digits": "42#"})),
+        )
+        .await;
     assert_eq!(status, 202);
     let (_, events) = phone_media.receive(true, Duration::from_secs(2)).await;
     let mut receiver = DtmfReceiver::default();
-    let digits: String = events.iter().filter_map(|(ts, payload)| receiver.receive(*ts, payload)).collect();
+    let digits: String = events
+        .iter()
+        .filter_map(|(ts, payload)| receiver.receive(*ts, payload))
+        .collect();
     assert_eq!(digits, "42#", "RFC 4733 events at the phone");
-    let (status, _) = sip.send(reqwest::Method::POST, &format!("/v1/calls/{id}/dtmf"), Some(serde_json::json!({"digits": "12x"}))).await;
+    let (status, _) = sip
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/calls/{id}/dtmf"),
+            Some(serde_json::json!({"digits": "12x"})),
+        )
+        .await;
     assert_eq!(status, 422, "digits are validated");
     // Digits from the phone.
     for (digit, method) in [("1", "rfc4733"), ("5", "info"), ("#", "info")] {
@@ -167,7 +239,11 @@ async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
         .collect();
     assert_eq!(digits, ["1", "5", "#"], "room events: {stream}");
     let output = phone.finish(Duration::from_secs(30));
-    assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let ended = sip.call_to("100", |c| c["state"] == "ended").await;
     assert_eq!(ended["stats"]["dtmfReceived"], 3, "each digit counted once");
 }
@@ -177,7 +253,12 @@ async fn a_pin_typed_by_dtmf_routes_the_caller_into_its_room() {
     let sip = sip::start(RULES, &[]).await;
     let phone_media = PhoneMedia::bind().await;
     let offer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
-    let mut steps = vec![invite(&offer, ""), final_response(200, ""), ack(false, ""), pause(1_500)];
+    let mut steps = vec![
+        invite(&offer, ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(1_500),
+    ];
     for digit in ["9", "#", "1", "2", "3", "4"] {
         steps.push(in_dialog("INFO", "application/dtmf", digit, 200));
     }
@@ -187,13 +268,24 @@ async fn a_pin_typed_by_dtmf_routes_the_caller_into_its_room() {
     assert_eq!(waiting["room"], "secret");
     // The caller hears the prompt beeps (425 Hz) while the PIN is awaited, and is not in the room yet.
     let (pcm, _) = phone_media.receive(true, Duration::from_millis(800)).await;
-    assert!(sip::share_of(&pcm, 8_000, 425.0) > 0.3, "prompt tone: {:.3}", sip::share_of(&pcm, 8_000, 425.0));
+    assert!(
+        sip::share_of(&pcm, 8_000, 425.0) > 0.3,
+        "prompt tone: {:.3}",
+        sip::share_of(&pcm, 8_000, 425.0)
+    );
     let (_, room) = sip.get("/v1/rooms/secret").await;
-    assert!(room["participants"].as_array().is_none_or(|p| p.is_empty()), "joined before the PIN: {room}");
+    assert!(
+        room["participants"].as_array().is_none_or(|p| p.is_empty()),
+        "joined before the PIN: {room}"
+    );
     let joined = sip.call_to("200", |c| c["state"] == "answered").await;
     caller_in_room(&sip, "secret", &joined).await;
     let output = phone.finish(Duration::from_secs(30));
-    assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     // Digits typed for the PIN are not application events.
     assert!(sip.hooks.lock().unwrap().iter().all(|e| e["kind"] != "call.dtmf"));
 }

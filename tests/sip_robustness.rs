@@ -16,7 +16,12 @@ room = "r1"
 "#;
 
 /// A call playing speech for ~7 s; returns the subscriber's PCM of the caller over `listen`.
-async fn speech_while(sip: &sip::Sip, name: &str, listen: Duration, disturb: impl Future<Output = ()>) -> (Vec<i16>, std::process::Output) {
+async fn speech_while(
+    sip: &sip::Sip,
+    name: &str,
+    listen: Duration,
+    disturb: impl Future<Output = ()>,
+) -> (Vec<i16>, std::process::Output) {
     let steps = scenario(&[
         invite(&sip::sdp(&[PCMA, EVENTS], "[media_port]", "sendrecv"), ""),
         final_response(200, ""),
@@ -29,7 +34,13 @@ async fn speech_while(sip: &sip::Sip, name: &str, listen: Duration, disturb: imp
     let call = sip.call_to("100", |c| c["state"] == "answered").await;
     let participant = format!("sip-{}", call["id"].as_str().unwrap());
     let (_, room) = sip.get("/v1/rooms/r1").await;
-    let caller = room["participants"].as_array().unwrap().iter().find(|p| p["id"] == participant.as_str()).unwrap().clone();
+    let caller = room["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == participant.as_str())
+        .unwrap()
+        .clone();
     let session = caller["sessionId"].as_str().unwrap().to_string();
     let track = caller["tracks"][0]["trackName"].as_str().unwrap().to_string();
     let (pcm, ()) = tokio::join!(sip.listen(&session, &track, listen), disturb);
@@ -45,7 +56,16 @@ fn assert_speech(pcm: &[i16]) {
 }
 
 async fn metric(sip: &sip::Sip, name: &str, label: &str) -> f64 {
-    let text = sip.setup.http.get(format!("{}/metrics", sip.setup.gateway.api)).send().await.unwrap().text().await.unwrap();
+    let text = sip
+        .setup
+        .http
+        .get(format!("{}/metrics", sip.setup.gateway.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find(|l| l.starts_with(name) && l.contains(label))
         .and_then(|l| l.rsplit(' ').next())
@@ -65,7 +85,14 @@ async fn malformed_messages_are_answered_or_dropped_and_the_call_keeps_its_audio
         let binary: Vec<u8> = (0..1_400u32).map(|i| (i * 7919 % 251) as u8).collect();
         let huge_header = valid.replace("User-Agent: tester", &format!("User-Agent: {}", "x".repeat(7_000)));
         let no_headers = b"INVITE sip:100@127.0.0.1 SIP/2.0\r\n\r\n".to_vec();
-        for datagram in [truncated.to_vec(), wrong_length.into_bytes(), binary, huge_header.into_bytes(), no_headers, vec![0u8; 0]] {
+        for datagram in [
+            truncated.to_vec(),
+            wrong_length.into_bytes(),
+            binary,
+            huge_header.into_bytes(),
+            no_headers,
+            vec![0u8; 0],
+        ] {
             let reply = sip::raw_udp(&target, &datagram, Duration::from_millis(300)).await;
             if let Some(reply) = reply {
                 assert!(reply.starts_with("SIP/2.0 4"), "junk got {reply}");
@@ -78,11 +105,17 @@ async fn malformed_messages_are_answered_or_dropped_and_the_call_keeps_its_audio
         drop(stream);
         // Still serving: OPTIONS is answered.
         let options = sip::raw_request("OPTIONS", &target, "127.0.0.1:9", "alive1", "tester", "");
-        let reply = sip::raw_udp(&target, options.as_bytes(), Duration::from_secs(3)).await.expect("OPTIONS after junk");
+        let reply = sip::raw_udp(&target, options.as_bytes(), Duration::from_secs(3))
+            .await
+            .expect("OPTIONS after junk");
         assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
     };
     let (pcm, output) = speech_while(&sip, "junk", Duration::from_secs(5), junk).await;
-    assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert_speech(&pcm);
     let (status, _) = sip.get("/healthz").await;
     assert_eq!(status, 200);
@@ -91,7 +124,10 @@ async fn malformed_messages_are_answered_or_dropped_and_the_call_keeps_its_audio
     let mut gateway = sip.setup.gateway;
     let line = gateway.wait_for_log("sip: malformed datagram dropped", Duration::from_secs(5));
     assert!(line.contains("127.0.0.1:"), "the source is named: {line}");
-    assert!(gateway.log.iter().all(|l| !l.contains("junk1")), "no datagram content in the log");
+    assert!(
+        gateway.log.iter().all(|l| !l.contains("junk1")),
+        "no datagram content in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,14 +147,25 @@ async fn an_invite_flood_is_rate_limited_scanners_are_dropped_and_the_call_keeps
             }
         }
         let scanner = sip::raw_request("OPTIONS", &target, "127.0.0.1:9", "scan1", "friendly-scanner", "");
-        assert_eq!(sip::raw_udp(&target, scanner.as_bytes(), Duration::from_millis(500)).await, None, "scanners get no answer");
+        assert_eq!(
+            sip::raw_udp(&target, scanner.as_bytes(), Duration::from_millis(500)).await,
+            None,
+            "scanners get no answer"
+        );
     };
     let (pcm, output) = speech_while(&sip, "flood", Duration::from_secs(5), flood).await;
-    assert!(output.status.success(), "sipp failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert_speech(&pcm);
     let limited = metric(&sip, "sip_requests_dropped_total", "reason=\"rate\"").await;
     assert!(limited >= 900.0, "rate-limited INVITEs: {limited}");
-    assert_eq!(metric(&sip, "sip_requests_dropped_total", "reason=\"scanner\"").await, 1.0);
+    assert_eq!(
+        metric(&sip, "sip_requests_dropped_total", "reason=\"scanner\"").await,
+        1.0
+    );
     // The few INVITEs admitted went nowhere (no rule for 999) and made no call.
     let (_, calls) = sip.get("/v1/calls").await;
     assert_eq!(calls.as_array().unwrap().len(), 1, "only the real call: {calls}");

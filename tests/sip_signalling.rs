@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::sip::{self, EVENTS, PCMU, PhoneMedia, ack, cancel, expect_bye, final_response, in_dialog, invite, invite_failing, pause, scenario};
+use common::sip::{
+    self, EVENTS, PCMU, PhoneMedia, ack, cancel, expect_bye, final_response, in_dialog, invite, invite_failing, pause,
+    scenario,
+};
 use std::time::Duration;
 
 const RULES: &str = r#"
@@ -19,14 +22,22 @@ fn offer() -> String {
 }
 
 fn assert_ok(output: std::process::Output) {
-    assert!(output.status.success(), "sipp failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "sipp failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_unknown_number_unsupported_codec_and_options() {
     let sip = sip::start(RULES, &[]).await;
     let unknown = scenario(&[invite_failing(&offer(), ""), final_response(404, ""), ack(true, "")]);
-    assert_ok(sip.sipp("unknown", &unknown, "555", &[]).finish(Duration::from_secs(20)));
+    assert_ok(
+        sip.sipp("unknown", &unknown, "555", &[])
+            .finish(Duration::from_secs(20)),
+    );
     let g729 = sip::sdp(&[(18, "G729/8000")], "[media_port]", "sendrecv");
     let codec = scenario(&[invite_failing(&g729, ""), final_response(488, ""), ack(true, "")]);
     assert_ok(sip.sipp("g729", &codec, "100", &[]).finish(Duration::from_secs(20)));
@@ -34,9 +45,14 @@ async fn refusals_unknown_number_unsupported_codec_and_options() {
     let secure = scenario(&[invite_failing(&srtp, ""), final_response(488, ""), ack(true, "")]);
     assert_ok(sip.sipp("srtp", &secure, "100", &[]).finish(Duration::from_secs(20)));
     let options = sip::raw_request("OPTIONS", &sip.addr, "127.0.0.1:9", "opt1", "tester", "");
-    let reply = sip::raw_udp(&sip.addr, options.as_bytes(), Duration::from_secs(3)).await.expect("an OPTIONS reply");
+    let reply = sip::raw_udp(&sip.addr, options.as_bytes(), Duration::from_secs(3))
+        .await
+        .expect("an OPTIONS reply");
     assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
-    assert!(reply.contains("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"), "Allow lists the methods: {reply}");
+    assert!(
+        reply.contains("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        "Allow lists the methods: {reply}"
+    );
     let (_, calls) = sip.get("/v1/calls").await;
     assert_eq!(calls, serde_json::json!([]), "refused INVITEs make no call");
 }
@@ -50,24 +66,38 @@ async fn cancel_before_the_answer_and_bye_from_the_gateway() {
         pause(300),
         cancel(),
     ]);
-    assert_ok(sip.sipp("cancel", &cancelled, "100", &[]).finish(Duration::from_secs(20)));
+    assert_ok(
+        sip.sipp("cancel", &cancelled, "100", &[])
+            .finish(Duration::from_secs(20)),
+    );
     let call = sip.call_to("100", |c| c["state"] == "ended").await;
     assert_eq!(call["sipStatus"], 487);
     assert_eq!(call["reason"], "cancelled by the caller");
     assert!(call["codec"].is_null(), "never answered");
 
-    let hung_up = scenario(&[invite(&offer(), ""), final_response(200, ""), ack(false, ""), expect_bye()]);
+    let hung_up = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        expect_bye(),
+    ]);
     let phone = sip.sipp("bye", &hung_up, "100", &[]);
     let call = sip.call_to("100", |c| c["state"] == "answered").await;
     let id = call["id"].as_str().unwrap();
-    let (status, _) = sip.send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None).await;
+    let (status, _) = sip
+        .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
+        .await;
     assert_eq!(status, 204);
     assert_ok(phone.finish(Duration::from_secs(20)));
     let ended = sip.hook("call.ended", |d| d["callId"] == id).await;
     assert_eq!(ended["data"]["reason"], "ended by the gateway");
-    let (status, _) = sip.send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None).await;
+    let (status, _) = sip
+        .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
+        .await;
     assert_eq!(status, 409, "an ended call cannot be hung up again");
-    let (status, _) = sip.send(reqwest::Method::DELETE, "/v1/calls/s_0000000000000000", None).await;
+    let (status, _) = sip
+        .send(reqwest::Method::DELETE, "/v1/calls/s_0000000000000000", None)
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -89,7 +119,10 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
     ]);
     let phone = sip.sipp("hold", &steps, "100", &[]);
     sip.call_to("100", |c| c["state"] == "on-hold").await;
-    sip.call_to("100", |c| c["state"] == "answered" && c["stats"]["packetsToPhone"].as_u64() > Some(0)).await;
+    sip.call_to("100", |c| {
+        c["state"] == "answered" && c["stats"]["packetsToPhone"].as_u64() > Some(0)
+    })
+    .await;
     assert_ok(phone.finish(Duration::from_secs(20)));
 
     // Late offer: no SDP in the INVITE, our offer in the 200, the phone's answer in the ACK.
@@ -106,18 +139,23 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
         in_dialog("BYE", "", "", 200),
     ]);
     let phone = sip.sipp("late", &late, "100", &[]);
-    let call = sip.call_to("100", |c| c["state"] == "answered" && c["codec"] == "PCMU").await;
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["codec"] == "PCMU")
+        .await;
     let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
-    assert!(pcm.len() >= 6_400, "the gateway sends to the address of the ACK's answer: {} samples", pcm.len());
+    assert!(
+        pcm.len() >= 6_400,
+        "the gateway sends to the address of the ACK's answer: {} samples",
+        pcm.len()
+    );
     assert_ok(phone.finish(Duration::from_secs(20)));
     assert_eq!(call["direction"], "inbound");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_authentication_and_source_allowlists() {
-    let config = format!(
-        "{RULES}\n[[sip.trunks]]\nname = \"carrier\"\nusername = \"gw\"\npassword = \"s3cret-pass\"\n"
-    );
+    let config =
+        format!("{RULES}\n[[sip.trunks]]\nname = \"carrier\"\nusername = \"gw\"\npassword = \"s3cret-pass\"\n");
     let sip = sip::start(&config, &[]).await;
     let authed = scenario(&[
         invite_failing(&offer(), ""),
@@ -140,7 +178,10 @@ async fn digest_authentication_and_source_allowlists() {
         final_response(403, ""),
         ack(true, ""),
     ]);
-    assert_ok(sip.sipp("auth-wrong", &wrong, "100", &[]).finish(Duration::from_secs(20)));
+    assert_ok(
+        sip.sipp("auth-wrong", &wrong, "100", &[])
+            .finish(Duration::from_secs(20)),
+    );
     // The password never reaches the log.
     assert!(sip.setup.gateway.log.iter().all(|l| !l.contains("s3cret-pass")));
     drop(sip);

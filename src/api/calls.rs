@@ -18,14 +18,21 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 fn sip(state: &AppState) -> Result<&crate::ingress::sip::SipServer, ApiError> {
-    state
-        .sip
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_disabled", "the SIP user agent is not running"))
+    state.sip.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sip_disabled",
+            "the SIP user agent is not running",
+        )
+    })
 }
 
 fn invalid(field: &str, problem: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field}: {problem}"))
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("{field}: {problem}"),
+    )
 }
 
 /// Every call, live ones first.
@@ -37,18 +44,28 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<CallV
 /// One call with its state and quality figures.
 #[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls", params(("id" = String, Path)), responses((status = 200, body = CallView), (status = 404)))]
 pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CallView>, ApiError> {
-    sip(&state)?.calls().get(&id).map(Json).ok_or_else(|| ApiError::not_found("call"))
+    sip(&state)?
+        .calls()
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("call"))
 }
 
 /// Hangs up a call (BYE, or CANCEL/480 before the answer).
 #[utoipa::path(delete, path = "/v1/calls/{id}", tag = "calls", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
 pub(super) async fn hang_up(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let call = sip(&state)?.calls().get(&id).ok_or_else(|| ApiError::not_found("call"))?;
+    let call = sip(&state)?
+        .calls()
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("call"))?;
     if call.state == crate::ingress::sip::CallState::Ended {
         return Err(ApiError::new(StatusCode::CONFLICT, "call_ended", "the call is over"));
     }
     let session = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("call"))?;
-    state.supervisor.stop(&session).map_err(|_| ApiError::not_found("call"))?;
+    state
+        .supervisor
+        .stop(&session)
+        .map_err(|_| ApiError::not_found("call"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -63,10 +80,17 @@ pub(super) struct Digits {
 /// Plays DTMF digits to the phone (RFC 4733 events).
 #[utoipa::path(post, path = "/v1/calls/{id}/dtmf", tag = "calls", params(("id" = String, Path)), request_body = Digits,
     responses((status = 202), (status = 404), (status = 422)))]
-pub(super) async fn dtmf(State(state): State<AppState>, Path(id): Path<String>, Json(body): Json<Digits>) -> Result<StatusCode, ApiError> {
+pub(super) async fn dtmf(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<Digits>,
+) -> Result<StatusCode, ApiError> {
     let valid = !body.digits.is_empty()
         && body.digits.len() <= 32
-        && body.digits.chars().all(|c| crate::ingress::sip::rtp::digit_event(c).is_some());
+        && body
+            .digits
+            .chars()
+            .all(|c| crate::ingress::sip::rtp::digit_event(c).is_some());
     if !valid {
         return Err(invalid("digits", "1 to 32 of 0-9 * # A-D"));
     }
@@ -99,10 +123,15 @@ pub(super) struct Dial {
 /// went (`sipStatus` for busy, no answer or failure).
 #[utoipa::path(post, path = "/v1/calls", tag = "calls", request_body = Dial,
     responses((status = 201, body = CallView), (status = 422), (status = 503)))]
-pub(super) async fn dial(State(state): State<AppState>, Json(body): Json<Dial>) -> Result<(StatusCode, Json<CallView>), ApiError> {
+pub(super) async fn dial(
+    State(state): State<AppState>,
+    Json(body): Json<Dial>,
+) -> Result<(StatusCode, Json<CallView>), ApiError> {
     let server = sip(&state)?;
     crate::rooms::validate_room_name(&body.room).map_err(|e| invalid("room", &e.to_string()))?;
-    let number_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+*#-._".contains(c));
+    let number_ok = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+*#-._".contains(c))
+    };
     if !number_ok(&body.to) {
         return Err(invalid("to", "1-64 of letters, digits and + * # - . _"));
     }
@@ -124,7 +153,11 @@ pub(super) async fn dial(State(state): State<AppState>, Json(body): Json<Dial>) 
     };
     match crate::ingress::sip::dialout::dial(server, request) {
         Ok(view) => Ok((StatusCode::CREATED, Json(view))),
-        Err(crate::ingress::sip::dialout::DialError::UnknownTrunk) => Err(invalid("trunk", "no outbound trunk of that name")),
-        Err(crate::ingress::sip::dialout::DialError::Refused(e)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", e)),
+        Err(crate::ingress::sip::dialout::DialError::UnknownTrunk) => {
+            Err(invalid("trunk", "no outbound trunk of that name"))
+        }
+        Err(crate::ingress::sip::dialout::DialError::Refused(e)) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", e))
+        }
     }
 }

@@ -65,9 +65,17 @@ impl Default for SipConfig {
             rtp_timeout: Duration::from_secs(30),
             codecs: vec!["opus".into(), "PCMU".into(), "PCMA".into()],
             invite_rate: 20,
-            blocked_user_agents: ["friendly-scanner", "sipvicious", "sipcli", "sip-scan", "vaxsipuseragent", "iwar", "sundayddr"]
-                .map(String::from)
-                .to_vec(),
+            blocked_user_agents: [
+                "friendly-scanner",
+                "sipvicious",
+                "sipcli",
+                "sip-scan",
+                "vaxsipuseragent",
+                "iwar",
+                "sundayddr",
+            ]
+            .map(String::from)
+            .to_vec(),
             realm: "sfu-gateway".into(),
             nonce_ttl: Duration::from_secs(300),
             dispatch_url: String::new(),
@@ -189,7 +197,10 @@ impl SipConfig {
         }
         let url = &self.dispatch_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::invalid("sip.dispatch_url", "must be an http:// or https:// URL"));
+            return Err(ConfigError::invalid(
+                "sip.dispatch_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         for (i, trunk) in self.trunks.iter().enumerate() {
             let key = |field: &str| format!("sip.trunks[{i}].{field}");
@@ -197,10 +208,16 @@ impl SipConfig {
                 return Err(ConfigError::invalid(key("name"), "must be set and unique"));
             }
             if let Some(bad) = trunk.allow.iter().find(|a| Cidr::parse(a).is_none()) {
-                return Err(ConfigError::invalid(key("allow"), format!("{bad:?} is not an address or CIDR")));
+                return Err(ConfigError::invalid(
+                    key("allow"),
+                    format!("{bad:?} is not an address or CIDR"),
+                ));
             }
             if trunk.username.is_empty() != trunk.password.is_empty() {
-                return Err(ConfigError::invalid(key("password"), "username and password go together"));
+                return Err(ConfigError::invalid(
+                    key("password"),
+                    "username and password go together",
+                ));
             }
             if !matches!(trunk.transport.as_str(), "" | "udp" | "tcp") {
                 return Err(ConfigError::invalid(key("transport"), "must be udp or tcp"));
@@ -212,14 +229,21 @@ impl SipConfig {
         for (i, rule) in self.rules.iter().enumerate() {
             let key = |field: &str| format!("sip.rules[{i}].{field}");
             if rule.to.is_empty() {
-                return Err(ConfigError::invalid(key("to"), "must be a number, a prefix ending in *, or *"));
+                return Err(ConfigError::invalid(
+                    key("to"),
+                    "must be a number, a prefix ending in *, or *",
+                ));
             }
-            crate::rooms::validate_room_name(&rule.room).map_err(|e| ConfigError::invalid(key("room"), e.to_string()))?;
+            crate::rooms::validate_room_name(&rule.room)
+                .map_err(|e| ConfigError::invalid(key("room"), e.to_string()))?;
             if !rule.pin.bytes().all(|b| b.is_ascii_digit()) || rule.pin.len() > 16 {
                 return Err(ConfigError::invalid(key("pin"), "must be up to 16 digits"));
             }
             if !rule.trunk.is_empty() && !self.trunks.iter().any(|t| t.name == rule.trunk) {
-                return Err(ConfigError::invalid(key("trunk"), format!("no trunk named {:?}", rule.trunk)));
+                return Err(ConfigError::invalid(
+                    key("trunk"),
+                    format!("no trunk named {:?}", rule.trunk),
+                ));
             }
         }
         Ok(())
@@ -250,11 +274,20 @@ mod tests {
     fn validation_names_the_key() {
         let mut config = SipConfig::default();
         config.validate().unwrap();
-        config.trunks.push(TrunkConfig { name: "t".into(), allow: vec!["10.0.0.0/99".into()], ..Default::default() });
+        config.trunks.push(TrunkConfig {
+            name: "t".into(),
+            allow: vec!["10.0.0.0/99".into()],
+            ..Default::default()
+        });
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("sip.trunks[0].allow"), "{err}");
         config.trunks[0].allow = vec!["10.0.0.0/8".into()];
-        config.rules.push(RuleConfig { to: "+1555*".into(), room: "r".into(), trunk: "other".into(), ..Default::default() });
+        config.rules.push(RuleConfig {
+            to: "+1555*".into(),
+            room: "r".into(),
+            trunk: "other".into(),
+            ..Default::default()
+        });
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("sip.rules[0].trunk"), "{err}");
         config.rules[0].trunk = "t".into();

@@ -66,7 +66,8 @@ impl Membership {
 
     /// Tells the room's subscribers that this (phone) participant typed `digit`.
     pub fn dtmf(&self, digit: char) -> Result<RoomEvent, RoomError> {
-        self.rooms.dtmf_of(&self.room, &self.participant_id, &self.session_id, digit)
+        self.rooms
+            .dtmf_of(&self.room, &self.participant_id, &self.session_id, digit)
     }
 
     /// Leaves the room now (the same as dropping the membership).

@@ -227,7 +227,13 @@ impl Rooms {
     }
 
     /// A `Dtmf` event for a participant, only while it is in SFU session `session_id`.
-    pub(super) fn dtmf_of(&self, room: &str, participant_id: &str, session_id: &str, digit: char) -> Result<RoomEvent, RoomError> {
+    pub(super) fn dtmf_of(
+        &self,
+        room: &str,
+        participant_id: &str,
+        session_id: &str,
+        digit: char,
+    ) -> Result<RoomEvent, RoomError> {
         let mut rooms = self.lock();
         let state = room_of(&mut rooms, room, participant_id, Some(session_id))?;
         let kind = RoomEventKind::Dtmf {

@@ -6,8 +6,8 @@
 
 mod session;
 
-pub use session::{SessionId, SessionInfo, SessionKind, SessionState};
 pub(crate) use session::unix_now;
+pub use session::{SessionId, SessionInfo, SessionKind, SessionState};
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -41,7 +41,9 @@ pub async fn start(config: &str, env: &[(&str, &str)]) -> Sip {
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
     let hooks = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(hooks.clone());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(hooks.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -54,7 +56,12 @@ pub async fn start(config: &str, env: &[(&str, &str)]) -> Sip {
     all.extend_from_slice(env);
     let mut setup = rtmp::start_with(&all);
     let addr = setup.gateway.log_field("sip listening", "addr");
-    Sip { setup, addr, dir, hooks }
+    Sip {
+        setup,
+        addr,
+        dir,
+        hooks,
+    }
 }
 
 impl Sip {
@@ -62,23 +69,44 @@ impl Sip {
     pub async fn hook(&self, kind: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let found = self.hooks.lock().unwrap().iter().find(|e| e["kind"] == kind && check(&e["data"])).cloned();
+            let found = self
+                .hooks
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e["kind"] == kind && check(&e["data"]))
+                .cloned();
             if let Some(event) = found {
                 return event;
             }
-            assert!(Instant::now() < deadline, "no {kind} webhook; got {:?}", self.hooks.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} webhook; got {:?}",
+                self.hooks.lock().unwrap()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.setup.http.get(format!("{}{path}", self.setup.gateway.api)).bearer_auth(rtmp::TOKEN).send().await.unwrap();
+        let response = self
+            .setup
+            .http
+            .get(format!("{}{path}", self.setup.gateway.api))
+            .bearer_auth(rtmp::TOKEN)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.setup.http.request(method, format!("{}{path}", self.setup.gateway.api)).bearer_auth(rtmp::TOKEN);
+        let mut request = self
+            .setup
+            .http
+            .request(method, format!("{}{path}", self.setup.gateway.api))
+            .bearer_auth(rtmp::TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -92,11 +120,19 @@ impl Sip {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (_, calls) = self.get("/v1/calls").await;
-            let found = calls.as_array().into_iter().flatten().find(|c| c["to"] == number && check(c)).cloned();
+            let found = calls
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["to"] == number && check(c))
+                .cloned();
             if let Some(call) = found {
                 return call;
             }
-            assert!(Instant::now() < deadline, "no call to {number} as expected; calls: {calls}");
+            assert!(
+                Instant::now() < deadline,
+                "no call to {number} as expected; calls: {calls}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -134,7 +170,10 @@ impl Sipp {
                 let _ = child.kill();
                 let output = child.wait_with_output().unwrap();
                 let messages = std::fs::read_to_string(&self.messages).unwrap_or_default();
-                panic!("sipp did not finish within {limit:?}: {}\nmessages:\n{messages}", String::from_utf8_lossy(&output.stdout));
+                panic!(
+                    "sipp did not finish within {limit:?}: {}\nmessages:\n{messages}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
             }
             // Polling the child: there is no blocking wait with a timeout.
             std::thread::sleep(Duration::from_millis(20));
@@ -149,8 +188,15 @@ impl Drop for Sipp {
             let _ = child.kill();
             if let Ok(output) = child.wait_with_output() {
                 if std::thread::panicking() {
-                    eprintln!("sipp stdout:\n{}\nsipp stderr:\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-                    eprintln!("sipp messages:\n{}", std::fs::read_to_string(&self.messages).unwrap_or_default());
+                    eprintln!(
+                        "sipp stdout:\n{}\nsipp stderr:\n{}",
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                    eprintln!(
+                        "sipp messages:\n{}",
+                        std::fs::read_to_string(&self.messages).unwrap_or_default()
+                    );
                 }
             }
         }
@@ -165,8 +211,29 @@ pub fn sipp(dir: &Path, target: &str, name: &str, scenario: &str, service: &str,
     let media_port = free_even_port().to_string();
     let sip_port = free_even_port().to_string();
     let mut args: Vec<String> = [
-        target, "-sf", &file.display().to_string(), "-s", service, "-m", "1", "-l", "1", "-i", "127.0.0.1",
-        "-p", &sip_port, "-mi", "127.0.0.1", "-mp", &media_port, "-nostdin", "-timeout", "40s", "-trace_msg", "-message_file", &messages.display().to_string(),
+        target,
+        "-sf",
+        &file.display().to_string(),
+        "-s",
+        service,
+        "-m",
+        "1",
+        "-l",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &sip_port,
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port,
+        "-nostdin",
+        "-timeout",
+        "40s",
+        "-trace_msg",
+        "-message_file",
+        &messages.display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -180,7 +247,10 @@ pub fn sipp(dir: &Path, target: &str, name: &str, scenario: &str, service: &str,
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sipp");
-    Sipp { child: Some(child), messages }
+    Sipp {
+        child: Some(child),
+        messages,
+    }
 }
 
 /// An SDP offer for sipp; `port` is the media port written (`[media_port]` for sipp's own).
@@ -202,7 +272,8 @@ pub const PCMU: (u8, &str) = (0, "PCMU/8000");
 pub const EVENTS: (u8, &str) = (101, "telephone-event/8000");
 
 const FROM: &str = "From: sipp <sip:+15550001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]";
-const HEADERS: &str = "Call-ID: [call_id]\nContact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nUser-Agent: sipp-test";
+const HEADERS: &str =
+    "Call-ID: [call_id]\nContact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nUser-Agent: sipp-test";
 
 /// An INVITE (with `body` as SDP unless empty) answered with 2xx.
 pub fn invite(body: &str, extra_headers: &str) -> String {
@@ -215,7 +286,11 @@ pub fn invite_failing(body: &str, extra_headers: &str) -> String {
 }
 
 fn invite_with(body: &str, extra_headers: &str, txn: &str) -> String {
-    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\n".to_string()
+    };
     format!(
         "<send retrans=\"500\"{txn}><![CDATA[\nINVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
          Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n{FROM}\nTo: <sip:[service]@[remote_ip]:[remote_port]>\n\
@@ -225,7 +300,11 @@ fn invite_with(body: &str, extra_headers: &str, txn: &str) -> String {
 
 /// Provisional responses, then the final `code` of the INVITE (2xx: route set recorded).
 pub fn final_response(code: u16, extra: &str) -> String {
-    let (txn, route) = if code >= 300 { (" response_txn=\"invite\"", "") } else { ("", " rrs=\"true\"") };
+    let (txn, route) = if code >= 300 {
+        (" response_txn=\"invite\"", "")
+    } else {
+        ("", " rrs=\"true\"")
+    };
     format!(
         "{}<recv response=\"{code}\" rtd=\"true\"{txn}{route} {extra}/>\n",
         provisional(code >= 300)
@@ -235,17 +314,27 @@ pub fn final_response(code: u16, extra: &str) -> String {
 /// The optional provisional responses of an INVITE (`named`: of the transaction named `invite`).
 pub fn provisional(named: bool) -> String {
     let txn = if named { " response_txn=\"invite\"" } else { "" };
-    ["100", "180", "183"].map(|code| format!("<recv response=\"{code}\" optional=\"true\"{txn}/>\n")).concat()
+    ["100", "180", "183"]
+        .map(|code| format!("<recv response=\"{code}\" optional=\"true\"{txn}/>\n"))
+        .concat()
 }
 
 /// ACK of a 2xx (new transaction) or of a failure (`failure`: the INVITE's transaction).
 pub fn ack(failure: bool, body: &str) -> String {
     let (txn, uri, branch) = if failure {
-        (" ack_txn=\"invite\"", "sip:[service]@[remote_ip]:[remote_port]", "[branch]")
+        (
+            " ack_txn=\"invite\"",
+            "sip:[service]@[remote_ip]:[remote_port]",
+            "[branch]",
+        )
     } else {
         ("", "[next_url]", "[branch]")
     };
-    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\n".to_string()
+    };
     format!(
         "<send{txn}><![CDATA[\nACK {uri} SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}\n{FROM}\n\
          To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n{HEADERS}\nCSeq: [cseq] ACK\n{content}Content-Length: [len]\n\n{body}]]></send>\n"
@@ -254,9 +343,16 @@ pub fn ack(failure: bool, body: &str) -> String {
 
 /// An in-dialog request (`BYE`, `INFO`, re-`INVITE`) and its expected answer.
 pub fn in_dialog(method: &str, content_type: &str, body: &str, expect: u16) -> String {
-    let content = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\n") };
+    let content = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {content_type}\n")
+    };
     let recv = if method == "INVITE" {
-        format!("<recv response=\"100\" optional=\"true\"/>\n<recv response=\"{expect}\"/>\n{}", ack(false, ""))
+        format!(
+            "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"{expect}\"/>\n{}",
+            ack(false, "")
+        )
     } else {
         format!("<recv response=\"{expect}\" crlf=\"true\"/>\n")
     };
@@ -276,11 +372,17 @@ pub fn pause(ms: u64) -> String {
 }
 
 pub fn play_pcap(path: &Path) -> String {
-    format!("<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n", path.display())
+    format!(
+        "<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
+        path.display()
+    )
 }
 
 pub fn scenario(steps: &[String]) -> String {
-    format!("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"test\">\n{}</scenario>\n", steps.concat())
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"test\">\n{}</scenario>\n",
+        steps.concat()
+    )
 }
 
 /// Writes a copy of sipp's A-law speech pcap with the payloads transcoded to µ-law (payload type 0).
@@ -292,7 +394,7 @@ pub fn ulaw_pcap(dir: &Path) -> PathBuf {
         let packet = offset + 16;
         let rtp = packet + 14 + 20 + 8; // Ethernet, IPv4, UDP
         if rtp + 12 <= packet + caplen && bytes[rtp + 1] & 0x7f == 8 {
-            bytes[rtp + 1] = (bytes[rtp + 1] & 0x80) | 0;
+            bytes[rtp + 1] &= 0x80; // payload type 0 (PCMU), marker kept
             for b in &mut bytes[rtp + 12..packet + caplen] {
                 *b = g711::linear_to_ulaw(g711::alaw_to_linear(*b));
             }
@@ -351,11 +453,19 @@ impl Sip {
     pub async fn tone_publisher(&self, room: &str, id: &str, hz: f64) -> TonePublisher {
         let (peer, streams) = Peer::connect(self.setup.client(), PeerConfig::default()).await.unwrap();
         let track = format!("{id}-mic");
-        peer.publish(vec![LocalTrackSpec::new(&track, Codec::Opus)]).await.unwrap();
+        peer.publish(vec![LocalTrackSpec::new(&track, Codec::Opus)])
+            .await
+            .unwrap();
         let peer = Arc::new(peer);
         let session = peer.session_id();
         let body = serde_json::json!({"sessionId": session, "tracks": [{"trackName": track, "kind": "audio"}]});
-        let (status, reply) = self.send(reqwest::Method::PUT, &format!("/v1/rooms/{room}/participants/{id}"), Some(body)).await;
+        let (status, reply) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/rooms/{room}/participants/{id}"),
+                Some(body),
+            )
+            .await;
         assert!(status == 200 || status == 201, "{status} {reply}");
         let sender = peer.clone();
         let task = tokio::spawn(async move {
@@ -364,23 +474,40 @@ impl Sip {
             for n in 0u64.. {
                 tick.tick().await;
                 let data = encoder.encode_vec(&tone_48k(hz, n as usize * 960), 400).unwrap();
-                sender.send_frame(OutFrame { track: track.clone(), rtp_time: n * 960, data, rid: None });
+                sender.send_frame(OutFrame {
+                    track: track.clone(),
+                    rtp_time: n * 960,
+                    data,
+                    rid: None,
+                });
             }
         });
-        TonePublisher { peer, session, task, _streams: streams }
+        TonePublisher {
+            peer,
+            session,
+            task,
+            _streams: streams,
+        }
     }
 
     /// Subscribes to `track` of `session` and decodes `duration` of its Opus to 48 kHz PCM.
     pub async fn listen(&self, session: &str, track: &str, duration: Duration) -> Vec<i16> {
         let (peer, mut streams) = Peer::connect(self.setup.client(), PeerConfig::default()).await.unwrap();
-        let spec = RemoteTrackSpec { session_id: session.into(), track_name: track.into(), preferred_rid: None };
+        let spec = RemoteTrackSpec {
+            session_id: session.into(),
+            track_name: track.into(),
+            preferred_rid: None,
+        };
         peer.subscribe(vec![spec]).await.unwrap();
         let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
         let mut pcm = Vec::new();
         let mut buf = vec![0i16; 5_760];
         let end = Instant::now() + duration;
         while Instant::now() < end {
-            let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(200), streams.media_in.recv()).await else { continue };
+            let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(200), streams.media_in.recv()).await
+            else {
+                continue;
+            };
             if let Ok(n) = decoder.decode(&frame.data, &mut buf, false) {
                 pcm.extend_from_slice(&buf[..n]);
             }
@@ -396,7 +523,9 @@ pub struct PhoneMedia {
 
 impl PhoneMedia {
     pub async fn bind() -> PhoneMedia {
-        PhoneMedia { socket: UdpSocket::bind("127.0.0.1:0").await.unwrap() }
+        PhoneMedia {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -410,12 +539,20 @@ impl PhoneMedia {
         let mut buf = vec![0u8; 2048];
         let end = Instant::now() + duration;
         while Instant::now() < end {
-            let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(100), self.socket.recv(&mut buf)).await else { continue };
-            let Ok(packet) = RtpPacket::parse(&buf[..len]) else { continue };
+            let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(100), self.socket.recv(&mut buf)).await else {
+                continue;
+            };
+            let Ok(packet) = RtpPacket::parse(&buf[..len]) else {
+                continue;
+            };
             match packet.payload_type {
                 101 => events.push((packet.timestamp, packet.payload.to_vec())),
                 _ => {
-                    let decode = if ulaw { g711::ulaw_to_linear } else { g711::alaw_to_linear };
+                    let decode = if ulaw {
+                        g711::ulaw_to_linear
+                    } else {
+                        g711::alaw_to_linear
+                    };
                     pcm.extend(packet.payload.iter().map(|&b| decode(b)));
                 }
             }
@@ -431,10 +568,24 @@ impl PhoneMedia {
             tick.tick().await;
             let payload: Vec<u8> = (0..160)
                 .map(|i| ((n as usize * 160 + i) as f64 * hz * 2.0 * std::f64::consts::PI / 8_000.0).sin() * 8_000.0)
-                .map(|s| if ulaw { g711::linear_to_ulaw(s as i16) } else { g711::linear_to_alaw(s as i16) })
+                .map(|s| {
+                    if ulaw {
+                        g711::linear_to_ulaw(s as i16)
+                    } else {
+                        g711::linear_to_alaw(s as i16)
+                    }
+                })
                 .collect();
             let pt = if ulaw { 0 } else { 8 };
-            RtpPacket { payload_type: pt, marker: n == 0, seq: n as u16, timestamp: n * 160, ssrc: 7, payload: &payload }.write(&mut out);
+            RtpPacket {
+                payload_type: pt,
+                marker: n == 0,
+                seq: n as u16,
+                timestamp: n * 160,
+                ssrc: 7,
+                payload: &payload,
+            }
+            .write(&mut out);
             let _ = self.socket.send_to(&out, to).await;
         }
     }
@@ -446,7 +597,11 @@ pub fn reinvite_expecting(body: &str, expect_in_answer: &str) -> String {
         "<action><ereg regexp=\"{expect_in_answer}\" search_in=\"body\" check_it=\"true\" assign_to=\"found\"/>\
          <log message=\"answer had [$found]\"/></action>"
     );
-    in_dialog("INVITE", "application/sdp", body, 200).replacen("<recv response=\"200\"/>", &format!("<recv response=\"200\">{check}</recv>"), 1)
+    in_dialog("INVITE", "application/sdp", body, 200).replacen(
+        "<recv response=\"200\"/>",
+        &format!("<recv response=\"200\">{check}</recv>"),
+        1,
+    )
 }
 
 /// CANCEL of the pending INVITE (after a provisional), its 200, the INVITE's 487 and the ACK.
@@ -472,7 +627,11 @@ pub async fn raw_udp(target: &str, datagram: &[u8], wait: Duration) -> Option<St
 
 /// An out-of-dialog request written by hand (`OPTIONS`, `INVITE`), from `local` (the sender's address).
 pub fn raw_request(method: &str, target: &str, local: &str, call_id: &str, user_agent: &str, body: &str) -> String {
-    let content_type = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     format!(
         "{method} sip:999@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\n\
          From: <sip:tester@{local}>;tag=t{call_id}\r\nTo: <sip:999@{target}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
@@ -488,8 +647,24 @@ pub fn sipp_uas(dir: &Path, name: &str, scenario: &str, port: u16) -> Sipp {
     let messages = dir.join(format!("{name}.messages"));
     let media_port = free_even_port().to_string();
     let args = [
-        "-sf", &file.display().to_string(), "-m", "1", "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1",
-        "-mp", &media_port, "-nostdin", "-timeout", "40s", "-trace_msg", "-message_file", &messages.display().to_string(),
+        "-sf",
+        &file.display().to_string(),
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port,
+        "-nostdin",
+        "-timeout",
+        "40s",
+        "-trace_msg",
+        "-message_file",
+        &messages.display().to_string(),
     ];
     let child = Command::new("sipp")
         .args(args)
@@ -499,14 +674,25 @@ pub fn sipp_uas(dir: &Path, name: &str, scenario: &str, port: u16) -> Sipp {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sipp");
-    Sipp { child: Some(child), messages }
+    Sipp {
+        child: Some(child),
+        messages,
+    }
 }
 
 /// A response of a UAS to the last request (`to_tag`: add our tag to To).
 pub fn uas_response(status: &str, extra_headers: &str, body: &str) -> String {
-    let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_string() };
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\n".to_string()
+    };
     // Final responses are retransmitted until the next message arrives (the ACK).
-    let retrans = if status.starts_with('1') { "" } else { " retrans=\"500\"" };
+    let retrans = if status.starts_with('1') {
+        ""
+    } else {
+        " retrans=\"500\""
+    };
     format!(
         "<send{retrans}><![CDATA[\nSIP/2.0 {status}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n\
          [last_CSeq:]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n{extra_headers}{content}Content-Length: [len]\n\n{body}]]></send>\n"

@@ -11,10 +11,14 @@ use super::rtp_ports::RtpPorts;
 use super::sdp::{self, Direction, LocalAudio, Negotiated, PhoneCodec, RemoteAudio};
 use super::store::{CallCommand, CallState, CallStore, CallView};
 use crate::redact::PhoneNumber;
-use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack, RoomSubscription, Rooms, SubscriptionError};
+use crate::rooms::{
+    Membership, Participant, ParticipantSource, PublishedTrack, RoomSubscription, Rooms, SubscriptionError,
+};
 use crate::sfu::api::TrackKind;
 use crate::sfu::client::CallsClient;
-use crate::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::sfu::peer::{
+    Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack,
+};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
 use crate::webhooks::Webhooks;
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
@@ -81,11 +85,19 @@ pub(super) struct Ended {
 
 impl Ended {
     pub fn ok(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), sip_status: None, failed: false }
+        Self {
+            reason: reason.into(),
+            sip_status: None,
+            failed: false,
+        }
     }
 
     pub fn failed(reason: impl Into<String>, sip_status: Option<u16>) -> Self {
-        Self { reason: reason.into(), sip_status, failed: true }
+        Self {
+            reason: reason.into(),
+            sip_status,
+            failed: true,
+        }
     }
 }
 
@@ -100,11 +112,21 @@ pub(super) struct SfuSide {
 pub(super) async fn connect_sfu(deps: &CallDeps, track: &str) -> Result<SfuSide, SessionError> {
     let (peer, streams) = Peer::connect(deps.client.clone(), deps.peer.clone()).await?;
     peer.publish(vec![LocalTrackSpec::new(track, Codec::Opus)]).await?;
-    Ok(SfuSide { peer: Arc::new(peer), streams, track: track.to_string() })
+    Ok(SfuSide {
+        peer: Arc::new(peer),
+        streams,
+        track: track.to_string(),
+    })
 }
 
 /// Registers the call, runs `body`, then records how it ended (store, webhook, metrics).
-pub(super) async fn supervised<F>(ctx: &SessionCtx, deps: &CallDeps, mut view: CallView, commands: mpsc::Sender<CallCommand>, body: F) -> Result<(), SessionError>
+pub(super) async fn supervised<F>(
+    ctx: &SessionCtx,
+    deps: &CallDeps,
+    mut view: CallView,
+    commands: mpsc::Sender<CallCommand>,
+    body: F,
+) -> Result<(), SessionError>
 where
     F: Future<Output = Ended>,
 {
@@ -113,7 +135,10 @@ where
     let direction = view.direction;
     let room = view.room.clone();
     deps.store.insert_if_absent(view, commands);
-    deps.webhooks.send("call.started", serde_json::json!({"callId": id, "room": room, "direction": direction}));
+    deps.webhooks.send(
+        "call.started",
+        serde_json::json!({"callId": id, "room": room, "direction": direction}),
+    );
     metrics::gauge!("sip_calls_active").increment(1.0);
     let ended = body.await;
     metrics::gauge!("sip_calls_active").decrement(1.0);
@@ -136,13 +161,25 @@ where
 }
 
 /// Runs an inbound call until it ends.
-pub async fn run_inbound(ctx: SessionCtx, deps: CallDeps, dialogs: Arc<DialogLayer>, call: Inbound) -> Result<(), SessionError> {
+pub async fn run_inbound(
+    ctx: SessionCtx,
+    deps: CallDeps,
+    dialogs: Arc<DialogLayer>,
+    call: Inbound,
+) -> Result<(), SessionError> {
     let span = tracing::info_span!("sip_call", session = %ctx.id(), direction = "inbound", to = %PhoneNumber::new(&call.view.to));
     let (commands_tx, commands) = mpsc::channel(16);
     let view = call.view.clone();
     let dialog_id = call.dialog.id();
     let result = async {
-        supervised(&ctx, &deps, view, commands_tx, answer_and_bridge(&ctx, &deps, call, commands)).await
+        supervised(
+            &ctx,
+            &deps,
+            view,
+            commands_tx,
+            answer_and_bridge(&ctx, &deps, call, commands),
+        )
+        .await
     }
     .instrument(span)
     .await;
@@ -150,7 +187,12 @@ pub async fn run_inbound(ctx: SessionCtx, deps: CallDeps, dialogs: Arc<DialogLay
     result
 }
 
-async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound, commands: mpsc::Receiver<CallCommand>) -> Ended {
+async fn answer_and_bridge(
+    ctx: &SessionCtx,
+    deps: &CallDeps,
+    mut call: Inbound,
+    commands: mpsc::Receiver<CallCommand>,
+) -> Ended {
     let id = ctx.id().to_string();
     let track = format!("{}-sip-{id}", call.destination.room);
     deps.store.update(&id, |c| c.track_name = Some(track.clone()));
@@ -179,21 +221,33 @@ async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound,
         Ok(sfu) => sfu,
         Err(e) => {
             tracing::warn!(error = %e, "sip: SFU unavailable, call refused");
-            let _ = call.dialog.reject(Some(StatusCode::ServiceUnavailable), Some("SIP;cause=503;text=\"SFU unavailable\"".into()));
+            let _ = call.dialog.reject(
+                Some(StatusCode::ServiceUnavailable),
+                Some("SIP;cause=503;text=\"SFU unavailable\"".into()),
+            );
             return Ended::failed(format!("sfu: {e}"), Some(503));
         }
     };
-    let mut local = LocalAudio { session_id: rand::random::<u32>().into(), version: 1, addr: local_addr, direction: Direction::SendRecv };
+    let mut local = LocalAudio {
+        session_id: rand::random::<u32>().into(),
+        version: 1,
+        addr: local_addr,
+        direction: Direction::SendRecv,
+    };
     let content_type = || Some(vec![Header::ContentType("application/sdp".into())]);
     let (remote, negotiated) = match call.offer.take() {
         Some((remote, negotiated)) => {
             local.direction = remote.direction.answer();
-            let _ = call.dialog.accept(content_type(), Some(sdp::answer(&local, &negotiated).into_bytes()));
+            let _ = call
+                .dialog
+                .accept(content_type(), Some(sdp::answer(&local, &negotiated).into_bytes()));
             (remote, negotiated)
         }
         None => {
             // INVITE without SDP: our offer goes in the 200, the answer comes in the ACK.
-            let _ = call.dialog.accept(content_type(), Some(sdp::offer(&local, &deps.codecs).into_bytes()));
+            let _ = call
+                .dialog
+                .accept(content_type(), Some(sdp::offer(&local, &deps.codecs).into_bytes()));
             match wait_ack_answer(&mut call.states, &call.dialog, &deps.codecs).await {
                 Ok(answer) => answer,
                 Err(ended) => return ended,
@@ -214,7 +268,14 @@ async fn answer_and_bridge(ctx: &SessionCtx, deps: &CallDeps, mut call: Inbound,
             return Ended::failed(e.to_string(), None);
         }
     };
-    let media = Media { socket, local, leg, sfu, destination: call.destination, commands };
+    let media = Media {
+        socket,
+        local,
+        leg,
+        sfu,
+        destination: call.destination,
+        commands,
+    };
     bridge(ctx, deps, &call.dialog, &mut call.states, media).await
 }
 
@@ -230,23 +291,34 @@ pub(super) async fn wait_terminated(states: &mut DialogStateReceiver) -> Ended {
 
 fn terminated(reason: &TerminatedReason) -> Ended {
     match reason {
-        TerminatedReason::UacCancel => Ended { reason: "cancelled by the caller".into(), sip_status: Some(487), failed: false },
+        TerminatedReason::UacCancel => Ended {
+            reason: "cancelled by the caller".into(),
+            sip_status: Some(487),
+            failed: false,
+        },
         TerminatedReason::UacBye | TerminatedReason::UasBye => Ended::ok("hung up"),
         TerminatedReason::Timeout => Ended::failed("no ACK (timeout)", Some(408)),
         other => Ended::ok(format!("{other:?}")),
     }
 }
 
-async fn wait_ack_answer(states: &mut DialogStateReceiver, dialog: &InviteDialog, codecs: &[PhoneCodec]) -> Result<(RemoteAudio, Negotiated), Ended> {
+async fn wait_ack_answer(
+    states: &mut DialogStateReceiver,
+    dialog: &InviteDialog,
+    codecs: &[PhoneCodec],
+) -> Result<(RemoteAudio, Negotiated), Ended> {
     while let Some(state) = states.recv().await {
         match state {
             DialogState::Confirmed(..) => {
                 let body = dialog.last_remote_ack().map(|ack| ack.body).unwrap_or_default();
-                let answer = sdp::parse(&String::from_utf8_lossy(&body)).and_then(|r| sdp::negotiate(&r, codecs).map(|n| (r, n)));
+                let answer = sdp::parse(&String::from_utf8_lossy(&body))
+                    .and_then(|r| sdp::negotiate(&r, codecs).map(|n| (r, n)));
                 return match answer {
                     Ok(answer) => Ok(answer),
                     Err(e) => {
-                        let _ = dialog.bye_with_reason("SIP;cause=488;text=\"no usable answer in ACK\"".into()).await;
+                        let _ = dialog
+                            .bye_with_reason("SIP;cause=488;text=\"no usable answer in ACK\"".into())
+                            .await;
                         Err(Ended::failed(format!("ACK answer: {e}"), Some(488)))
                     }
                 };
@@ -274,16 +346,35 @@ enum SfuDone {
 }
 
 /// The media loop of an answered call: phone RTP ↔ SFU, the mix, DTMF, the PIN, re-INVITEs, the room.
-pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDialog, states: &mut DialogStateReceiver, media: Media) -> Ended {
-    let Media { socket, mut local, mut leg, sfu, destination, mut commands } = media;
+pub(super) async fn bridge(
+    ctx: &SessionCtx,
+    deps: &CallDeps,
+    dialog: &InviteDialog,
+    states: &mut DialogStateReceiver,
+    media: Media,
+) -> Ended {
+    let Media {
+        socket,
+        mut local,
+        mut leg,
+        sfu,
+        destination,
+        mut commands,
+    } = media;
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
-    let PeerStreams { mut media_in, mut events } = streams;
+    let PeerStreams {
+        mut media_in,
+        mut events,
+    } = streams;
     let local_rtp = local.addr.to_string();
     deps.store.update(&id, |c| c.local_rtp = Some(local_rtp));
     let participant_id = format!("sip-{id}");
     let mut mixer = Mixer::new(leg.codec().pcm_rate());
-    let mut pin = destination.pin.clone().map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
+    let mut pin = destination
+        .pin
+        .clone()
+        .map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
     let mut prompt: VecDeque<i16> = VecDeque::new();
     if pin.is_some() {
         prompt.extend(prompt_tone(leg.codec().pcm_rate(), 2));
@@ -462,7 +553,9 @@ pub(super) async fn bridge(ctx: &SessionCtx, deps: &CallDeps, dialog: &InviteDia
     }
 }
 
-async fn next_room_event(room: &mut Option<(Membership, RoomSubscription, Follower)>) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
+async fn next_room_event(
+    room: &mut Option<(Membership, RoomSubscription, Follower)>,
+) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
     match room {
         Some((_, subscription, _)) => subscription.recv().await,
         None => std::future::pending().await,
@@ -475,7 +568,11 @@ fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, done: &mpsc::Sender<SfuDone>
     }
     let specs = keys
         .iter()
-        .map(|(session_id, track_name)| RemoteTrackSpec { session_id: session_id.clone(), track_name: track_name.clone(), preferred_rid: None })
+        .map(|(session_id, track_name)| RemoteTrackSpec {
+            session_id: session_id.clone(),
+            track_name: track_name.clone(),
+            preferred_rid: None,
+        })
         .collect();
     let (peer, done) = (peer.clone(), done.clone());
     tokio::spawn(async move {
@@ -511,7 +608,10 @@ fn join_room(
     participant.name = destination.participant_name.clone().or_else(|| Some("Phone".into()));
     participant.metadata = destination.metadata.clone();
     participant.tracks = vec![PublishedTrack::new(track, TrackKind::Audio)];
-    let membership = deps.rooms.join_gateway(&destination.room, participant).map_err(|e| e.to_string())?;
+    let membership = deps
+        .rooms
+        .join_gateway(&destination.room, participant)
+        .map_err(|e| e.to_string())?;
     let mut follower = Follower::new(participant_id, &session_id);
     let snapshot = subscription.resync().clone();
     let changes = follower.snapshot(&snapshot);
@@ -522,7 +622,9 @@ fn join_room(
 /// Ends the call from our side with a Reason header.
 pub(super) async fn hang_up(dialog: &InviteDialog, why: &str, cause: u16) -> Ended {
     tracing::warn!(reason = why, "sip: hanging up");
-    let _ = dialog.bye_with_reason(format!("SIP;cause={cause};text=\"{why}\"")).await;
+    let _ = dialog
+        .bye_with_reason(format!("SIP;cause={cause};text=\"{why}\""))
+        .await;
     Ended::failed(why, Some(cause))
 }
 
@@ -536,7 +638,9 @@ fn renegotiate(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], codecs: &[Pho
     }
     let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
     // Keep the current codec when the phone still offers it.
-    let negotiated = sdp::negotiate(&remote, &[leg.codec()]).or_else(|_| sdp::negotiate(&remote, codecs)).ok()?;
+    let negotiated = sdp::negotiate(&remote, &[leg.codec()])
+        .or_else(|_| sdp::negotiate(&remote, codecs))
+        .ok()?;
     leg.update(&remote, negotiated, Instant::now()).ok()?;
     local.direction = remote.direction.answer();
     Some(sdp::answer(local, &negotiated))
@@ -552,7 +656,9 @@ fn info_digit(request: &rsipstack::sip::Request) -> Option<char> {
         .lines()
         .find_map(|line| {
             let (key, value) = line.split_once('=')?;
-            key.trim().eq_ignore_ascii_case("signal").then(|| value.trim().to_string())
+            key.trim()
+                .eq_ignore_ascii_case("signal")
+                .then(|| value.trim().to_string())
         })
         .unwrap_or_else(|| body.trim().to_string());
     let mut chars = value.chars();

@@ -61,7 +61,11 @@ pub fn dial(server: &SipServer, request: DialRequest) -> Result<CallView, DialEr
         .find(|t| t.name == request.trunk && !t.address.is_empty())
         .cloned()
         .ok_or(DialError::UnknownTrunk)?;
-    let caller_id = request.caller_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| trunk.caller_id.clone());
+    let caller_id = request
+        .caller_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| trunk.caller_id.clone());
     let view = CallView {
         direction: CallDirection::Outbound,
         state: CallState::Ringing,
@@ -176,7 +180,9 @@ async fn place(
             Ok(Err(e)) => return Ended::failed(format!("INVITE failed: {e}"), None),
             Err(e) => return Ended::failed(format!("INVITE task: {e}"), None),
         };
-        let Some(response) = response else { return Ended::failed("no final response", Some(408)) };
+        let Some(response) = response else {
+            return Ended::failed("no final response", Some(408));
+        };
         let status = response.status_code.code();
         deps.store.update(&id, |c| c.sip_status = Some(status));
         if !(200..300).contains(&status) {
@@ -191,7 +197,8 @@ async fn place(
             Ok(sfu) => sfu,
             Err(e) => return call::hang_up(&dialog, &format!("SFU unavailable: {e}"), 503).await,
         };
-        let answer = sdp::parse(&String::from_utf8_lossy(&response.body)).and_then(|r| sdp::negotiate(&r, &deps.codecs).map(|n| (r, n)));
+        let answer = sdp::parse(&String::from_utf8_lossy(&response.body))
+            .and_then(|r| sdp::negotiate(&r, &deps.codecs).map(|n| (r, n)));
         let (remote, negotiated) = match answer {
             Ok(answer) => answer,
             Err(e) => return call::hang_up(&dialog, &format!("unusable SDP answer: {e}"), 488).await,
@@ -212,7 +219,14 @@ async fn place(
             participant_name: request.participant_name.clone(),
             metadata: None,
         };
-        let media = Media { socket, local, leg, sfu, destination, commands };
+        let media = Media {
+            socket,
+            local,
+            leg,
+            sfu,
+            destination,
+            commands,
+        };
         call::bridge(ctx, deps, &dialog, &mut states, media).await
     }
     .await;

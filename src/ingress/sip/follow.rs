@@ -74,15 +74,19 @@ impl Follower {
                     }
                 }
             }
-            RoomEventKind::TrackAdded { participant_id, session_id, track }
-                if track.kind == TrackKind::Audio && !own(participant_id, session_id) =>
-            {
+            RoomEventKind::TrackAdded {
+                participant_id,
+                session_id,
+                track,
+            } if track.kind == TrackKind::Audio && !own(participant_id, session_id) => {
                 let key = (session_id.clone(), track.track_name.clone());
                 if self.wanted.insert(key.clone()) {
                     changes.add.push(key);
                 }
             }
-            RoomEventKind::TrackRemoved { session_id, track_name, .. } => {
+            RoomEventKind::TrackRemoved {
+                session_id, track_name, ..
+            } => {
                 let key = (session_id.clone(), track_name.clone());
                 if self.wanted.remove(&key) {
                     changes.remove.push(key);
@@ -111,12 +115,19 @@ mod tests {
 
     fn participant(id: &str, session: &str, tracks: &[(&str, TrackKind)]) -> Participant {
         let mut p = Participant::new(id, session, ParticipantSource::Api);
-        p.tracks = tracks.iter().map(|(name, kind)| PublishedTrack::new(*name, *kind)).collect();
+        p.tracks = tracks
+            .iter()
+            .map(|(name, kind)| PublishedTrack::new(*name, *kind))
+            .collect();
         p
     }
 
     fn event(kind: RoomEventKind) -> RoomEvent {
-        RoomEvent { room: "r".into(), seq: 1, kind }
+        RoomEvent {
+            room: "r".into(),
+            seq: 1,
+            kind,
+        }
     }
 
     #[test]
@@ -152,7 +163,11 @@ mod tests {
         assert_eq!(left.remove.len(), 2);
         assert!(!follower.wants(&(A.to_string(), "mic".to_string())));
         // A resync against an empty room removes nothing more.
-        let empty = RoomSnapshot { name: "r".into(), participants: vec![], version: 9 };
+        let empty = RoomSnapshot {
+            name: "r".into(),
+            participants: vec![],
+            version: 9,
+        };
         assert_eq!(follower.snapshot(&empty), Changes::default());
     }
 }

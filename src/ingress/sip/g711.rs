@@ -6,7 +6,11 @@ pub fn ulaw_to_linear(byte: u8) -> i16 {
     let exponent = (u >> 4) & 0x07;
     let mantissa = i32::from(u & 0x0f);
     let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    if u & 0x80 != 0 { -magnitude as i16 } else { magnitude as i16 }
+    if u & 0x80 != 0 {
+        -magnitude as i16
+    } else {
+        magnitude as i16
+    }
 }
 
 /// Linear 16-bit sample → µ-law byte.
@@ -35,7 +39,11 @@ pub fn alaw_to_linear(byte: u8) -> i16 {
     } else {
         ((mantissa << 4) + 0x108) << (exponent - 1)
     };
-    if a & 0x80 != 0 { magnitude as i16 } else { -magnitude as i16 }
+    if a & 0x80 != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
 }
 
 /// Linear 16-bit sample → A-law byte.
@@ -89,7 +97,10 @@ mod tests {
             assert_eq!(linear_to_alaw(alaw_to_linear(byte)), byte, "alaw {byte:#x}");
             let ulaw = linear_to_ulaw(ulaw_to_linear(byte));
             // µ-law has two zeros (0x7f and 0xff); every other code maps to itself.
-            assert!(ulaw == byte || (byte == 0x7f && ulaw == 0xff), "ulaw {byte:#x} -> {ulaw:#x}");
+            assert!(
+                ulaw == byte || (byte == 0x7f && ulaw == 0xff),
+                "ulaw {byte:#x} -> {ulaw:#x}"
+            );
         }
     }
 }

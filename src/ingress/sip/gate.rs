@@ -79,7 +79,11 @@ impl Gate {
             nonces: HashMap::new(),
             rate: f64::from(config.invite_rate),
             buckets: HashMap::new(),
-            blocked: config.blocked_user_agents.iter().map(|u| u.to_ascii_lowercase()).collect(),
+            blocked: config
+                .blocked_user_agents
+                .iter()
+                .map(|u| u.to_ascii_lowercase())
+                .collect(),
         }
     }
 
@@ -203,7 +207,11 @@ mod tests {
 
     #[test]
     fn outbound_only_trunks_admit_nobody() {
-        let trunk = TrunkConfig { name: "out".into(), address: "192.0.2.9:5060".into(), ..Default::default() };
+        let trunk = TrunkConfig {
+            name: "out".into(),
+            address: "192.0.2.9:5060".into(),
+            ..Default::default()
+        };
         let mut gate = Gate::new(&config(vec![trunk]));
         let now = Instant::now();
         assert_eq!(gate.admit(ip("127.0.0.1"), None, now), Verdict::Admit(None));
@@ -212,10 +220,17 @@ mod tests {
 
     #[test]
     fn trunks_admit_by_source_address() {
-        let trunk = TrunkConfig { name: "pbx".into(), allow: vec!["10.0.0.0/8".into()], ..Default::default() };
+        let trunk = TrunkConfig {
+            name: "pbx".into(),
+            allow: vec!["10.0.0.0/8".into()],
+            ..Default::default()
+        };
         let mut gate = Gate::new(&config(vec![trunk]));
         let now = Instant::now();
-        assert_eq!(gate.admit(ip("10.9.8.7"), None, now), Verdict::Admit(Some("pbx".into())));
+        assert_eq!(
+            gate.admit(ip("10.9.8.7"), None, now),
+            Verdict::Admit(Some("pbx".into()))
+        );
         assert!(matches!(gate.admit(ip("127.0.0.1"), None, now), Verdict::Forbidden(_)));
     }
 
@@ -234,14 +249,27 @@ mod tests {
         let Verdict::Challenge { nonce, stale: false } = gate.admit(ip("192.0.2.1"), None, now) else {
             panic!("expected a challenge")
         };
-        assert_eq!(gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, true)), now), Verdict::Admit(Some("carrier".into())));
+        assert_eq!(
+            gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, true)), now),
+            Verdict::Admit(Some("carrier".into()))
+        );
         // The same nonce again (a replayed INVITE): challenged anew, not admitted.
-        assert!(matches!(gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, true)), now), Verdict::Challenge { .. }));
+        assert!(matches!(
+            gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, true)), now),
+            Verdict::Challenge { .. }
+        ));
         // Wrong password: forbidden.
-        let Verdict::Challenge { nonce, .. } = gate.admit(ip("192.0.2.1"), None, now) else { panic!() };
-        assert!(matches!(gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, false)), now), Verdict::Forbidden(_)));
+        let Verdict::Challenge { nonce, .. } = gate.admit(ip("192.0.2.1"), None, now) else {
+            panic!()
+        };
+        assert!(matches!(
+            gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, false)), now),
+            Verdict::Forbidden(_)
+        ));
         // Expired nonce with the right password: a stale challenge.
-        let Verdict::Challenge { nonce, .. } = gate.admit(ip("192.0.2.1"), None, now) else { panic!() };
+        let Verdict::Challenge { nonce, .. } = gate.admit(ip("192.0.2.1"), None, now) else {
+            panic!()
+        };
         let later = now + Duration::from_secs(301);
         assert!(matches!(
             gate.admit(ip("192.0.2.1"), Some(&answer(&nonce, true)), later),
@@ -257,7 +285,10 @@ mod tests {
         assert_eq!(admitted, 10, "a burst of twice the rate");
         assert!(gate.take_invite(ip("127.0.0.2"), now), "other sources are not affected");
         assert!(!gate.take_invite(ip("127.0.0.1"), now + Duration::from_millis(100)));
-        assert!(gate.take_invite(ip("127.0.0.1"), now + Duration::from_millis(250)), "tokens come back");
+        assert!(
+            gate.take_invite(ip("127.0.0.1"), now + Duration::from_millis(250)),
+            "tokens come back"
+        );
         assert!(gate.is_scanner("friendly-scanner 1.0"));
         assert!(gate.is_scanner("SIPVicious/0.3"));
         assert!(!gate.is_scanner("baresip v1.0.0"));

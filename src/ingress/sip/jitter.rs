@@ -89,7 +89,10 @@ impl JitterBuffer {
     /// The current playout delay target, in 48 kHz ticks.
     pub fn target(&self) -> u64 {
         let wanted = (3.0 * self.jitter) as u64 + FRAME_TICKS;
-        wanted.div_ceil(FRAME_TICKS).saturating_mul(FRAME_TICKS).clamp(MIN_TARGET, MAX_TARGET)
+        wanted
+            .div_ceil(FRAME_TICKS)
+            .saturating_mul(FRAME_TICKS)
+            .clamp(MIN_TARGET, MAX_TARGET)
     }
 
     /// Audio buffered, in ticks.
@@ -202,8 +205,18 @@ mod tests {
         jb.push(1_000, packet(0), FRAME_TICKS, start);
         assert_eq!(jb.pull(), Pull::Idle, "20 ms is below the 40 ms target");
         // Reordered arrival.
-        jb.push(1_000 + 2 * FRAME_TICKS, packet(2), FRAME_TICKS, start + Duration::from_millis(20));
-        jb.push(1_000 + FRAME_TICKS, packet(1), FRAME_TICKS, start + Duration::from_millis(21));
+        jb.push(
+            1_000 + 2 * FRAME_TICKS,
+            packet(2),
+            FRAME_TICKS,
+            start + Duration::from_millis(20),
+        );
+        jb.push(
+            1_000 + FRAME_TICKS,
+            packet(1),
+            FRAME_TICKS,
+            start + Duration::from_millis(21),
+        );
         let order: Vec<_> = (0..3).filter_map(|_| played(jb.pull())).collect();
         assert_eq!(order, [0, 1, 2]);
         assert_eq!(jb.stats.played, 3);
@@ -214,14 +227,24 @@ mod tests {
         let start = Instant::now();
         let mut jb = JitterBuffer::new();
         for n in [0u8, 1, 3, 4] {
-            jb.push(u64::from(n) * FRAME_TICKS, packet(n), FRAME_TICKS, start + Duration::from_millis(20 * u64::from(n)));
+            jb.push(
+                u64::from(n) * FRAME_TICKS,
+                packet(n),
+                FRAME_TICKS,
+                start + Duration::from_millis(20 * u64::from(n)),
+            );
         }
         assert_eq!(played(jb.pull()), Some(0));
         assert_eq!(played(jb.pull()), Some(1));
         assert_eq!(jb.pull(), Pull::Conceal(Some(packet(3))));
         assert_eq!(played(jb.pull()), Some(3));
         // The lost packet arrives after its time: dropped, counted late.
-        jb.push(2 * FRAME_TICKS, packet(2), FRAME_TICKS, start + Duration::from_millis(90));
+        jb.push(
+            2 * FRAME_TICKS,
+            packet(2),
+            FRAME_TICKS,
+            start + Duration::from_millis(90),
+        );
         assert_eq!(jb.stats.late, 1);
         assert_eq!(played(jb.pull()), Some(4));
         assert_eq!(jb.stats.concealed, 1);
@@ -241,7 +264,12 @@ mod tests {
         assert_eq!(jb.pull(), Pull::Idle);
         // It starts again (after buffering) when packets come back, even with a timestamp jump (DTX).
         jb.push(50 * FRAME_TICKS, packet(9), FRAME_TICKS, start + Duration::from_secs(1));
-        jb.push(51 * FRAME_TICKS, packet(10), FRAME_TICKS, start + Duration::from_secs(1));
+        jb.push(
+            51 * FRAME_TICKS,
+            packet(10),
+            FRAME_TICKS,
+            start + Duration::from_secs(1),
+        );
         assert_eq!(played(jb.pull()), Some(9));
     }
 
@@ -272,7 +300,12 @@ mod tests {
         let start = Instant::now();
         let mut steady = JitterBuffer::new();
         for n in 0..50u64 {
-            steady.push(n * FRAME_TICKS, packet(0), FRAME_TICKS, start + Duration::from_millis(20 * n));
+            steady.push(
+                n * FRAME_TICKS,
+                packet(0),
+                FRAME_TICKS,
+                start + Duration::from_millis(20 * n),
+            );
         }
         assert_eq!(steady.target(), MIN_TARGET);
         let mut bursty = JitterBuffer::new();
@@ -282,7 +315,10 @@ mod tests {
             bursty.push(n * FRAME_TICKS, packet(0), FRAME_TICKS, at);
         }
         assert_eq!(bursty.target(), MAX_TARGET);
-        assert!(bursty.buffered() <= OVERFLOW, "a burst never buffers more than {OVERFLOW} ticks");
+        assert!(
+            bursty.buffered() <= OVERFLOW,
+            "a burst never buffers more than {OVERFLOW} ticks"
+        );
         assert!(bursty.stats.overflowed > 0);
     }
 }

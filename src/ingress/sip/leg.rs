@@ -57,7 +57,12 @@ pub struct Leg {
 
 impl Leg {
     /// A leg toward `remote` with what the offer/answer settled.
-    pub fn new(remote: &RemoteAudio, negotiated: Negotiated, now: Instant, complexity: i32) -> Result<Self, UplinkError> {
+    pub fn new(
+        remote: &RemoteAudio,
+        negotiated: Negotiated,
+        now: Instant,
+        complexity: i32,
+    ) -> Result<Self, UplinkError> {
         Ok(Self {
             complexity,
             remote: remote.addr,
@@ -147,7 +152,10 @@ impl Leg {
         }
         self.last_seq = Some(packet.seq);
         if is_dtmf {
-            return self.dtmf.receive(packet.timestamp, packet.payload).map_or(Received::Ignored, Received::Digit);
+            return self
+                .dtmf
+                .receive(packet.timestamp, packet.payload)
+                .map_or(Received::Ignored, Received::Digit);
         }
         self.update_jitter(packet.timestamp, now);
         self.uplink.push(packet.timestamp, packet.payload, frames);
@@ -176,7 +184,9 @@ impl Leg {
         let duration = DIGIT_MS * 8;
         let mut queued = 0;
         for digit in digits.chars() {
-            let Some(payloads) = dtmf_payloads(digit, duration) else { continue };
+            let Some(payloads) = dtmf_payloads(digit, duration) else {
+                continue;
+            };
             queued += 1;
             for (i, payload) in payloads.into_iter().enumerate() {
                 self.outgoing.push_back(Outgoing::Event { payload, first: i == 0 });
@@ -189,7 +199,7 @@ impl Leg {
     /// The packet to send for the next 20 ms: a DTMF event while digits are queued, else `pcm` encoded.
     /// `None` when the phone does not want media (hold) or the DTMF pause keeps the line quiet.
     pub fn tick(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> bool {
-        let step = (self.negotiated.codec.clock_rate() / 50) as u32;
+        let step = self.negotiated.codec.clock_rate() / 50;
         let next_timestamp = self.timestamp.wrapping_add(step);
         let packet = match self.outgoing.pop_front() {
             Some(Outgoing::Event { payload, first }) => {
@@ -208,7 +218,9 @@ impl Leg {
             }
         };
         self.timestamp = next_timestamp;
-        let Some((payload_type, marker, timestamp)) = packet else { return false };
+        let Some((payload_type, marker, timestamp)) = packet else {
+            return false;
+        };
         if !self.remote_direction.remote_receives() || self.payload.is_empty() {
             return false;
         }
@@ -251,7 +263,15 @@ mod tests {
 
     fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        RtpPacket { payload_type: pt, marker: false, seq, timestamp: ts, ssrc: 9, payload }.write(&mut out);
+        RtpPacket {
+            payload_type: pt,
+            marker: false,
+            seq,
+            timestamp: ts,
+            ssrc: 9,
+            payload,
+        }
+        .write(&mut out);
         out
     }
 
@@ -262,13 +282,26 @@ mod tests {
         let mut frames = Vec::new();
         let now = Instant::now();
         let silence = [g711::linear_to_ulaw(0); 160];
-        assert_eq!(leg.receive(&packet(0, 1, 0, &silence), nat, now, &mut frames), Received::Audio);
+        assert_eq!(
+            leg.receive(&packet(0, 1, 0, &silence), nat, now, &mut frames),
+            Received::Audio
+        );
         assert_eq!(leg.remote(), nat, "symmetric RTP");
-        assert_eq!(leg.receive(&packet(0, 4, 480, &silence), nat, now, &mut frames), Received::Audio);
+        assert_eq!(
+            leg.receive(&packet(0, 4, 480, &silence), nat, now, &mut frames),
+            Received::Audio
+        );
         assert_eq!(leg.stats.lost_from_phone, 2);
         let other: SocketAddr = "127.0.0.1:6666".parse().unwrap();
-        assert_eq!(leg.receive(&packet(0, 5, 640, &silence), other, now, &mut frames), Received::Ignored);
-        assert_eq!(leg.receive(&packet(8, 6, 800, &silence), nat, now, &mut frames), Received::Ignored, "not negotiated");
+        assert_eq!(
+            leg.receive(&packet(0, 5, 640, &silence), other, now, &mut frames),
+            Received::Ignored
+        );
+        assert_eq!(
+            leg.receive(&packet(8, 6, 800, &silence), nat, now, &mut frames),
+            Received::Ignored,
+            "not negotiated"
+        );
         assert_eq!(leg.receive(b"junk", nat, now, &mut frames), Received::Ignored);
         assert_eq!(leg.stats.packets_from_phone, 2);
     }
@@ -279,15 +312,25 @@ mod tests {
         let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mut frames = Vec::new();
         let now = Instant::now();
-        assert_eq!(leg.receive(&packet(101, 1, 100, &[5, 10, 0, 160]), from, now, &mut frames), Received::Digit('5'));
-        assert_eq!(leg.receive(&packet(101, 2, 100, &[5, 0x8a, 1, 64]), from, now, &mut frames), Received::Ignored);
+        assert_eq!(
+            leg.receive(&packet(101, 1, 100, &[5, 10, 0, 160]), from, now, &mut frames),
+            Received::Digit('5')
+        );
+        assert_eq!(
+            leg.receive(&packet(101, 2, 100, &[5, 0x8a, 1, 64]), from, now, &mut frames),
+            Received::Ignored
+        );
         assert_eq!(leg.queue_digits("1x#"), 2);
         let mut sent = Vec::new();
         let mut out = Vec::new();
         let pcm = [0i16; 160];
         for _ in 0..40 {
             if leg.tick(&pcm, &mut out) {
-                sent.push(RtpPacket::parse(&out).map(|p| (p.payload_type, p.payload.to_vec(), p.timestamp)).unwrap());
+                sent.push(
+                    RtpPacket::parse(&out)
+                        .map(|p| (p.payload_type, p.payload.to_vec(), p.timestamp))
+                        .unwrap(),
+                );
             }
         }
         let mut receiver = DtmfReceiver::default();

@@ -189,7 +189,11 @@ mod tests {
         }
         assert_eq!(out.len(), 160);
         let tail = &mixed[mixed.len() / 2..];
-        let (a, b, other) = (share_of(tail, 8_000, 440.0), share_of(tail, 8_000, 1_000.0), share_of(tail, 8_000, 2_500.0));
+        let (a, b, other) = (
+            share_of(tail, 8_000, 440.0),
+            share_of(tail, 8_000, 1_000.0),
+            share_of(tail, 8_000, 2_500.0),
+        );
         assert!(a > 0.2 && b > 0.2, "both tones present: {a:.3} {b:.3}");
         assert!(other < 0.01, "no other tone: {other:.3}");
         assert_eq!(mixer.stats().concealed, 0);

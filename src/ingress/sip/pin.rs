@@ -30,7 +30,12 @@ pub struct PinEntry {
 impl PinEntry {
     /// Expects `expected`, typed before `deadline`.
     pub fn new(expected: String, deadline: Instant) -> Self {
-        Self { expected, typed: String::new(), wrong: 0, deadline }
+        Self {
+            expected,
+            typed: String::new(),
+            wrong: 0,
+            deadline,
+        }
     }
 
     /// Whether the time to type it is over.
@@ -59,7 +64,11 @@ impl PinEntry {
             return PinOutcome::Accepted;
         }
         self.wrong += 1;
-        if self.wrong >= MAX_ATTEMPTS { PinOutcome::Exhausted } else { PinOutcome::Wrong }
+        if self.wrong >= MAX_ATTEMPTS {
+            PinOutcome::Exhausted
+        } else {
+            PinOutcome::Wrong
+        }
     }
 }
 
@@ -71,7 +80,10 @@ pub fn prompt_tone(rate: u32, beeps: usize) -> Vec<i16> {
     for beep in 0..beeps {
         // The phase runs on through the pauses, as if the tone were gated.
         let start = beep * (on + off);
-        pcm.extend((start..start + on).map(|i| ((i as f64 * 425.0 * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 6_000.0) as i16));
+        pcm.extend(
+            (start..start + on)
+                .map(|i| ((i as f64 * 425.0 * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 6_000.0) as i16),
+        );
         pcm.extend(std::iter::repeat_n(0, off));
     }
     pcm
@@ -98,7 +110,10 @@ mod tests {
         for d in "9999".chars() {
             entry.digit(d);
         }
-        assert_eq!("0000".chars().map(|d| entry.digit(d)).last(), Some(PinOutcome::Exhausted));
+        assert_eq!(
+            "0000".chars().map(|d| entry.digit(d)).last(),
+            Some(PinOutcome::Exhausted)
+        );
         assert!(entry.expired(now + Duration::from_secs(20)));
         assert!(!entry.expired(now));
     }

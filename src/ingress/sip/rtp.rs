@@ -176,7 +176,10 @@ mod tests {
     fn rejects_garbage_without_panicking() {
         assert_eq!(RtpPacket::parse(&[0x80; 5]), Err(RtpError::Truncated));
         assert_eq!(RtpPacket::parse(&[0u8; 20]), Err(RtpError::Version));
-        assert_eq!(RtpPacket::parse(&[0x80, 200, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(RtpError::Rtcp));
+        assert_eq!(
+            RtpPacket::parse(&[0x80, 200, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(RtpError::Rtcp)
+        );
         let mut padded = vec![0xa0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
         padded.push(200); // more padding than packet
         assert_eq!(RtpPacket::parse(&padded), Err(RtpError::Truncated));
@@ -206,7 +209,11 @@ mod tests {
         let mut receiver = DtmfReceiver::default();
         let digits: String = payloads.iter().filter_map(|p| receiver.receive(1000, p)).collect();
         assert_eq!(digits, "7");
-        assert_eq!(receiver.receive(2000, &[11, 0, 0, 160]), Some('#'), "a new timestamp is a new event");
+        assert_eq!(
+            receiver.receive(2000, &[11, 0, 0, 160]),
+            Some('#'),
+            "a new timestamp is a new event"
+        );
         assert_eq!(dtmf_payloads('?', 800), None);
     }
 }

@@ -227,16 +227,34 @@ pub fn parse(sdp: &str) -> Result<RemoteAudio, SdpError> {
         }
     }
     let (port, pts, srtp) = audio.ok_or_else(|| malformed("no audio stream"))?;
-    let ip = media_ip.or(session_ip).ok_or_else(|| malformed("no connection address"))?;
+    let ip = media_ip
+        .or(session_ip)
+        .ok_or_else(|| malformed("no connection address"))?;
     let formats = pts
         .into_iter()
         .filter_map(|pt| {
             let mapped = rtpmaps.iter().find(|(p, ..)| *p == pt);
             match (mapped, pt) {
-                (Some((_, name, rate)), _) => Some(Format { pt, name: name.clone(), rate: *rate }),
-                (None, 0) => Some(Format { pt, name: "PCMU".into(), rate: 8_000 }),
-                (None, 8) => Some(Format { pt, name: "PCMA".into(), rate: 8_000 }),
-                (None, 9) => Some(Format { pt, name: "G722".into(), rate: 8_000 }),
+                (Some((_, name, rate)), _) => Some(Format {
+                    pt,
+                    name: name.clone(),
+                    rate: *rate,
+                }),
+                (None, 0) => Some(Format {
+                    pt,
+                    name: "PCMU".into(),
+                    rate: 8_000,
+                }),
+                (None, 8) => Some(Format {
+                    pt,
+                    name: "PCMA".into(),
+                    rate: 8_000,
+                }),
+                (None, 9) => Some(Format {
+                    pt,
+                    name: "G722".into(),
+                    rate: 8_000,
+                }),
                 _ => None,
             }
         })
@@ -358,7 +376,15 @@ mod tests {
         assert_eq!(remote.addr, "127.0.0.1:6000".parse().unwrap());
         assert_eq!(remote.direction, Direction::SendRecv);
         let chosen = negotiate(&remote, &[PhoneCodec::Pcmu, PhoneCodec::Pcma]).unwrap();
-        assert_eq!(chosen, Negotiated { codec: PhoneCodec::Pcma, pt: 8, dtmf_pt: Some(101), ptime: 20 });
+        assert_eq!(
+            chosen,
+            Negotiated {
+                codec: PhoneCodec::Pcma,
+                pt: 8,
+                dtmf_pt: Some(101),
+                ptime: 20
+            }
+        );
     }
 
     #[test]
@@ -370,20 +396,37 @@ mod tests {
         assert_eq!(remote.addr, "127.0.0.2:4000".parse().unwrap());
         assert_eq!(remote.direction, Direction::SendOnly, "session-level direction applies");
         let chosen = negotiate(&remote, &[PhoneCodec::Pcmu]).unwrap();
-        assert_eq!((chosen.codec, chosen.pt, chosen.ptime, chosen.dtmf_pt), (PhoneCodec::Pcmu, 0, 30, None));
+        assert_eq!(
+            (chosen.codec, chosen.pt, chosen.ptime, chosen.dtmf_pt),
+            (PhoneCodec::Pcmu, 0, 30, None)
+        );
     }
 
     #[test]
     fn unsupported_or_secure_offers_have_no_common_codec() {
-        let g729 = SIPP_OFFER.replace("RTP/AVP 8 101", "RTP/AVP 18").replace("a=rtpmap:8 PCMA/8000\r\n", "");
-        assert_eq!(negotiate(&parse(&g729).unwrap(), &[PhoneCodec::Pcma]), Err(SdpError::NoCommonCodec));
+        let g729 = SIPP_OFFER
+            .replace("RTP/AVP 8 101", "RTP/AVP 18")
+            .replace("a=rtpmap:8 PCMA/8000\r\n", "");
+        assert_eq!(
+            negotiate(&parse(&g729).unwrap(), &[PhoneCodec::Pcma]),
+            Err(SdpError::NoCommonCodec)
+        );
         let srtp = SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP");
-        assert_eq!(negotiate(&parse(&srtp).unwrap(), &[PhoneCodec::Pcma]), Err(SdpError::NoCommonCodec));
+        assert_eq!(
+            negotiate(&parse(&srtp).unwrap(), &[PhoneCodec::Pcma]),
+            Err(SdpError::NoCommonCodec)
+        );
     }
 
     #[test]
     fn malformed_sdp_is_an_error_not_a_panic() {
-        for bad in ["", "garbage", "v=0\r\nm=audio x RTP/AVP 0\r\n", "v=0\r\nm=audio 5 RTP/AVP 0\r\n", "c=IN IP4\r\n"] {
+        for bad in [
+            "",
+            "garbage",
+            "v=0\r\nm=audio x RTP/AVP 0\r\n",
+            "v=0\r\nm=audio 5 RTP/AVP 0\r\n",
+            "c=IN IP4\r\n",
+        ] {
             assert!(matches!(parse(bad), Err(SdpError::Malformed(_))), "{bad:?}");
         }
         assert!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\na=rtpmap:zz\r\n").is_err());
@@ -406,7 +449,18 @@ mod tests {
         assert_eq!(back.formats.len(), 2);
         assert_eq!(negotiate(&back, &[PhoneCodec::Pcma]).unwrap(), chosen);
         let offered = parse(&offer(&local, &[PhoneCodec::Opus, PhoneCodec::Pcmu])).unwrap();
-        let names: Vec<_> = offered.formats.iter().map(|f| (f.pt, f.name.as_str(), f.rate)).collect();
-        assert_eq!(names, [(96, "opus", 48_000), (0, "PCMU", 8_000), (101, "telephone-event", 8_000)]);
+        let names: Vec<_> = offered
+            .formats
+            .iter()
+            .map(|f| (f.pt, f.name.as_str(), f.rate))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (96, "opus", 48_000),
+                (0, "PCMU", 8_000),
+                (101, "telephone-event", 8_000)
+            ]
+        );
     }
 }

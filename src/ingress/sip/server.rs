@@ -11,6 +11,7 @@ use super::store::{CallDirection, CallState, CallStore, CallView};
 use crate::config::SipConfig;
 use crate::redact::PhoneNumber;
 use crate::supervisor::{SessionKind, Supervisor};
+use rsipstack::EndpointBuilder;
 use rsipstack::dialog::authenticate::verify_digest;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
@@ -19,7 +20,6 @@ use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::Transaction;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{TcpListenerConnection, TransportLayer};
-use rsipstack::EndpointBuilder;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -96,7 +96,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
     let bound = udp.get_addr().get_socketaddr().map_err(io_error)?;
     let addr = SocketAddr::new(config.listen.ip(), bound.port());
     transport.add_transport(udp.into());
-    let tcp = TcpListenerConnection::new(addr.into(), None).await.map_err(io_error)?;
+    let tcp = TcpListenerConnection::new(addr, None).await.map_err(io_error)?;
     transport.add_transport(tcp.into());
     let public_ip: IpAddr = match config.public_ip.parse() {
         Ok(ip) => ip,
@@ -198,13 +198,25 @@ fn reply(mut tx: Transaction, status: StatusCode, headers: Vec<Header>) {
 fn route(shared: &Arc<Shared>, tx: Transaction) {
     let request = &tx.original;
     let Some(src) = source(&tx) else { return };
-    let user_agent = request.user_agent_header().map(|h| h.value().to_string()).unwrap_or_default();
-    if shared.gate.lock().unwrap_or_else(|e| e.into_inner()).is_scanner(&user_agent) {
+    let user_agent = request
+        .user_agent_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    if shared
+        .gate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_scanner(&user_agent)
+    {
         dropped("scanner");
         tracing::debug!(%src, "sip: request from a scanner dropped");
         return;
     }
-    let in_dialog = request.to_header().ok().and_then(|to| to.tag().ok().flatten()).is_some();
+    let in_dialog = request
+        .to_header()
+        .ok()
+        .and_then(|to| to.tag().ok().flatten())
+        .is_some();
     if in_dialog {
         match shared.dialogs.match_dialog(&tx) {
             Some(mut dialog) => {
@@ -221,9 +233,17 @@ fn route(shared: &Arc<Shared>, tx: Transaction) {
         return;
     }
     match request.method {
-        Method::Options => reply(tx, StatusCode::OK, vec![Header::Allow(ALLOW.into()), Header::Accept("application/sdp".into())]),
+        Method::Options => reply(
+            tx,
+            StatusCode::OK,
+            vec![Header::Allow(ALLOW.into()), Header::Accept("application/sdp".into())],
+        ),
         Method::Invite => {
-            let allowed = shared.gate.lock().unwrap_or_else(|e| e.into_inner()).take_invite(src.ip(), Instant::now());
+            let allowed = shared
+                .gate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_invite(src.ip(), Instant::now());
             if !allowed {
                 dropped("rate");
                 tracing::debug!(%src, "sip: INVITE over the rate limit dropped");
@@ -264,7 +284,11 @@ fn user_of(uri: &Uri) -> String {
 async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
     let started = Instant::now();
     let digest = digest_answer(&shared, &tx);
-    let verdict = shared.gate.lock().unwrap_or_else(|e| e.into_inner()).admit(src.ip(), digest.as_ref(), started);
+    let verdict = shared
+        .gate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(src.ip(), digest.as_ref(), started);
     let trunk = match verdict {
         Verdict::Admit(trunk) => trunk,
         Verdict::Challenge { nonce, stale } => {
@@ -276,7 +300,9 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
                 stale: stale.then(|| "true".to_string()),
                 ..Default::default()
             };
-            let _ = tx.reply_with(StatusCode::Unauthorized, vec![challenge.into()], None).await;
+            let _ = tx
+                .reply_with(StatusCode::Unauthorized, vec![challenge.into()], None)
+                .await;
             return;
         }
         Verdict::Forbidden(why) => {
@@ -290,9 +316,19 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
     let to = if request.uri.user().is_some() {
         user_of(&request.uri)
     } else {
-        request.to_header().ok().and_then(|t| t.uri().ok()).map(|u| user_of(&u)).unwrap_or_default()
+        request
+            .to_header()
+            .ok()
+            .and_then(|t| t.uri().ok())
+            .map(|u| user_of(&u))
+            .unwrap_or_default()
     };
-    let from = request.from_header().ok().and_then(|f| f.uri().ok()).map(|u| user_of(&u)).unwrap_or_default();
+    let from = request
+        .from_header()
+        .ok()
+        .and_then(|f| f.uri().ok())
+        .map(|u| user_of(&u))
+        .unwrap_or_default();
     let offer = if request.body.is_empty() {
         None
     } else {
@@ -335,8 +371,15 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
         Some(destination) => Ok(destination),
         None if shared.config.dispatch_url.is_empty() => Err(DispatchError::NotFound),
         None => {
-            dispatch::by_webhook(&shared.http, &shared.config.dispatch_url, &from, &to, trunk.as_deref(), crate::rooms::RESOLVER_TIMEOUT)
-                .await
+            dispatch::by_webhook(
+                &shared.http,
+                &shared.config.dispatch_url,
+                &from,
+                &to,
+                trunk.as_deref(),
+                crate::rooms::RESOLVER_TIMEOUT,
+            )
+            .await
         }
     };
     let destination = match destination {
@@ -369,9 +412,11 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
     };
     let deps = shared.call.clone();
     let dialogs = shared.dialogs.clone();
-    let spawned = shared.supervisor.spawn_with_cost(SessionKind::SipCall, "inbound", shared.cost, move |ctx| {
-        call::run_inbound(ctx, deps, dialogs, call)
-    });
+    let spawned = shared
+        .supervisor
+        .spawn_with_cost(SessionKind::SipCall, "inbound", shared.cost, move |ctx| {
+            call::run_inbound(ctx, deps, dialogs, call)
+        });
     if let Err(e) = spawned {
         metrics::counter!("sip_calls_rejected_total", "reason" => "capacity").increment(1);
         tracing::warn!(error = %e, "sip: call refused (503)");

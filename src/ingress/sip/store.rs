@@ -196,13 +196,30 @@ mod tests {
     fn calls_are_listed_updated_and_commanded() {
         let store = CallStore::default();
         let (tx, mut rx) = mpsc::channel(4);
-        store.insert(CallView { id: "a".into(), started_at: 2, ..Default::default() }, tx);
+        store.insert(
+            CallView {
+                id: "a".into(),
+                started_at: 2,
+                ..Default::default()
+            },
+            tx,
+        );
         let (tx2, _rx2) = mpsc::channel(4);
-        store.insert(CallView { id: "b".into(), started_at: 1, ..Default::default() }, tx2);
+        store.insert(
+            CallView {
+                id: "b".into(),
+                started_at: 1,
+                ..Default::default()
+            },
+            tx2,
+        );
         assert!(store.command("a", CallCommand::Dtmf("12".into())));
         assert_eq!(rx.try_recv().unwrap(), CallCommand::Dtmf("12".into()));
         store.update("b", |c| c.state = CallState::Ended);
-        assert!(!store.command("b", CallCommand::Dtmf("1".into())), "an ended call takes no command");
+        assert!(
+            !store.command("b", CallCommand::Dtmf("1".into())),
+            "an ended call takes no command"
+        );
         assert!(!store.command("zz", CallCommand::Dtmf("1".into())));
         let ids: Vec<String> = store.list().into_iter().map(|c| c.id).collect();
         assert_eq!(ids, ["a", "b"], "live calls first");

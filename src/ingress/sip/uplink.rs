@@ -115,7 +115,11 @@ impl Uplink {
             _ => {}
         }
         self.expected = Some(ts + payload.len() as u64);
-        let decode = if self.codec == PhoneCodec::Pcmu { g711::ulaw_to_linear } else { g711::alaw_to_linear };
+        let decode = if self.codec == PhoneCodec::Pcmu {
+            g711::ulaw_to_linear
+        } else {
+            g711::alaw_to_linear
+        };
         self.pcm.extend(payload.iter().map(|&b| decode(b)));
         self.drain(out);
     }
@@ -135,7 +139,9 @@ impl Uplink {
             self.last_frame.copy_from_slice(&self.frame);
             let rtp_time = self.out_time;
             self.out_time += 960;
-            let Ok(len) = encoder.encode(&self.frame, &mut self.packet) else { continue };
+            let Ok(len) = encoder.encode(&self.frame, &mut self.packet) else {
+                continue;
+            };
             // One or two bytes: DTX says nothing needs sending, except a keep-alive now and then.
             if len <= 2 {
                 self.silent_frames += 1;
@@ -262,7 +268,9 @@ mod tests {
         assert_eq!(payload, vec![0xff; 160]);
         Downlink::new(PhoneCodec::Pcma, 5).unwrap().encode(&pcm, &mut payload);
         assert_eq!(payload, vec![0xd5; 160]);
-        Downlink::new(PhoneCodec::Opus, 5).unwrap().encode(&[0i16; 960], &mut payload);
+        Downlink::new(PhoneCodec::Opus, 5)
+            .unwrap()
+            .encode(&[0i16; 960], &mut payload);
         assert!(!payload.is_empty() && payload.len() < 400);
     }
 }
