@@ -152,12 +152,28 @@ where
         }
     });
     let stats = deps.store.get(&id).map(|c| c.stats).unwrap_or_default();
+    record_quality(&stats);
     deps.webhooks.send(
         "call.ended",
         serde_json::json!({"callId": id, "room": room, "reason": ended.reason, "sipStatus": ended.sip_status, "stats": stats}),
     );
     tracing::info!(reason = %ended.reason, "call ended");
     if ended.failed { Err(ended.reason.into()) } else { Ok(()) }
+}
+
+/// MOS-style figures of a finished call, per direction, as histograms over calls.
+fn record_quality(stats: &super::store::CallStats) {
+    let from_phone = stats.packets_from_phone + stats.lost_from_phone;
+    if from_phone > 0 {
+        metrics::histogram!("sip_call_loss_ratio", "direction" => "from_phone")
+            .record(stats.lost_from_phone as f64 / from_phone as f64);
+        metrics::histogram!("sip_call_jitter_ms", "direction" => "from_phone").record(stats.jitter_from_phone_ms);
+    }
+    if stats.packets_to_phone > 0 {
+        let impaired = stats.concealed_to_phone + stats.late_to_phone;
+        metrics::histogram!("sip_call_loss_ratio", "direction" => "to_phone")
+            .record(impaired as f64 / stats.packets_to_phone as f64);
+    }
 }
 
 /// Runs an inbound call until it ends.
