@@ -35,13 +35,15 @@ struct DashboardReport {
     audio_samples: u64,
     ingresses_shown: u64,
     egresses_shown: u64,
+    calls_shown: u64,
     /// Window errors, unhandled rejections and `console.error` calls of the page.
     errors: Vec<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_previews_a_live_ingress() {
-    let setup = common::rtmp::start();
+    let sip = common::sip::start("[[sip.rules]]\nto = \"*\"\nroom = \"lobby\"\n", &[]).await;
+    let setup = &sip.setup;
     let api = setup.gateway.api.clone();
     let port = api.rsplit_once(':').expect("api address has a port").1.to_string();
     // http://localhost is a secure context (the API listens on 127.0.0.1).
@@ -105,6 +107,18 @@ async fn dashboard_previews_a_live_ingress() {
         .unwrap();
     assert_eq!(egress.status().as_u16(), 201);
 
+    // A phone call that stays up while the page is open: it is listed.
+    let offer = common::sip::sdp(&[common::sip::PCMU], "[media_port]", "sendrecv");
+    let steps = common::sip::scenario(&[
+        common::sip::invite(&offer, ""),
+        common::sip::final_response(200, ""),
+        common::sip::ack(false, ""),
+        common::sip::pause(60_000),
+        common::sip::in_dialog("BYE", "", "", 200),
+    ]);
+    let _phone = sip.sipp("dashboard-call", &steps, "100", &[]);
+    sip.call_to("100", |c| c["state"] == "answered").await;
+
     let token = percent_encode(TOKEN);
     let mut page = browser::open_url(|report| {
         format!(
@@ -143,6 +157,10 @@ async fn dashboard_previews_a_live_ingress() {
     assert_eq!(
         report.egresses_shown, 1,
         "the egress table does not list the egress: {report:?}"
+    );
+    assert_eq!(
+        report.calls_shown, 1,
+        "the calls table does not list the call: {report:?}"
     );
     if report.audio_samples == 0 {
         eprintln!("note: the preview had no audio samples yet when it reported");

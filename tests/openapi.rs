@@ -44,6 +44,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/rooms/r1/participants/p1",
     ),
     ("post", "/v1/sfu/{path}", "/v1/sfu/sessions/new"),
+    ("get", "/v1/calls", "/v1/calls"),
+    ("post", "/v1/calls", "/v1/calls"),
+    ("get", "/v1/calls/{id}", "/v1/calls/s_0000000000000000"),
+    ("delete", "/v1/calls/{id}", "/v1/calls/s_0000000000000000"),
+    ("post", "/v1/calls/{id}/dtmf", "/v1/calls/s_0000000000000000/dtmf"),
 ];
 
 #[tokio::test]
