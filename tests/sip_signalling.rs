@@ -193,3 +193,45 @@ async fn digest_authentication_and_source_allowlists() {
     let (_, calls) = sip.get("/v1/calls").await;
     assert_eq!(calls, serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timers_are_granted_refreshed_and_enforced() {
+    let sip = sip::start(RULES, &[("GATEWAY__SIP__MIN_SESSION_EXPIRES", "2s")]).await;
+    let timer = "Session-Expires: 3;refresher=uac\nSupported: timer\n";
+    let granted = format!(
+        "{}<recv response=\"200\" rtd=\"true\" rrs=\"true\"><action><ereg regexp=\"Session-Expires: 3;refresher=uac\" \
+         search_in=\"msg\" check_it=\"true\" assign_to=\"se\"/><log message=\"[$se]\"/></action></recv>\n",
+        sip::provisional(false)
+    );
+    let steps = scenario(&[
+        invite(&offer(), timer),
+        granted,
+        ack(false, ""),
+        pause(1_500),
+        // The caller refreshes once, then stops refreshing: the gateway ends the call.
+        sip::reinvite_expecting(&offer(), "a=sendrecv"),
+        expect_bye(),
+    ]);
+    let started = std::time::Instant::now();
+    assert_ok(sip.sipp("timer", &steps, "100", &[]).finish(Duration::from_secs(20)));
+    assert!(
+        started.elapsed() >= Duration::from_millis(4_000),
+        "ended before the refreshed interval ran out"
+    );
+    let call = sip.call_to("100", |c| c["state"] == "ended").await;
+    assert_eq!(call["reason"], "session timer expired without a refresh");
+
+    let small = scenario(&[
+        invite_failing(&offer(), "Session-Expires: 1\n"),
+        format!(
+            "{}<recv response=\"422\" response_txn=\"invite\"><action><ereg regexp=\"Min-SE: 2\" search_in=\"msg\" \
+                 check_it=\"true\" assign_to=\"min\"/><log message=\"[$min]\"/></action></recv>\n",
+            sip::provisional(true)
+        ),
+        ack(true, ""),
+    ]);
+    assert_ok(
+        sip.sipp("timer-small", &small, "100", &[])
+            .finish(Duration::from_secs(20)),
+    );
+}

@@ -45,6 +45,9 @@ pub struct SipConfig {
     /// as the SFU side is ready).
     #[serde(with = "humantime_serde")]
     pub answer_delay: Duration,
+    /// Smallest session-timer interval accepted (RFC 4028 `Min-SE`); a caller asking for less gets 422.
+    #[serde(with = "humantime_serde")]
+    pub min_session_expires: Duration,
     /// Opus encoder complexity of the phone legs (0–10): CPU per call against quality; phone audio is
     /// narrowband, where the low settings lose little.
     pub opus_complexity: u8,
@@ -82,6 +85,7 @@ impl Default for SipConfig {
             pin_timeout: Duration::from_secs(20),
             answer_delay: Duration::ZERO,
             opus_complexity: 5,
+            min_session_expires: Duration::from_secs(90),
             trunks: Vec::new(),
             rules: Vec::new(),
         }
@@ -180,6 +184,9 @@ impl SipConfig {
         }
         if self.answer_delay > Duration::from_secs(60) {
             return Err(ConfigError::invalid("sip.answer_delay", "must be at most 60s"));
+        }
+        if self.min_session_expires < Duration::from_secs(1) || self.min_session_expires > Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid("sip.min_session_expires", "must be 1s to 1d"));
         }
         if self.opus_complexity > 10 {
             return Err(ConfigError::invalid("sip.opus_complexity", "must be 0 to 10"));

@@ -73,6 +73,8 @@ pub struct Inbound {
     pub view: CallView,
     /// When the INVITE arrived.
     pub started: Instant,
+    /// The session-timer interval agreed (seconds), if the caller asked for one.
+    pub session_expires: Option<u32>,
 }
 
 /// How a call ended.
@@ -250,7 +252,15 @@ async fn answer_and_bridge(
         addr: local_addr,
         direction: Direction::SendRecv,
     };
-    let content_type = || Some(vec![Header::ContentType("application/sdp".into())]);
+    let timer_headers = call
+        .session_expires
+        .map(super::timer::answer_headers)
+        .unwrap_or_default();
+    let content_type = || {
+        let mut headers = vec![Header::ContentType("application/sdp".into())];
+        headers.extend(timer_headers.iter().cloned());
+        Some(headers)
+    };
     let (remote, negotiated) = match call.offer.take() {
         Some((remote, negotiated)) => {
             local.direction = remote.direction.answer();
@@ -291,6 +301,7 @@ async fn answer_and_bridge(
         sfu,
         destination: call.destination,
         commands,
+        session_expires: call.session_expires.map(|s| Duration::from_secs(s.into())),
     };
     bridge(ctx, deps, &call.dialog, &mut call.states, media).await
 }
@@ -354,6 +365,8 @@ pub(super) struct Media {
     pub sfu: SfuSide,
     pub destination: Destination,
     pub commands: mpsc::Receiver<CallCommand>,
+    /// The session timer: a refresh (re-INVITE or UPDATE) must come within this.
+    pub session_expires: Option<Duration>,
 }
 
 /// Results of SFU operations run beside the loop.
@@ -376,7 +389,9 @@ pub(super) async fn bridge(
         sfu,
         destination,
         mut commands,
+        session_expires,
     } = media;
+    let mut refreshed = Instant::now();
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
     let PeerStreams {
@@ -485,10 +500,15 @@ pub(super) async fn bridge(
                 match state {
                     DialogState::Terminated(_, reason) => return terminated(&reason),
                     DialogState::Updated(_, request, handle) => {
+                        refreshed = Instant::now();
                         let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs);
                         match answer {
                             Some(body) => {
-                                let _ = handle.respond(StatusCode::OK, Some(vec![Header::ContentType("application/sdp".into())]), Some(body.into_bytes())).await;
+                                let mut headers = vec![Header::ContentType("application/sdp".into())];
+                                if let Some(expires) = session_expires {
+                                    headers.extend(super::timer::answer_headers(expires.as_secs() as u32));
+                                }
+                                let _ = handle.respond(StatusCode::OK, Some(headers), Some(body.into_bytes())).await;
                                 let state = if leg.on_hold() { CallState::OnHold } else if pin.is_some() { CallState::Pin } else { CallState::Answered };
                                 deps.store.update(&id, |c| c.state = state);
                                 tracing::info!(hold = leg.on_hold(), "call re-negotiated");
@@ -553,6 +573,9 @@ pub(super) async fn bridge(
                 subscribe(&peer, changes.add, &done_tx);
             }
             _ = stats_tick.tick() => {
+                if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
+                    return hang_up(dialog, "session timer expired without a refresh", 408).await;
+                }
                 let jitter = mixer.stats();
                 let stats = leg.stats;
                 let remote = leg.remote().to_string();

@@ -226,6 +226,7 @@ async fn place(
             sfu,
             destination,
             commands,
+            session_expires: None,
         };
         call::bridge(ctx, deps, &dialog, &mut states, media).await
     }

@@ -20,6 +20,7 @@ pub mod rtp_ports;
 pub mod sdp;
 pub mod server;
 pub mod store;
+pub mod timer;
 pub mod uplink;
 
 pub use server::{SipDeps, SipServer, start};

@@ -8,6 +8,7 @@ use super::gate::{DigestAnswer, Gate, Verdict};
 use super::rtp_ports::RtpPorts;
 use super::sdp::{self, PhoneCodec, SdpError};
 use super::store::{CallDirection, CallState, CallStore, CallView};
+use super::timer;
 use crate::config::SipConfig;
 use crate::redact::PhoneNumber;
 use crate::supervisor::{SessionKind, Supervisor};
@@ -348,6 +349,17 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
             }
         }
     };
+    let min_se = shared.config.min_session_expires.as_secs() as u32;
+    let session_expires = match timer::decide(timer::requested(&tx.original), min_se) {
+        timer::SessionTimer::Off => None,
+        timer::SessionTimer::On(secs) => Some(secs),
+        timer::SessionTimer::TooSmall => {
+            let _ = tx
+                .reply_with(StatusCode::from(422), timer::too_small_headers(min_se), None)
+                .await;
+            return;
+        }
+    };
     let (state_tx, states) = shared.dialogs.new_dialog_state_channel();
     let dialog = match shared
         .dialogs
@@ -409,6 +421,7 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
         destination,
         view,
         started,
+        session_expires,
     };
     let deps = shared.call.clone();
     let dialogs = shared.dialogs.clone();
