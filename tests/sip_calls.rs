@@ -79,6 +79,13 @@ async fn a_callers_speech_reaches_the_room_as_opus_over_udp_and_tcp() {
         assert_eq!(call["from"], "+15550001");
         let (session, track) = caller_in_room(&sip, "r1", &call).await;
         assert_eq!(track, format!("r1-sip-{}", call["id"].as_str().unwrap()));
+        let (_, shown) = sip.get(&format!("/v1/calls/{}", call["id"].as_str().unwrap())).await;
+        assert_eq!(
+            shown["sfu"]["sessionId"],
+            session.as_str(),
+            "the call shows its SFU session"
+        );
+        assert_eq!(shown["sfu"]["tracks"][0]["trackName"], track.as_str());
         let pcm = sip.listen(&session, &track, Duration::from_secs(3)).await;
         assert!(
             pcm.len() > 48_000 * 2,

@@ -235,3 +235,45 @@ async fn session_timers_are_granted_refreshed_and_enforced() {
             .finish(Duration::from_secs(20)),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_refuses_calls_with_503() {
+    let config = format!("{RULES}\n[[sip.trunks]]\nname = \"out\"\naddress = \"127.0.0.1:9\"\n");
+    let sip = sip::start(&config, &[("GATEWAY__SUPERVISOR__CAPACITY", "1")]).await;
+    let first = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        expect_bye(),
+    ]);
+    let phone = sip.sipp("first", &first, "100", &[]);
+    let call = sip.call_to("100", |c| c["state"] == "answered").await;
+    let second = scenario(&[invite_failing(&offer(), ""), final_response(503, ""), ack(true, "")]);
+    assert_ok(sip.sipp("second", &second, "100", &[]).finish(Duration::from_secs(20)));
+    let response = sip
+        .setup
+        .http
+        .post(format!("{}/v1/calls", sip.setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .json(&serde_json::json!({"to": "+15550000", "trunk": "out", "room": "r1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503, "dial-out over capacity");
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, _) = sip
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/calls/{}", call["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_ok(phone.finish(Duration::from_secs(20)));
+    let (_, calls) = sip.get("/v1/calls").await;
+    assert_eq!(
+        calls.as_array().unwrap().len(),
+        1,
+        "refused calls are not listed: {calls}"
+    );
+}

@@ -156,8 +156,6 @@ pub(super) async fn dial(
         Err(crate::ingress::sip::dialout::DialError::UnknownTrunk) => {
             Err(invalid("trunk", "no outbound trunk of that name"))
         }
-        Err(crate::ingress::sip::dialout::DialError::Refused(e)) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", e))
-        }
+        Err(crate::ingress::sip::dialout::DialError::Refused(e)) => Err(e.into()),
     }
 }

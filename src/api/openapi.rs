@@ -41,7 +41,7 @@ impl Modify for BearerAuth {
         crate::rooms::Participant, crate::rooms::PublishedTrack, crate::rooms::ParticipantSource,
         crate::sfu::api::TrackKind, crate::ingress::store::VideoMode,
         calls::Digits, calls::Dial, crate::ingress::sip::CallView, crate::ingress::sip::CallState,
-        crate::ingress::sip::CallDirection, crate::ingress::sip::CallStats,
+        crate::ingress::sip::CallDirection, crate::ingress::sip::CallStats, crate::ingress::sip::CallSfu,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

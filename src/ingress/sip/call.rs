@@ -399,7 +399,14 @@ pub(super) async fn bridge(
         mut events,
     } = streams;
     let local_rtp = local.addr.to_string();
-    deps.store.update(&id, |c| c.local_rtp = Some(local_rtp));
+    let sfu_view = super::store::CallSfu {
+        session_id: peer.session_id(),
+        tracks: vec![PublishedTrack::new(track.clone(), TrackKind::Audio)],
+    };
+    deps.store.update(&id, |c| {
+        c.local_rtp = Some(local_rtp);
+        c.sfu = Some(sfu_view);
+    });
     let participant_id = format!("sip-{id}");
     let mut mixer = Mixer::new(leg.codec().pcm_rate());
     let mut pin = destination

@@ -46,9 +46,9 @@ pub enum DialError {
     /// No trunk of that name with an address.
     #[error("no outbound trunk of that name")]
     UnknownTrunk,
-    /// The supervisor refused the session.
-    #[error("{0}")]
-    Refused(String),
+    /// The supervisor refused the session (draining, or over capacity).
+    #[error(transparent)]
+    Refused(#[from] crate::supervisor::SupervisorError),
 }
 
 /// Starts a dial-out session; returns the call as it starts.
@@ -88,7 +88,7 @@ pub fn dial(server: &SipServer, request: DialRequest) -> Result<CallView, DialEr
             let body = place(&ctx, &shared, &trunk, &request, &session_view, commands);
             call::supervised(&ctx, &deps, session_view.clone(), session_commands, body).instrument(span).await
         })
-        .map_err(|e| DialError::Refused(e.to_string()))?;
+        ?;
     let mut view = view;
     view.id = id.to_string();
     // The session registers itself too; whichever comes first, the API never answers 404 for it.

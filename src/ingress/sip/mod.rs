@@ -24,4 +24,4 @@ pub mod timer;
 pub mod uplink;
 
 pub use server::{SipDeps, SipServer, start};
-pub use store::{CallCommand, CallDirection, CallState, CallStats, CallStore, CallView};
+pub use store::{CallCommand, CallDirection, CallSfu, CallState, CallStats, CallStore, CallView};

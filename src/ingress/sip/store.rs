@@ -57,6 +57,16 @@ pub struct CallStats {
     pub dtmf_received: u64,
 }
 
+/// The SFU side of a call: its session and the caller's track.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallSfu {
+    /// The call's SFU session.
+    pub session_id: String,
+    /// Tracks it publishes (the caller's audio).
+    pub tracks: Vec<crate::rooms::PublishedTrack>,
+}
+
 /// One call.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -82,6 +92,9 @@ pub struct CallView {
     /// The caller's SFU track.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
+    /// The SFU session and track, once connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sfu: Option<CallSfu>,
     /// The gateway's RTP address of the phone leg (as written in its SDP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_rtp: Option<String>,
