@@ -170,3 +170,65 @@ async fn an_invite_flood_is_rate_limited_scanners_are_dropped_and_the_call_keeps
     let (_, calls) = sip.get("/v1/calls").await;
     assert_eq!(calls.as_array().unwrap().len(), 1, "only the real call: {calls}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_sfu_goes_away_is_hung_up_with_a_reason() {
+    const APP: &str = "0000000000000000000000000000fa11";
+    const SECRET: &str = "sip-fault-secret-sip-fault-secret-sip-fault-secret-sip-fault-se";
+    // The SFU runs in its own process, so the test can take it away.
+    let mut sfu = common::Gateway::start(&[
+        ("GATEWAY__SIP__ENABLED", "false"),
+        ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+        ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+    ]);
+    let sfu_api = format!("http://{}/v1", sfu.log_field("embedded sfu started", "http"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, RULES).unwrap();
+    let config = config.display().to_string();
+    let mut gateway = common::Gateway::start(&[
+        ("GATEWAY_CONFIG", config.as_str()),
+        ("GATEWAY__SFU__MODE", "cloudflare"),
+        ("GATEWAY__SFU__API_URL", sfu_api.as_str()),
+        ("GATEWAY__SFU__APP_ID", APP),
+        ("GATEWAY__SFU__APP_SECRET", SECRET),
+    ]);
+    let target = gateway.log_field("sip listening", "addr");
+    let bye_with_reason = "<recv request=\"BYE\"><action><ereg regexp=\"Reason: SIP;cause=503\" search_in=\"msg\" \
+                           check_it=\"true\" assign_to=\"reason\"/><log message=\"[$reason]\"/></action></recv>\n\
+                           <send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n";
+    let steps = scenario(&[
+        invite(&sip::sdp(&[PCMA, EVENTS], "[media_port]", "sendrecv"), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        play_pcap(Path::new(sip::PCAP_ALAW)),
+        bye_with_reason.to_string(),
+    ]);
+    let phone = sip::sipp(dir.path(), &target, "fault", &steps, "100", &[]);
+    let http = reqwest::Client::new();
+    let calls = format!("{}/v1/calls", gateway.api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: serde_json::Value = http.get(&calls).send().await.unwrap().json().await.unwrap();
+        if list[0]["state"] == "answered" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call was not answered: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sfu.signal("KILL");
+    let output = phone.finish(Duration::from_secs(45));
+    assert!(
+        output.status.success(),
+        "no BYE with a 503 reason: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let list: serde_json::Value = http.get(&calls).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["state"], "ended");
+    assert_eq!(list[0]["sipStatus"], 503);
+    assert!(list[0]["reason"].as_str().unwrap().contains("SFU"), "{}", list[0]);
+    gateway.wait_for_log("sip: hanging up", Duration::from_secs(5));
+}

@@ -277,3 +277,29 @@ async fn a_full_gateway_refuses_calls_with_503() {
         "refused calls are not listed: {calls}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_phone_is_hung_up_after_the_rtp_timeout_but_not_while_on_hold() {
+    let sip = sip::start(RULES, &[("GATEWAY__SIP__RTP_TIMEOUT", "2s")]).await;
+    let bye_408 = "<recv request=\"BYE\"><action><ereg regexp=\"Reason: SIP;cause=408\" search_in=\"msg\" check_it=\"true\" \
+                   assign_to=\"reason\"/><log message=\"[$reason]\"/></action></recv>\n\
+                   <send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n";
+    // sipp sends no RTP at all. First it holds for 3 s (longer than the timeout): the call stays; after it
+    // resumes, the silence ends the call.
+    let hold = sip::sdp(&[PCMU, EVENTS], "[media_port]", "sendonly");
+    let steps = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        sip::reinvite_expecting(&hold, "a=recvonly"),
+        pause(3_000),
+        sip::reinvite_expecting(&offer(), "a=sendrecv"),
+        bye_408.to_string(),
+    ]);
+    let started = std::time::Instant::now();
+    assert_ok(sip.sipp("silent", &steps, "100", &[]).finish(Duration::from_secs(20)));
+    assert!(started.elapsed() >= Duration::from_secs(5), "hung up while on hold");
+    let call = sip.call_to("100", |c| c["state"] == "ended").await;
+    assert_eq!(call["sipStatus"], 408);
+    assert_eq!(call["reason"], "no RTP from the phone");
+}
