@@ -303,3 +303,72 @@ async fn a_silent_phone_is_hung_up_after_the_rtp_timeout_but_not_while_on_hold()
     assert_eq!(call["sipStatus"], 408);
     assert_eq!(call["reason"], "no RTP from the phone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_over_tls_answers_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    // The TLS listener binds when the endpoint serves, so its port is chosen here.
+    let port = sip::free_even_port();
+    let listen = format!("127.0.0.1:{port}");
+    let sip = sip::start(
+        RULES,
+        &[
+            ("GATEWAY__SIP__TLS_LISTEN", listen.as_str()),
+            ("GATEWAY__SIP__TLS_CERT", cert.to_str().unwrap()),
+            ("GATEWAY__SIP__TLS_KEY", key.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let options =
+        sip::raw_request("OPTIONS", &listen, "127.0.0.1:9", "tls1", "tester", "").replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    // openssl s_client is the TLS peer: it sends the request and prints what comes back.
+    let mut client = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &listen, "-quiet", "-servername", "localhost"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    let mut reply = Vec::new();
+    let exchange = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline && !String::from_utf8_lossy(&reply).contains("\r\n\r\n") {
+            // The request is re-sent until the handshake is done and an answer comes.
+            let _ = stdin.write_all(options.as_bytes()).await;
+            let mut buf = [0u8; 2048];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stdout.read(&mut buf)).await {
+                reply.extend_from_slice(&buf[..n]);
+            }
+        }
+    };
+    exchange.await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("SIP/2.0 200"), "no 200 over TLS: {text:?}");
+    assert!(text.contains("Via: SIP/2.0/TLS"), "{text}");
+    drop(sip);
+}

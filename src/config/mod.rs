@@ -631,6 +631,9 @@ impl Config {
         }
         if self.sip.enabled {
             tcp.push(("sip.listen", self.sip.listen));
+            if !self.sip.tls_cert.is_empty() {
+                tcp.push(("sip.tls_listen", self.sip.tls_listen));
+            }
         }
         if self.sfu.effective_mode() == SfuMode::Embedded {
             tcp.push(("sfu.embedded.listen", self.sfu.embedded.listen));

@@ -14,6 +14,12 @@ pub struct SipConfig {
     pub enabled: bool,
     /// UDP and TCP listener.
     pub listen: SocketAddr,
+    /// SIP over TLS listener, used when `tls_cert` and `tls_key` are set.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain for SIP over TLS; empty: no TLS.
+    pub tls_cert: String,
+    /// PEM private key for SIP over TLS.
+    pub tls_key: String,
     /// Address written in Contact and SDP; empty: the listener's address (or the first non-loopback IPv4
     /// when it is a wildcard).
     pub public_ip: String,
@@ -62,6 +68,9 @@ impl Default for SipConfig {
         Self {
             enabled: true,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5060),
+            tls_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
+            tls_cert: String::new(),
+            tls_key: String::new(),
             public_ip: String::new(),
             rtp_port_min: 10_000,
             rtp_port_max: 20_000,
@@ -175,6 +184,14 @@ impl SipConfig {
         }
         if self.rtp_port_min == 0 || self.rtp_port_min > self.rtp_port_max {
             return Err(ConfigError::invalid("sip.rtp_port_min", "must be 1..=sip.rtp_port_max"));
+        }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err(ConfigError::invalid("sip.tls_key", "tls_cert and tls_key go together"));
+        }
+        for (key, path) in [("sip.tls_cert", &self.tls_cert), ("sip.tls_key", &self.tls_key)] {
+            if !path.is_empty() && !std::path::Path::new(path).is_file() {
+                return Err(ConfigError::invalid(key, format!("file {path} does not exist")));
+            }
         }
         if !self.public_ip.is_empty() && self.public_ip.parse::<IpAddr>().is_err() {
             return Err(ConfigError::invalid("sip.public_ip", "must be an IP address"));

@@ -20,7 +20,7 @@ use rsipstack::sip::typed::{Authorization, WwwAuthenticate};
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::Transaction;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{TcpListenerConnection, TransportLayer};
+use rsipstack::transport::{TcpListenerConnection, TlsConfig, TlsListenerConnection, TransportLayer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -99,6 +99,18 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
     transport.add_transport(udp.into());
     let tcp = TcpListenerConnection::new(addr, None).await.map_err(io_error)?;
     transport.add_transport(tcp.into());
+    if !config.tls_cert.is_empty() {
+        let tls = TlsConfig {
+            cert: Some(std::fs::read(&config.tls_cert)?),
+            key: Some(std::fs::read(&config.tls_key)?),
+            ..TlsConfig::default()
+        };
+        let listener = TlsListenerConnection::new(config.tls_listen, None, tls)
+            .await
+            .map_err(io_error)?;
+        transport.add_transport(listener.into());
+        tracing::info!(addr = %config.tls_listen, "sip tls listening");
+    }
     let public_ip: IpAddr = match config.public_ip.parse() {
         Ok(ip) => ip,
         Err(_) if !addr.ip().is_unspecified() => addr.ip(),
