@@ -296,3 +296,45 @@ async fn a_pin_typed_by_dtmf_routes_the_caller_into_its_room() {
     // Digits typed for the PIN are not application events.
     assert!(sip.hooks.lock().unwrap().iter().all(|e| e["kind"] != "call.dtmf"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g722_phone_is_bridged_in_wideband_both_ways() {
+    let sip = sip::start(RULES, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let phone_media = PhoneMedia::bind().await;
+    let offer = sip::sdp(&[(9, "G722/8000"), EVENTS], &phone_media.port().to_string(), "sendrecv");
+    let steps = scenario(&[
+        invite(&offer, ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(6_000),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("g722", &steps, "100", &[]);
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+        .await;
+    assert_eq!(call["codec"], "G722");
+    let gateway_rtp: std::net::SocketAddr = call["localRtp"].as_str().unwrap().parse().unwrap();
+    let (session, track) = caller_in_room(&sip, "r1", &call).await;
+    // The phone speaks a 5 kHz tone — beyond what narrowband can carry — and listens.
+    let speak = phone_media.send_g722_tone(gateway_rtp, 5_000.0, 4);
+    let hear = phone_media.receive_g722(Duration::from_secs(4));
+    let room = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sip.listen(&session, &track, Duration::from_secs(3)).await
+    };
+    let ((), heard, in_room) = tokio::join!(speak, hear, room);
+    assert!(heard.len() > 16_000 * 3, "only {} samples at the phone", heard.len());
+    let alice = sip::share_of(&heard[16_000..], 16_000, 440.0);
+    assert!(alice > 0.3, "the phone hears the room over G.722: {alice:.3}");
+    assert!(in_room.len() > 48_000 * 2, "only {} samples in the room", in_room.len());
+    let wideband = sip::share_of(&in_room[24_000..], 48_000, 5_000.0);
+    assert!(wideband > 0.3, "the room hears the caller's 5 kHz tone: {wideband:.3}");
+    let output = phone.finish(Duration::from_secs(30));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

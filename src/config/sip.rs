@@ -30,7 +30,7 @@ pub struct SipConfig {
     /// No RTP from a phone for this long (not on hold) ends the call with BYE.
     #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
-    /// Codecs accepted on the phone leg, any of `PCMU`, `PCMA`, `opus`.
+    /// Codecs accepted on the phone leg, any of `PCMU`, `PCMA`, `G722`, `opus`.
     pub codecs: Vec<String>,
     /// INVITEs per second accepted from one source address (a burst of twice as many is allowed).
     pub invite_rate: u32,
@@ -75,7 +75,7 @@ impl Default for SipConfig {
             rtp_port_min: 10_000,
             rtp_port_max: 20_000,
             rtp_timeout: Duration::from_secs(30),
-            codecs: vec!["opus".into(), "PCMU".into(), "PCMA".into()],
+            codecs: vec!["opus".into(), "G722".into(), "PCMU".into(), "PCMA".into()],
             invite_rate: 20,
             blocked_user_agents: [
                 "friendly-scanner",
@@ -212,7 +212,10 @@ impl SipConfig {
             return Err(ConfigError::invalid("sip.codecs", "must list at least one codec"));
         }
         for codec in &self.codecs {
-            if !["PCMU", "PCMA", "opus"].iter().any(|c| c.eq_ignore_ascii_case(codec)) {
+            if !["PCMU", "PCMA", "G722", "opus"]
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(codec))
+            {
                 return Err(ConfigError::invalid("sip.codecs", format!("unknown codec {codec:?}")));
             }
         }

@@ -698,3 +698,51 @@ pub fn uas_response(status: &str, extra_headers: &str, body: &str) -> String {
          [last_CSeq:]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n{extra_headers}{content}Content-Length: [len]\n\n{body}]]></send>\n"
     )
 }
+
+impl PhoneMedia {
+    /// Sends `seconds` of a tone at `hz` as G.722 (payload type 9) to `to`, paced at 20 ms.
+    pub async fn send_g722_tone(&self, to: std::net::SocketAddr, hz: f64, seconds: u32) {
+        use ezk_g722::libg722::{Bitrate, encoder::Encoder};
+        let mut encoder = Encoder::new(Bitrate::Mode1_64000, false, false);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut out = Vec::new();
+        for n in 0..seconds * 50 {
+            tick.tick().await;
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| ((n as usize * 320 + i) as f64 * hz * 2.0 * std::f64::consts::PI / 16_000.0).sin() * 8_000.0)
+                .map(|s| s as i16)
+                .collect();
+            let payload = encoder.encode(&pcm);
+            RtpPacket {
+                payload_type: 9,
+                marker: n == 0,
+                seq: n as u16,
+                timestamp: n * 160,
+                ssrc: 9,
+                payload: &payload,
+            }
+            .write(&mut out);
+            let _ = self.socket.send_to(&out, to).await;
+        }
+    }
+
+    /// Receives G.722 for `duration`, decoded to 16 kHz PCM.
+    pub async fn receive_g722(&self, duration: Duration) -> Vec<i16> {
+        use ezk_g722::libg722::{Bitrate, decoder::Decoder};
+        let mut decoder = Decoder::new(Bitrate::Mode1_64000, false, false);
+        let mut pcm = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(100), self.socket.recv(&mut buf)).await else {
+                continue;
+            };
+            if let Ok(packet) = RtpPacket::parse(&buf[..len]) {
+                if packet.payload_type == 9 {
+                    pcm.extend(decoder.decode(packet.payload));
+                }
+            }
+        }
+        pcm
+    }
+}

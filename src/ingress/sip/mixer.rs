@@ -142,7 +142,7 @@ fn fill(input: &mut Input, frame: usize, scratch: &mut [i16]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 

@@ -10,6 +10,8 @@ pub enum PhoneCodec {
     Pcmu,
     /// G.711 A-law, 8 kHz.
     Pcma,
+    /// G.722 wideband: 16 kHz audio, 8 kHz RTP clock (RFC 3551).
+    G722,
     /// Opus (48 kHz RTP clock), narrowband to fullband.
     Opus,
 }
@@ -20,6 +22,7 @@ impl PhoneCodec {
         match self {
             PhoneCodec::Pcmu => "PCMU",
             PhoneCodec::Pcma => "PCMA",
+            PhoneCodec::G722 => "G722",
             PhoneCodec::Opus => "opus",
         }
     }
@@ -27,7 +30,7 @@ impl PhoneCodec {
     /// RTP clock rate.
     pub fn clock_rate(self) -> u32 {
         match self {
-            PhoneCodec::Pcmu | PhoneCodec::Pcma => 8_000,
+            PhoneCodec::Pcmu | PhoneCodec::Pcma | PhoneCodec::G722 => 8_000,
             PhoneCodec::Opus => 48_000,
         }
     }
@@ -36,6 +39,7 @@ impl PhoneCodec {
     pub fn pcm_rate(self) -> u32 {
         match self {
             PhoneCodec::Pcmu | PhoneCodec::Pcma => 8_000,
+            PhoneCodec::G722 => 16_000,
             PhoneCodec::Opus => 48_000,
         }
     }
@@ -44,6 +48,7 @@ impl PhoneCodec {
         match self {
             PhoneCodec::Pcmu => Some(0),
             PhoneCodec::Pcma => Some(8),
+            PhoneCodec::G722 => Some(9),
             PhoneCodec::Opus => None,
         }
     }

@@ -143,6 +143,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
         .filter_map(|c| match c.to_ascii_lowercase().as_str() {
             "pcmu" => Some(PhoneCodec::Pcmu),
             "pcma" => Some(PhoneCodec::Pcma),
+            "g722" => Some(PhoneCodec::G722),
             "opus" => Some(PhoneCodec::Opus),
             _ => None,
         })

@@ -7,6 +7,9 @@
 
 use super::g711;
 use super::sdp::PhoneCodec;
+use ezk_g722::libg722::Bitrate;
+use ezk_g722::libg722::decoder::Decoder as G722Decoder;
+use ezk_g722::libg722::encoder::Encoder as G722Encoder;
 use std::collections::VecDeque;
 
 /// A silent stream still sends one frame this often (in 20 ms frames: 400 ms).
@@ -32,6 +35,10 @@ pub struct UplinkError(#[from] opus::Error);
 pub struct Uplink {
     codec: PhoneCodec,
     encoder: Option<opus::Encoder>,
+    g722: Option<G722Decoder>,
+    /// PCM samples in 20 ms, and 48 kHz ticks per PCM sample.
+    frame_len: usize,
+    ticks_per_sample: u64,
     pcm: VecDeque<i16>,
     last_frame: Vec<i16>,
     /// Extended phone timestamp expected next.
@@ -48,29 +55,35 @@ pub struct Uplink {
 impl Uplink {
     /// An uplink for a phone sending `codec`, encoding Opus at `complexity` (0–10).
     pub fn new(codec: PhoneCodec, complexity: i32) -> Result<Self, UplinkError> {
+        let rate = codec.pcm_rate();
         let encoder = match codec {
             PhoneCodec::Opus => None,
-            PhoneCodec::Pcmu | PhoneCodec::Pcma => {
-                let mut encoder = opus::Encoder::new(8_000, opus::Channels::Mono, opus::Application::Voip)?;
+            PhoneCodec::Pcmu | PhoneCodec::Pcma | PhoneCodec::G722 => {
+                // Opus codes the phone's band natively: narrowband at 8 kHz, wideband at 16 kHz (G.722).
+                let mut encoder = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip)?;
                 encoder.set_inband_fec(true)?;
                 encoder.set_packet_loss_perc(5)?;
                 encoder.set_dtx(true)?;
-                encoder.set_bitrate(opus::Bitrate::Bits(24_000))?;
+                encoder.set_bitrate(opus::Bitrate::Bits(if rate > 8_000 { 32_000 } else { 24_000 }))?;
                 encoder.set_complexity(complexity)?;
                 Some(encoder)
             }
         };
+        let frame_len = rate as usize / 50;
         Ok(Self {
             codec,
             encoder,
+            g722: (codec == PhoneCodec::G722).then(|| G722Decoder::new(Bitrate::Mode1_64000, false, false)),
+            frame_len,
+            ticks_per_sample: u64::from(48_000 / rate),
             pcm: VecDeque::new(),
-            last_frame: vec![0; 160],
+            last_frame: vec![0; frame_len],
             expected: None,
             last_ts: None,
             extended_base: 0,
             out_time: 0,
             silent_frames: 0,
-            frame: vec![0; 160],
+            frame: vec![0; frame_len],
             packet: vec![0; 400],
         })
     }
@@ -114,26 +127,26 @@ impl Uplink {
             }
             _ => {}
         }
+        // One payload byte is one tick of the 8 kHz RTP clock for G.711 and G.722 alike.
         self.expected = Some(ts + payload.len() as u64);
-        let decode = if self.codec == PhoneCodec::Pcmu {
-            g711::ulaw_to_linear
-        } else {
-            g711::alaw_to_linear
-        };
-        self.pcm.extend(payload.iter().map(|&b| decode(b)));
+        match (self.codec, self.g722.as_mut()) {
+            (PhoneCodec::Pcmu, _) => self.pcm.extend(payload.iter().map(|&b| g711::ulaw_to_linear(b))),
+            (PhoneCodec::G722, Some(decoder)) => self.pcm.extend(decoder.decode(payload)),
+            _ => self.pcm.extend(payload.iter().map(|&b| g711::alaw_to_linear(b))),
+        }
         self.drain(out);
     }
 
     fn flush_partial(&mut self) {
         let partial = self.pcm.len();
         self.pcm.clear();
-        self.out_time += partial as u64 * 6;
+        self.out_time += partial as u64 * self.ticks_per_sample;
     }
 
     fn drain(&mut self, out: &mut Vec<OpusFrame>) {
         let Some(encoder) = self.encoder.as_mut() else { return };
-        while self.pcm.len() >= 160 {
-            for (dst, src) in self.frame.iter_mut().zip(self.pcm.drain(..160)) {
+        while self.pcm.len() >= self.frame_len {
+            for (dst, src) in self.frame.iter_mut().zip(self.pcm.drain(..self.frame_len)) {
                 *dst = src;
             }
             self.last_frame.copy_from_slice(&self.frame);
@@ -163,6 +176,7 @@ impl Uplink {
 pub struct Downlink {
     codec: PhoneCodec,
     encoder: Option<opus::Encoder>,
+    g722: Option<G722Encoder>,
 }
 
 impl Downlink {
@@ -177,7 +191,8 @@ impl Downlink {
             }
             _ => None,
         };
-        Ok(Self { codec, encoder })
+        let g722 = (codec == PhoneCodec::G722).then(|| G722Encoder::new(Bitrate::Mode1_64000, false, false));
+        Ok(Self { codec, encoder, g722 })
     }
 
     /// Encodes one frame of PCM into `payload` (replacing its content).
@@ -186,6 +201,11 @@ impl Downlink {
         match (self.codec, self.encoder.as_mut()) {
             (PhoneCodec::Pcmu, _) => payload.extend(pcm.iter().map(|&s| g711::linear_to_ulaw(s))),
             (PhoneCodec::Pcma, _) => payload.extend(pcm.iter().map(|&s| g711::linear_to_alaw(s))),
+            (PhoneCodec::G722, _) => {
+                if let Some(encoder) = self.g722.as_mut() {
+                    payload.extend(encoder.encode(pcm));
+                }
+            }
             (PhoneCodec::Opus, Some(encoder)) => {
                 payload.resize(400, 0);
                 let len = encoder.encode(pcm, payload).unwrap_or(0);
@@ -258,6 +278,38 @@ mod tests {
         uplink.push(0, &[4, 5, 6], &mut out);
         assert_eq!(out[1].rtp_time - out[0].rtp_time, 960);
         assert_eq!(out[1].data, [4, 5, 6]);
+    }
+
+    #[test]
+    fn g722_keeps_wideband_audio_through_opus() {
+        // A 5 kHz tone exists only in wideband: G.711 could not carry it.
+        let tone: Vec<i16> = (0..16_000)
+            .map(|i| ((f64::from(i) * 5_000.0 * 2.0 * std::f64::consts::PI / 16_000.0).sin() * 8_000.0) as i16)
+            .collect();
+        let mut phone = G722Encoder::new(Bitrate::Mode1_64000, false, false);
+        let mut uplink = Uplink::new(PhoneCodec::G722, 5).unwrap();
+        let mut out = Vec::new();
+        for (n, chunk) in tone.chunks(320).enumerate() {
+            let payload = phone.encode(chunk);
+            assert_eq!(payload.len(), 160, "64 kbit/s: one byte per 8 kHz tick");
+            uplink.push(n as u32 * 160, &payload, &mut out);
+        }
+        assert_eq!(out.len(), 50);
+        assert!(out.windows(2).all(|w| w[1].rtp_time - w[0].rtp_time == 960));
+        let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        let mut pcm = Vec::new();
+        let mut buf = vec![0i16; 960];
+        for frame in &out {
+            let n = decoder.decode(&frame.data, &mut buf, false).unwrap();
+            pcm.extend_from_slice(&buf[..n]);
+        }
+        let share = crate::ingress::sip::mixer::tests::share_of(&pcm[24_000..], 48_000, 5_000.0);
+        assert!(share > 0.5, "the 5 kHz tone survives: {share:.3}");
+        // And back: 16 kHz PCM → G.722 → PCM.
+        let mut downlink = Downlink::new(PhoneCodec::G722, 5).unwrap();
+        let mut payload = Vec::new();
+        downlink.encode(&tone[..320], &mut payload);
+        assert_eq!(payload.len(), 160);
     }
 
     #[test]
