@@ -184,3 +184,58 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
         .await;
     assert_eq!(status, 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refer_transfers_the_caller_to_another_number_in_the_same_room() {
+    let port = sip::free_even_port();
+    let config = format!(
+        "[[sip.rules]]\nto = \"*\"\nroom = \"r1\"\n\n{}",
+        trunk("out", port, false)
+    );
+    let sip = sip::start(&config, &[]).await;
+    let dir = sip.dir.path();
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    // The transfer target answers and hears the room.
+    let target_media = PhoneMedia::bind().await;
+    let target_sdp = sip::sdp(&[PCMU], &target_media.port().to_string(), "sendrecv");
+    let target = sipp_uas(dir, "target", &answering(&target_sdp, false), port);
+    // The caller asks for the transfer, gets 202 and two NOTIFYs (100, then 200), and is hung up.
+    let notify_ok = "<recv request=\"NOTIFY\"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n";
+    let refer = "<send retrans=\"500\"><![CDATA[\nREFER [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+                 From: sipp <sip:+15550001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
+                 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\nCSeq: [cseq] REFER\n\
+                 Contact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nRefer-To: <sip:+15557777@127.0.0.1>\n\
+                 Referred-By: <sip:+15550001@[local_ip]>\nContent-Length: 0\n\n]]></send>\n<recv response=\"202\"/>\n";
+    let steps = scenario(&[
+        sip::invite(&sip::sdp(&[PCMU], "[media_port]", "sendrecv"), ""),
+        sip::final_response(200, ""),
+        sip::ack(false, ""),
+        sip::pause(500),
+        refer.to_string(),
+        notify_ok.to_string(),
+        notify_ok.replace("<recv request=\"NOTIFY\"/>", "<recv request=\"NOTIFY\"><action><ereg regexp=\"SIP/2.0 200\" search_in=\"body\" check_it=\"true\" assign_to=\"frag\"/><log message=\"[$frag]\"/></action></recv>"),
+        expect_bye(),
+    ]);
+    let caller = sip.sipp("transferor", &steps, "100", &[]);
+    assert_ok(caller.finish(Duration::from_secs(30)));
+    let original = sip.call_to("100", |c| c["state"] == "ended").await;
+    assert_eq!(original["reason"], "transferred");
+    let transferred = sip.call_to("+15557777", |c| c["state"] == "answered").await;
+    assert_eq!(transferred["direction"], "outbound");
+    assert_eq!(transferred["room"], "r1");
+    assert_eq!(transferred["trunk"], "out");
+    let (pcm, _) = target_media.receive(true, Duration::from_secs(2)).await;
+    assert!(
+        sip::share_of(&pcm[pcm.len().min(4_000)..], 8_000, 440.0) > 0.3,
+        "the target hears the room"
+    );
+    let (status, _) = sip
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/calls/{}", transferred["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_ok(target.finish(Duration::from_secs(20)));
+}

@@ -24,6 +24,7 @@ use crate::webhooks::Webhooks;
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct CallDeps {
     pub answer_delay: Duration,
     /// Opus encoder complexity (0–10).
     pub opus_complexity: i32,
+    /// The SIP server, for dialling the target of a transfer (set once the server exists).
+    pub(super) server: Arc<std::sync::OnceLock<std::sync::Weak<super::server::Shared>>>,
 }
 
 /// An inbound call admitted by the server, before the answer.
@@ -392,6 +395,7 @@ pub(super) async fn bridge(
         session_expires,
     } = media;
     let mut refreshed = Instant::now();
+    let mut transfer: Option<String> = None;
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
     let PeerStreams {
@@ -532,6 +536,22 @@ pub(super) async fn bridge(
                         }
                     }
                     DialogState::Options(_, _, handle) => { let _ = handle.reply(StatusCode::OK).await; }
+                    DialogState::Refer(_, request, handle) => {
+                        let refer_to = request.header_value("Refer-To").or_else(|| request.header_value("r")).unwrap_or_default();
+                        match super::transfer::begin(deps, &id, &refer_to) {
+                            Ok(target) => {
+                                tracing::info!(target_call = %target, "sip: transfer requested, dialling");
+                                let _ = handle.reply(StatusCode::from(202)).await;
+                                let notifier = dialog.clone();
+                                tokio::spawn(async move { notifier.notify_refer(StatusCode::Trying, "active;expires=60").await });
+                                transfer = Some(target);
+                            }
+                            Err(why) => {
+                                tracing::warn!(reason = %why, "sip: transfer refused");
+                                let _ = handle.reply(StatusCode::Forbidden).await;
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -580,6 +600,22 @@ pub(super) async fn bridge(
                 subscribe(&peer, changes.add, &done_tx);
             }
             _ = stats_tick.tick() => {
+                if let Some(target) = transfer.as_deref() {
+                    match deps.store.get(target).map(|c| (c.state, c.sip_status)) {
+                        Some((CallState::Answered, _)) => {
+                            let _ = dialog.notify_refer(StatusCode::OK, "terminated;reason=noresource").await;
+                            let _ = dialog.bye_with_reason("SIP;cause=200;text=\"transferred\"".into()).await;
+                            return Ended::ok("transferred");
+                        }
+                        Some((CallState::Ended, status)) => {
+                            let status = StatusCode::from(status.unwrap_or(500));
+                            let _ = dialog.notify_refer(status, "terminated;reason=noresource").await;
+                            tracing::info!("sip: transfer target not reached; the call goes on");
+                            transfer = None;
+                        }
+                        _ => {}
+                    }
+                }
                 if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
                     return hang_up(dialog, "session timer expired without a refresh", 408).await;
                 }

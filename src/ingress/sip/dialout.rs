@@ -53,7 +53,13 @@ pub enum DialError {
 
 /// Starts a dial-out session; returns the call as it starts.
 pub fn dial(server: &SipServer, request: DialRequest) -> Result<CallView, DialError> {
-    let shared = server.shared().clone();
+    dial_with(server.shared(), request)
+}
+
+/// [`dial`] from inside the SIP module (a transfer asked by REFER).
+pub(super) fn dial_with(shared: &Arc<Shared>, request: DialRequest) -> Result<CallView, DialError> {
+    let shared = shared.clone();
+    let store = shared.call.store.clone();
     let trunk = shared
         .config
         .trunks
@@ -92,7 +98,7 @@ pub fn dial(server: &SipServer, request: DialRequest) -> Result<CallView, DialEr
     let mut view = view;
     view.id = id.to_string();
     // The session registers itself too; whichever comes first, the API never answers 404 for it.
-    server.calls().insert_if_absent(view.clone(), commands_tx);
+    store.insert_if_absent(view.clone(), commands_tx);
     Ok(view)
 }
 

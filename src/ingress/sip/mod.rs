@@ -21,6 +21,7 @@ pub mod sdp;
 pub mod server;
 pub mod store;
 pub mod timer;
+pub mod transfer;
 pub mod uplink;
 
 pub use server::{SipDeps, SipServer, start};

@@ -27,7 +27,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Methods the gateway answers.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 
 /// What the SIP server needs from the rest of the gateway.
 #[derive(Clone)]
@@ -164,6 +164,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
             pin_timeout: config.pin_timeout,
             answer_delay: config.answer_delay,
             opus_complexity: i32::from(config.opus_complexity),
+            server: Arc::default(),
         },
         supervisor: deps.supervisor,
         cost: deps.cost,
@@ -171,6 +172,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
         http: reqwest::Client::new(),
         config,
     });
+    let _ = shared.call.server.set(Arc::downgrade(&shared));
     tracing::info!(%addr, %public_ip, "sip listening");
     let loop_shared = shared.clone();
     tokio::spawn(async move {
