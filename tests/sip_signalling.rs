@@ -131,7 +131,7 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
     let late = scenario(&[
         invite("", ""),
         "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n\
-         <recv response=\"200\" rrs=\"true\"><action><ereg regexp=\"m=audio [0-9]+ RTP/AVP 96 0 8 101\" search_in=\"body\" check_it=\"true\" assign_to=\"offer\"/>\
+         <recv response=\"200\" rrs=\"true\"><action><ereg regexp=\"m=audio [0-9]+ RTP/AVP 96 9 0 8 101\" search_in=\"body\" check_it=\"true\" assign_to=\"offer\"/>\
          <log message=\"[$offer]\"/></action></recv>\n"
             .into(),
         ack(false, &answer),

@@ -543,7 +543,13 @@ pub(super) async fn bridge(
                                 tracing::info!(target_call = %target, "sip: transfer requested, dialling");
                                 let _ = handle.reply(StatusCode::from(202)).await;
                                 let notifier = dialog.clone();
-                                tokio::spawn(async move { notifier.notify_refer(StatusCode::Trying, "active;expires=60").await });
+                                tokio::spawn(async move {
+                                    // The 202 leaves through the REFER's transaction task; give it a head start
+                                    // so the phone sees it before the first NOTIFY (RFC 3515 allows either order,
+                                    // many phones expect this one).
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    notifier.notify_refer(StatusCode::Trying, "active;expires=60").await
+                                });
                                 transfer = Some(target);
                             }
                             Err(why) => {
