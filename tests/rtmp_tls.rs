@@ -4,32 +4,11 @@
 mod common;
 
 use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg, start_with};
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_publishes_over_rtmps() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    let (cert, key) = common::self_signed_cert(dir.path());
     let mut setup = start_with(&[
         ("GATEWAY__RTMP__RTMPS_LISTEN", "127.0.0.1:0"),
         ("GATEWAY__RTMP__TLS_CERT", cert.to_str().unwrap()),

@@ -155,14 +155,7 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
     assert_eq!(status, 201);
     assert_eq!(call["from"], "+15559999");
     sip.call_to("+15554444", |c| c["state"] == "answered").await;
-    let (status, _) = sip
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/v1/calls/{}", call["id"].as_str().unwrap()),
-            None,
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(sip.hang_up(&call).await, 204);
     assert_ok(authed.finish(Duration::from_secs(20)));
     assert!(sip.setup.gateway.log.iter().all(|l| !l.contains("dial-secret")));
 
@@ -200,7 +193,7 @@ async fn refer_transfers_the_caller_to_another_number_in_the_same_room() {
     let target_sdp = sip::sdp(&[PCMU], &target_media.port().to_string(), "sendrecv");
     let target = sipp_uas(dir, "target", &answering(&target_sdp, false), port);
     // The caller asks for the transfer, gets 202 and two NOTIFYs (100, then 200), and is hung up.
-    let notify_ok = "<recv request=\"NOTIFY\"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n";
+    let notify_ok = format!("<recv request=\"NOTIFY\"/>\n{}", sip::reply_ok());
     let refer = "<send retrans=\"500\"><![CDATA[\nREFER [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
                  From: sipp <sip:+15550001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
                  To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\nCSeq: [cseq] REFER\n\
@@ -229,13 +222,6 @@ async fn refer_transfers_the_caller_to_another_number_in_the_same_room() {
         sip::share_of(&pcm[pcm.len().min(4_000)..], 8_000, 440.0) > 0.3,
         "the target hears the room"
     );
-    let (status, _) = sip
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/v1/calls/{}", transferred["id"].as_str().unwrap()),
-            None,
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(sip.hang_up(&transferred).await, 204);
     assert_ok(target.finish(Duration::from_secs(20)));
 }

@@ -115,6 +115,14 @@ impl Sip {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `DELETE /v1/calls/{id}` of a call (as listed); returns the status.
+    pub async fn hang_up(&self, call: &Value) -> u16 {
+        let id = call["id"].as_str().expect("call id");
+        self.send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
+            .await
+            .0
+    }
+
     /// The only call whose `to` is `number`, waiting (bounded) until it satisfies `check`.
     pub async fn call_to(&self, number: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -205,25 +213,31 @@ impl Drop for Sipp {
 
 /// Starts sipp on loopback running `scenario` (XML) once toward `target`, calling `service`.
 pub fn sipp(dir: &Path, target: &str, name: &str, scenario: &str, service: &str, extra: &[&str]) -> Sipp {
+    let port = free_even_port();
+    let mut args = vec![target, "-s", service, "-l", "1"];
+    args.extend_from_slice(extra);
+    spawn_sipp(dir, name, scenario, port, &args)
+}
+
+/// Starts sipp as a UAS on `port` running `scenario` once.
+pub fn sipp_uas(dir: &Path, name: &str, scenario: &str, port: u16) -> Sipp {
+    spawn_sipp(dir, name, scenario, port, &[])
+}
+
+fn spawn_sipp(dir: &Path, name: &str, scenario: &str, port: u16, args: &[&str]) -> Sipp {
     let file = dir.join(format!("{name}.xml"));
     std::fs::write(&file, scenario).unwrap();
     let messages = dir.join(format!("{name}.messages"));
-    let media_port = free_even_port().to_string();
-    let sip_port = free_even_port().to_string();
-    let mut args: Vec<String> = [
-        target,
+    let (port, media_port) = (port.to_string(), free_even_port().to_string());
+    let common = [
         "-sf",
         &file.display().to_string(),
-        "-s",
-        service,
         "-m",
-        "1",
-        "-l",
         "1",
         "-i",
         "127.0.0.1",
         "-p",
-        &sip_port,
+        &port,
         "-mi",
         "127.0.0.1",
         "-mp",
@@ -235,12 +249,10 @@ pub fn sipp(dir: &Path, target: &str, name: &str, scenario: &str, service: &str,
         "-message_file",
         &messages.display().to_string(),
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    .map(String::from);
     let child = Command::new("sipp")
-        .args(&args)
+        .args(args)
+        .args(common)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -364,7 +376,25 @@ pub fn in_dialog(method: &str, content_type: &str, body: &str, expect: u16) -> S
 
 /// Receives the gateway's BYE and answers 200.
 pub fn expect_bye() -> String {
-    "<recv request=\"BYE\"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n".to_string()
+    expect_bye_with("")
+}
+
+/// Receives the gateway's BYE, which must match `regexp` (when not empty), and answers 200.
+pub fn expect_bye_with(regexp: &str) -> String {
+    let recv = if regexp.is_empty() {
+        "<recv request=\"BYE\"/>".to_string()
+    } else {
+        format!(
+            "<recv request=\"BYE\"><action><ereg regexp=\"{regexp}\" search_in=\"msg\" check_it=\"true\" assign_to=\"found\"/>\
+             <log message=\"[$found]\"/></action></recv>"
+        )
+    };
+    format!("{recv}\n{}", reply_ok())
+}
+
+/// A 200 OK to the request just received.
+pub fn reply_ok() -> String {
+    "<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n".to_string()
 }
 
 pub fn pause(ms: u64) -> String {
@@ -638,46 +668,6 @@ pub fn raw_request(method: &str, target: &str, local: &str, call_id: &str, user_
          Contact: <sip:tester@{local}>\r\nUser-Agent: {user_agent}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// Starts sipp as a UAS on `port` running `scenario` once.
-pub fn sipp_uas(dir: &Path, name: &str, scenario: &str, port: u16) -> Sipp {
-    let file = dir.join(format!("{name}.xml"));
-    std::fs::write(&file, scenario).unwrap();
-    let messages = dir.join(format!("{name}.messages"));
-    let media_port = free_even_port().to_string();
-    let args = [
-        "-sf",
-        &file.display().to_string(),
-        "-m",
-        "1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media_port,
-        "-nostdin",
-        "-timeout",
-        "40s",
-        "-trace_msg",
-        "-message_file",
-        &messages.display().to_string(),
-    ];
-    let child = Command::new("sipp")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sipp");
-    Sipp {
-        child: Some(child),
-        messages,
-    }
 }
 
 /// A response of a UAS to the last request (`to_tag`: add our tag to To).
