@@ -125,19 +125,7 @@ async fn the_phone_hears_the_room_mix_but_not_itself() {
     let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
     let _bob = sip.tone_publisher("r1", "bob", 1_000.0).await;
     let phone_media = PhoneMedia::bind().await;
-    let offer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
-    let steps = scenario(&[
-        invite(&offer, ""),
-        final_response(200, ""),
-        ack(false, ""),
-        pause(6_000),
-        in_dialog("BYE", "", "", 200),
-    ]);
-    let phone = sip.sipp("mix", &steps, "100", &[]);
-    let call = sip
-        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
-        .await;
-    let gateway_rtp: std::net::SocketAddr = call["localRtp"].as_str().unwrap().parse().unwrap();
+    let (phone, _call, gateway_rtp) = sip.call_with_media("mix", &phone_media, &[PCMU], 6_000).await;
     // The phone speaks a 2.5 kHz tone while it listens.
     let speak = phone_media.send_tone(gateway_rtp, true, 2_500.0, 4);
     let listen = phone_media.receive(true, Duration::from_secs(4));
@@ -302,20 +290,10 @@ async fn a_g722_phone_is_bridged_in_wideband_both_ways() {
     let sip = sip::start(RULES, &[]).await;
     let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
     let phone_media = PhoneMedia::bind().await;
-    let offer = sip::sdp(&[(9, "G722/8000"), EVENTS], &phone_media.port().to_string(), "sendrecv");
-    let steps = scenario(&[
-        invite(&offer, ""),
-        final_response(200, ""),
-        ack(false, ""),
-        pause(6_000),
-        in_dialog("BYE", "", "", 200),
-    ]);
-    let phone = sip.sipp("g722", &steps, "100", &[]);
-    let call = sip
-        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+    let (phone, call, gateway_rtp) = sip
+        .call_with_media("g722", &phone_media, &[(9, "G722/8000")], 6_000)
         .await;
     assert_eq!(call["codec"], "G722");
-    let gateway_rtp: std::net::SocketAddr = call["localRtp"].as_str().unwrap().parse().unwrap();
     let (session, track) = caller_in_room(&sip, "r1", &call).await;
     // The phone speaks a 5 kHz tone — beyond what narrowband can carry — and listens.
     let speak = phone_media.send_g722_tone(gateway_rtp, 5_000.0, 4);

@@ -115,6 +115,34 @@ impl Sip {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A sipp call to `100` whose SDP sends the gateway's media to `media` (offering `formats` and
+    /// telephone-event), held for `hold_ms` then hung up by sipp; waits until it is answered and returns sipp,
+    /// the call and the gateway's RTP address.
+    pub async fn call_with_media(
+        &self,
+        name: &str,
+        media: &PhoneMedia,
+        formats: &[(u8, &str)],
+        hold_ms: u64,
+    ) -> (Sipp, Value, std::net::SocketAddr) {
+        let mut offered = formats.to_vec();
+        offered.push(EVENTS);
+        let offer = sdp(&offered, &media.port().to_string(), "sendrecv");
+        let steps = scenario(&[
+            invite(&offer, ""),
+            final_response(200, ""),
+            ack(false, ""),
+            pause(hold_ms),
+            in_dialog("BYE", "", "", 200),
+        ]);
+        let phone = self.sipp(name, &steps, "100", &[]);
+        let call = self
+            .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+            .await;
+        let rtp = call["localRtp"].as_str().unwrap().parse().unwrap();
+        (phone, call, rtp)
+    }
+
     /// `DELETE /v1/calls/{id}` of a call (as listed); returns the status.
     pub async fn hang_up(&self, call: &Value) -> u16 {
         let id = call["id"].as_str().expect("call id");
