@@ -84,6 +84,12 @@ async fn cancel_before_the_answer_and_bye_from_the_gateway() {
     let phone = sip.sipp("bye", &hung_up, "100", &[]);
     let call = sip.call_to("100", |c| c["state"] == "answered").await;
     let id = call["id"].as_str().unwrap();
+    let (_, session) = sip.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(session["kind"], "sip-call");
+    assert_eq!(
+        session["restart_policy"], "never",
+        "a phone call is never restarted: {session}"
+    );
     let (status, _) = sip
         .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
         .await;

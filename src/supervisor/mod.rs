@@ -7,7 +7,7 @@
 mod session;
 
 pub(crate) use session::unix_now;
-pub use session::{SessionId, SessionInfo, SessionKind, SessionState};
+pub use session::{RestartPolicy, SessionId, SessionInfo, SessionKind, SessionState};
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -280,6 +280,7 @@ impl Supervisor {
                 id: id.clone(),
                 kind,
                 name: name.into(),
+                restart_policy: kind.restart_policy(),
                 state: SessionState::Starting,
                 started_at: session::unix_now(),
             };

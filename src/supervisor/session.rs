@@ -49,6 +49,16 @@ impl SessionKind {
     /// Every kind, for metrics.
     pub const ALL: [SessionKind; 3] = [SessionKind::RtmpIngress, SessionKind::SipCall, SessionKind::Egress];
 
+    /// What happens when a session of this kind loses a leg. Each kind's session carries out its own policy
+    /// (it holds the state a restart needs); the supervisor shows it in `/v1/sessions`.
+    pub fn restart_policy(self) -> RestartPolicy {
+        match self {
+            SessionKind::RtmpIngress => RestartPolicy::ReconnectGrace,
+            SessionKind::Egress => RestartPolicy::RetryForever,
+            SessionKind::SipCall => RestartPolicy::Never,
+        }
+    }
+
     /// The kebab-case name used in logs, metrics and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +73,20 @@ impl fmt::Display for SessionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// How a kind of session recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// A publisher that drops may come back within `rtmp.reconnect_grace` and continue the same SFU tracks;
+    /// after that the ingest ends.
+    ReconnectGrace,
+    /// An output that drops is retried forever with backoff, and a failed pipeline is restarted with backoff;
+    /// the session ends only when it is stopped.
+    RetryForever,
+    /// Never restarted: the session ends, telling its peer why (a phone call is hung up with a `Reason`).
+    Never,
 }
 
 /// Lifecycle state of a session.
@@ -117,6 +141,8 @@ pub struct SessionInfo {
     pub kind: SessionKind,
     /// A human label (ingress name, call direction, egress id).
     pub name: String,
+    /// How it recovers when a leg drops.
+    pub restart_policy: RestartPolicy,
     /// Current state.
     #[serde(flatten)]
     pub state: SessionState,
@@ -149,6 +175,17 @@ mod tests {
         ] {
             assert_eq!(SessionId::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn each_kind_has_its_restart_policy() {
+        assert_eq!(SessionKind::SipCall.restart_policy(), RestartPolicy::Never);
+        assert_eq!(SessionKind::Egress.restart_policy(), RestartPolicy::RetryForever);
+        assert_eq!(SessionKind::RtmpIngress.restart_policy(), RestartPolicy::ReconnectGrace);
+        assert_eq!(
+            serde_json::to_value(RestartPolicy::RetryForever).unwrap(),
+            "retry-forever"
+        );
     }
 
     #[test]
