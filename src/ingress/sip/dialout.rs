@@ -2,7 +2,8 @@
 //! 401/407 by the stack), follows ringing, busy, no answer and failure, and bridges the callee into the room
 //! on answer with the same media loop as an inbound call.
 
-use super::call::{self, Ended, Media, SfuSide};
+use super::bridge::{self, Media};
+use super::call::{self, Ended, SfuSide};
 use super::dispatch::Destination;
 use super::leg::Leg;
 use super::sdp::{self, Direction, LocalAudio};
@@ -234,7 +235,7 @@ async fn place(
             commands,
             session_expires: None,
         };
-        call::bridge(ctx, deps, &dialog, &mut states, media).await
+        bridge::bridge(ctx, deps, &dialog, &mut states, media).await
     }
     .await;
     shared.dialogs.remove_dialog(&dialog.id());

@@ -1,10 +1,12 @@
 //! SIP dial-in and dial-out: phone calls bridged into SFU rooms.
 //!
 //! `server` runs the rsipstack endpoint and routes requests; `gate` decides who may call; `dispatch` finds
-//! the room; `call` is the supervised session of one call with its RTP `leg`, the `uplink` (G.711 → Opus
-//! toward the SFU) and the `mixer` (the room's Opus tracks → the phone), each input through its own
-//! `jitter` buffer. Everything except `server`, `call`, `dialout` and `rtp_ports` is sans-IO.
+//! the room; `call` is the supervised session of one call and `bridge` its media loop, with its RTP `leg`,
+//! the `uplink` (G.711/G.722 → Opus toward the SFU) and the `mixer` (the room's Opus tracks → the phone),
+//! each input through its own `jitter` buffer. Everything except `server`, `call`, `bridge`, `dialout` and
+//! `rtp_ports` is sans-IO.
 
+pub mod bridge;
 pub mod call;
 pub mod dialout;
 pub mod dispatch;

@@ -1,0 +1,464 @@
+//! The media loop of an answered call (inbound or outbound): phone RTP ↔ SFU, the room's mix, DTMF, the
+//! PIN, re-INVITEs (hold, codec change, session-timer refresh), REFER, and the room it follows.
+
+use super::call::{CallDeps, Ended, SfuSide, hang_up, terminated};
+use super::dispatch::Destination;
+use super::follow::{Follower, TrackKey};
+use super::leg::{Leg, Received};
+use super::mixer::Mixer;
+use super::pin::{PinEntry, PinOutcome, prompt_tone};
+use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
+use super::store::{CallCommand, CallState};
+use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack, RoomSubscription, SubscriptionError};
+use crate::sfu::api::TrackKind;
+use crate::sfu::peer::{OutFrame, Peer, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::supervisor::{SessionCtx, SessionState};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// The answered call's parts.
+pub(super) struct Media {
+    pub socket: UdpSocket,
+    pub local: LocalAudio,
+    pub leg: Leg,
+    pub sfu: SfuSide,
+    pub destination: Destination,
+    pub commands: mpsc::Receiver<CallCommand>,
+    /// The session timer: a refresh (re-INVITE or UPDATE) must come within this.
+    pub session_expires: Option<Duration>,
+}
+
+/// Results of SFU operations run beside the loop.
+enum SfuDone {
+    Subscribed(Vec<TrackKey>, Result<Vec<SubscribedTrack>, String>),
+}
+
+/// The media loop of an answered call: phone RTP ↔ SFU, the mix, DTMF, the PIN, re-INVITEs, the room.
+pub(super) async fn bridge(
+    ctx: &SessionCtx,
+    deps: &CallDeps,
+    dialog: &InviteDialog,
+    states: &mut DialogStateReceiver,
+    media: Media,
+) -> Ended {
+    let Media {
+        socket,
+        mut local,
+        mut leg,
+        sfu,
+        destination,
+        mut commands,
+        session_expires,
+    } = media;
+    let mut refreshed = Instant::now();
+    let mut transfer: Option<String> = None;
+    let id = ctx.id().to_string();
+    let SfuSide { peer, streams, track } = sfu;
+    let PeerStreams {
+        mut media_in,
+        mut events,
+    } = streams;
+    let local_rtp = local.addr.to_string();
+    let sfu_view = super::store::CallSfu {
+        session_id: peer.session_id(),
+        tracks: vec![PublishedTrack::new(track.clone(), TrackKind::Audio)],
+    };
+    deps.store.update(&id, |c| {
+        c.local_rtp = Some(local_rtp);
+        c.sfu = Some(sfu_view);
+    });
+    let participant_id = format!("sip-{id}");
+    let mut mixer = Mixer::new(leg.codec().pcm_rate());
+    let mut pin = destination
+        .pin
+        .clone()
+        .map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
+    let mut prompt: VecDeque<i16> = VecDeque::new();
+    if pin.is_some() {
+        prompt.extend(prompt_tone(leg.codec().pcm_rate(), 2));
+        deps.store.update(&id, |c| c.state = CallState::Pin);
+    }
+    let mut room: Option<(Membership, RoomSubscription, Follower)> = None;
+    let mut mids: HashMap<TrackKey, String> = HashMap::new();
+    let (done_tx, mut done) = mpsc::channel::<SfuDone>(16);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 2048];
+    let mut frames = Vec::new();
+    let mut pcm = Vec::new();
+    let mut packet = Vec::new();
+    let frame_len = mixer.frame_len();
+    if pin.is_none() {
+        match join_room(deps, &destination, &participant_id, &peer, &track, &done_tx) {
+            Ok(joined) => room = Some(joined),
+            Err(e) => return hang_up(dialog, &e, 500).await,
+        }
+        ctx.set_state(SessionState::Active);
+        deps.store.update(&id, |c| c.state = CallState::Answered);
+    }
+    loop {
+        tokio::select! {
+            () = ctx.cancel_token().cancelled() => {
+                let _ = dialog.bye_with_reason("SIP;cause=200;text=\"call ended by the gateway\"".into()).await;
+                return Ended::ok("ended by the gateway");
+            }
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                frames.clear();
+                let arrived = Instant::now();
+                match leg.receive(&buf[..len], from, arrived, &mut frames) {
+                    Received::Audio => {
+                        if room.is_some() && !frames.is_empty() {
+                            for frame in frames.drain(..) {
+                                peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None });
+                            }
+                            metrics::histogram!("sip_uplink_delay_seconds").record(arrived.elapsed().as_secs_f64());
+                        }
+                    }
+                    Received::Digit(digit) => {
+                        if let Some(ended) = on_digit(deps, &id, digit, "rfc4733", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                            return ended;
+                        }
+                    }
+                    Received::Ignored => {}
+                }
+            }
+            _ = tick.tick() => {
+                if prompt.is_empty() {
+                    mixer.mix(&mut pcm);
+                } else {
+                    pcm.clear();
+                    pcm.extend(prompt.drain(..frame_len.min(prompt.len())));
+                    pcm.resize(frame_len, 0);
+                }
+                if leg.tick(&pcm, &mut packet) {
+                    let _ = socket.send_to(&packet, leg.remote()).await;
+                }
+                if !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
+                    return hang_up(dialog, "no RTP from the phone", 408).await;
+                }
+                if let Some(entry) = &pin {
+                    if entry.expired(Instant::now()) {
+                        return hang_up(dialog, "no PIN typed in time", 403).await;
+                    }
+                }
+            }
+            frame = media_in.recv() => {
+                let Some(frame) = frame else { return hang_up(dialog, "SFU peer stopped", 503).await };
+                mixer.push(&frame.mid, frame.rtp_time, frame.data, frame.received);
+            }
+            event = events.recv() => match event {
+                Some(PeerEvent::Failed { reason }) => return hang_up(dialog, &format!("SFU session failed: {reason}"), 503).await,
+                Some(PeerEvent::Reconnected { subscribed, .. }) => {
+                    for mid in mids.values() {
+                        mixer.remove(mid);
+                    }
+                    mids.clear();
+                    for t in subscribed {
+                        let _ = mixer.add(&t.mid);
+                        mids.insert((t.session_id, t.track_name), t.mid);
+                    }
+                }
+                Some(_) => {}
+                None => return hang_up(dialog, "SFU peer stopped", 503).await,
+            },
+            state = states.recv() => {
+                let Some(state) = state else { return Ended::ok("dialog closed") };
+                match state {
+                    DialogState::Terminated(_, reason) => return terminated(&reason),
+                    DialogState::Updated(_, request, handle) => {
+                        refreshed = Instant::now();
+                        let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs);
+                        match answer {
+                            Some(body) => {
+                                let mut headers = vec![Header::ContentType("application/sdp".into())];
+                                if let Some(expires) = session_expires {
+                                    headers.extend(super::timer::answer_headers(expires.as_secs() as u32));
+                                }
+                                let _ = handle.respond(StatusCode::OK, Some(headers), Some(body.into_bytes())).await;
+                                let state = if leg.on_hold() { CallState::OnHold } else if pin.is_some() { CallState::Pin } else { CallState::Answered };
+                                deps.store.update(&id, |c| c.state = state);
+                                tracing::info!(hold = leg.on_hold(), "call re-negotiated");
+                            }
+                            None => { let _ = handle.reply(StatusCode::NotAcceptableHere).await; }
+                        }
+                    }
+                    DialogState::Info(_, request, handle) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        if let Some(digit) = info_digit(&request) {
+                            if let Some(ended) = on_digit(deps, &id, digit, "info", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                                return ended;
+                            }
+                        }
+                    }
+                    DialogState::Options(_, _, handle) => { let _ = handle.reply(StatusCode::OK).await; }
+                    DialogState::Refer(_, request, handle) => {
+                        let refer_to = request.header_value("Refer-To").or_else(|| request.header_value("r")).unwrap_or_default();
+                        match super::transfer::begin(deps, &id, &refer_to) {
+                            Ok(target) => {
+                                tracing::info!(target_call = %target, "sip: transfer requested, dialling");
+                                let _ = handle.reply(StatusCode::from(202)).await;
+                                let notifier = dialog.clone();
+                                tokio::spawn(async move {
+                                    // The 202 leaves through the REFER's transaction task; give it a head start
+                                    // so the phone sees it before the first NOTIFY (RFC 3515 allows either order,
+                                    // many phones expect this one).
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    notifier.notify_refer(StatusCode::Trying, "active;expires=60").await
+                                });
+                                transfer = Some(target);
+                            }
+                            Err(why) => {
+                                tracing::warn!(reason = %why, "sip: transfer refused");
+                                let _ = handle.reply(StatusCode::Forbidden).await;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            command = commands.recv() => {
+                if let Some(CallCommand::Dtmf(digits)) = command {
+                    leg.queue_digits(&digits);
+                }
+            }
+            result = done.recv() => {
+                if let Some(SfuDone::Subscribed(wanted, result)) = result {
+                    match result {
+                        Ok(subscribed) => {
+                            for t in subscribed {
+                                let key = (t.session_id.clone(), t.track_name.clone());
+                                let still = room.as_ref().is_some_and(|(_, _, f)| f.wants(&key));
+                                if still {
+                                    let _ = mixer.add(&t.mid);
+                                    mids.insert(key, t.mid);
+                                } else {
+                                    close_mids(&peer, vec![t.mid]);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, tracks = wanted.len(), "sip: subscribing to room audio failed"),
+                    }
+                }
+            }
+            event = next_room_event(&mut room) => {
+                let Some((_, subscription, follower)) = room.as_mut() else { continue };
+                let changes = match event {
+                    Ok(event) => follower.event(&event),
+                    Err(SubscriptionError::Lagged { .. }) => {
+                        let snapshot = subscription.resync().clone();
+                        follower.snapshot(&snapshot)
+                    }
+                    Err(SubscriptionError::Closed) => return hang_up(dialog, "room closed", 500).await,
+                };
+                let mut closing = Vec::new();
+                for key in changes.remove {
+                    if let Some(mid) = mids.remove(&key) {
+                        mixer.remove(&mid);
+                        closing.push(mid);
+                    }
+                }
+                close_mids(&peer, closing);
+                subscribe(&peer, changes.add, &done_tx);
+            }
+            _ = stats_tick.tick() => {
+                if let Some(target) = transfer.as_deref() {
+                    match deps.store.get(target).map(|c| (c.state, c.sip_status)) {
+                        Some((CallState::Answered, _)) => {
+                            let _ = dialog.notify_refer(StatusCode::OK, "terminated;reason=noresource").await;
+                            let _ = dialog.bye_with_reason("SIP;cause=200;text=\"transferred\"".into()).await;
+                            return Ended::ok("transferred");
+                        }
+                        Some((CallState::Ended, status)) => {
+                            let status = StatusCode::from(status.unwrap_or(500));
+                            let _ = dialog.notify_refer(status, "terminated;reason=noresource").await;
+                            tracing::info!("sip: transfer target not reached; the call goes on");
+                            transfer = None;
+                        }
+                        _ => {}
+                    }
+                }
+                if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
+                    return hang_up(dialog, "session timer expired without a refresh", 408).await;
+                }
+                let jitter = mixer.stats();
+                let stats = leg.stats;
+                let remote = leg.remote().to_string();
+                deps.store.update(&id, |c| {
+                    c.remote_rtp = Some(remote);
+                    let dtmf = c.stats.dtmf_received;
+                    c.stats = stats;
+                    c.stats.dtmf_received = dtmf;
+                    c.stats.concealed_to_phone = jitter.concealed;
+                    c.stats.late_to_phone = jitter.late;
+                });
+            }
+        }
+    }
+}
+
+async fn next_room_event(
+    room: &mut Option<(Membership, RoomSubscription, Follower)>,
+) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
+    match room {
+        Some((_, subscription, _)) => subscription.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, done: &mpsc::Sender<SfuDone>) {
+    if keys.is_empty() {
+        return;
+    }
+    let specs = keys
+        .iter()
+        .map(|(session_id, track_name)| RemoteTrackSpec {
+            session_id: session_id.clone(),
+            track_name: track_name.clone(),
+            preferred_rid: None,
+        })
+        .collect();
+    let (peer, done) = (peer.clone(), done.clone());
+    tokio::spawn(async move {
+        let result = peer.subscribe(specs).await.map_err(|e| e.to_string());
+        let _ = done.send(SfuDone::Subscribed(keys, result)).await;
+    });
+}
+
+fn close_mids(peer: &Arc<Peer>, mids: Vec<String>) {
+    if mids.is_empty() {
+        return;
+    }
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = peer.close(mids).await {
+            tracing::debug!(error = %e, "sip: closing room tracks failed");
+        }
+    });
+}
+
+/// Joins the room (registering the caller's track) and starts hearing everyone else.
+fn join_room(
+    deps: &CallDeps,
+    destination: &Destination,
+    participant_id: &str,
+    peer: &Arc<Peer>,
+    track: &str,
+    done: &mpsc::Sender<SfuDone>,
+) -> Result<(Membership, RoomSubscription, Follower), String> {
+    let session_id = peer.session_id();
+    let mut subscription = deps.rooms.subscribe(&destination.room);
+    let mut participant = Participant::new(participant_id, &session_id, ParticipantSource::Gateway);
+    participant.name = destination.participant_name.clone().or_else(|| Some("Phone".into()));
+    participant.metadata = destination.metadata.clone();
+    participant.tracks = vec![PublishedTrack::new(track, TrackKind::Audio)];
+    let membership = deps
+        .rooms
+        .join_gateway(&destination.room, participant)
+        .map_err(|e| e.to_string())?;
+    let mut follower = Follower::new(participant_id, &session_id);
+    let snapshot = subscription.resync().clone();
+    let changes = follower.snapshot(&snapshot);
+    subscribe(peer, changes.add, done);
+    Ok((membership, subscription, follower))
+}
+
+/// Applies a re-INVITE/UPDATE offer; returns the answer, or `None` when it cannot be accepted.
+fn renegotiate(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], codecs: &[PhoneCodec]) -> Option<String> {
+    local.version += 1;
+    if body.is_empty() {
+        // No offer (RFC 3261 §14.2): offer what we use now.
+        local.direction = Direction::SendRecv;
+        return Some(sdp::offer(local, &[leg.codec()]));
+    }
+    let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
+    // Keep the current codec when the phone still offers it.
+    let negotiated = sdp::negotiate(&remote, &[leg.codec()])
+        .or_else(|_| sdp::negotiate(&remote, codecs))
+        .ok()?;
+    leg.update(&remote, negotiated, Instant::now()).ok()?;
+    local.direction = remote.direction.answer();
+    Some(sdp::answer(local, &negotiated))
+}
+
+/// The digit of a SIP INFO (application/dtmf-relay `Signal=5`, or application/dtmf `5`).
+fn info_digit(request: &rsipstack::sip::Request) -> Option<char> {
+    if request.method != Method::Info {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&request.body);
+    let value = body
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("signal")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    let mut chars = value.chars();
+    let digit = chars.next()?;
+    (chars.next().is_none() && super::rtp::digit_event(digit).is_some()).then_some(digit.to_ascii_uppercase())
+}
+
+/// A digit from the phone: the PIN while one is expected, else an event for the application.
+#[allow(clippy::too_many_arguments)]
+async fn on_digit(
+    deps: &CallDeps,
+    id: &str,
+    digit: char,
+    method: &str,
+    pin: &mut Option<PinEntry>,
+    prompt: &mut VecDeque<i16>,
+    codec: PhoneCodec,
+    destination: &Destination,
+    participant_id: &str,
+    peer: &Arc<Peer>,
+    track: &str,
+    done: &mpsc::Sender<SfuDone>,
+    room: &mut Option<(Membership, RoomSubscription, Follower)>,
+    ctx: &SessionCtx,
+    dialog: &InviteDialog,
+) -> Option<Ended> {
+    metrics::counter!("sip_dtmf_events_total", "method" => method.to_string()).increment(1);
+    deps.store.update(id, |c| c.stats.dtmf_received += 1);
+    if let Some(entry) = pin.as_mut() {
+        match entry.digit(digit) {
+            PinOutcome::Pending => {}
+            PinOutcome::Wrong => {
+                tracing::info!("sip: wrong PIN");
+                prompt.extend(prompt_tone(codec.pcm_rate(), 3));
+            }
+            PinOutcome::Exhausted => return Some(hang_up(dialog, "wrong PIN", 403).await),
+            PinOutcome::Accepted => {
+                *pin = None;
+                prompt.clear();
+                match join_room(deps, destination, participant_id, peer, track, done) {
+                    Ok(joined) => *room = Some(joined),
+                    Err(e) => return Some(hang_up(dialog, &e, 500).await),
+                }
+                ctx.set_state(SessionState::Active);
+                deps.store.update(id, |c| c.state = CallState::Answered);
+                tracing::info!("sip: PIN accepted, joined the room");
+            }
+        }
+        return None;
+    }
+    if let Some((membership, ..)) = room.as_ref() {
+        if let Err(e) = membership.dtmf(digit) {
+            tracing::debug!(error = %e, "sip: DTMF room event not sent");
+        }
+    }
+    deps.webhooks.send(
+        "call.dtmf",
+        serde_json::json!({"callId": id, "room": destination.room, "digit": digit.to_string(), "method": method}),
+    );
+    None
+}
