@@ -121,3 +121,74 @@ async fn ingress_events_arrive_once_signed_and_retried() {
     assert!(!setup.gateway.log.iter().any(|l| l.contains(HOOK_SECRET)));
     setup.gateway.signal("TERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_egress_that_cannot_subscribe_reports_egress_failed() {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let setup = start_with(&[
+        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
+        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
+    ]);
+    let response = setup
+        .http
+        .post(format!("{}/v1/egresses", setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .json(&serde_json::json!({
+            "tracks": [{"sessionId": "0".repeat(32), "trackName": "nope"}],
+            "outputs": [{"url": "rtmp://127.0.0.1:9/live/x"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let found = received
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .find_map(|(status, headers, body)| {
+                (*status == 200 && headers["x-gateway-event"] == "egress.failed")
+                    .then(|| serde_json::from_slice::<Value>(body).unwrap())
+            });
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no egress.failed webhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event["data"]["egressId"], id.as_str());
+    assert!(
+        event["data"]["reason"].as_str().unwrap().contains("subscribe"),
+        "{event}"
+    );
+    let egress: Value = setup
+        .http
+        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(common::rtmp::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(egress["state"], "failed", "{egress}");
+    let started = received
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .any(|(_, h, _)| h["x-gateway-event"] == "egress.started");
+    assert!(!started, "an egress that never subscribed did not start");
+}

@@ -102,7 +102,18 @@ pub async fn run(
         .collect();
     let subscribed = tokio::select! {
         () = ctx.cancel_token().cancelled() => return Ok(()),
-        subscribed = peer.subscribe(specs) => subscribed?,
+        subscribed = peer.subscribe(specs) => match subscribed {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                let reason = format!("cannot subscribe to the tracks: {e}");
+                deps.store.update(&id, |egress| {
+                    egress.state = EgressState::Failed;
+                    egress.reason = Some(reason.clone());
+                });
+                deps.webhooks.send("egress.failed", serde_json::json!({"egressId": id, "reason": reason}));
+                return Err(reason.into());
+            }
+        },
     };
     tracing::info!(egress = %id, tracks = subscribed.len(), "egress subscribed");
     deps.webhooks
@@ -199,7 +210,13 @@ pub async fn run(
         };
         e.reason = failed.clone();
     });
+    // `egress.failed` when it gave up with an error, `egress.ended` when it was stopped or deleted.
+    let kind = if failed.is_some() {
+        "egress.failed"
+    } else {
+        "egress.ended"
+    };
     deps.webhooks
-        .send("egress.ended", serde_json::json!({"egressId": id, "reason": failed}));
+        .send(kind, serde_json::json!({"egressId": id, "reason": failed}));
     outcome
 }
