@@ -349,3 +349,46 @@ async fn sip_over_tls_answers_with_the_configured_certificate() {
     assert!(text.contains("Via: SIP/2.0/TLS"), "{text}");
     drop(sip);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatch_webhook_places_or_refuses_calls_without_a_rule() {
+    async fn dispatch(axum::Json(request): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+        axum::Json(match request["to"].as_str() {
+            Some("777") => {
+                serde_json::json!({"room": "hooked", "participantName": "Caller 777", "metadata": {"crm": 42}})
+            }
+            _ => serde_json::json!({"reject": 486}),
+        })
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/dispatch", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/dispatch", axum::routing::post(dispatch));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sip = sip::start(RULES, &[("GATEWAY__SIP__DISPATCH_URL", url.as_str())]).await;
+    let placed = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(1_500),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("hooked", &placed, "777", &[]);
+    let call = sip.call_to("777", |c| c["state"] == "answered").await;
+    assert_eq!(call["room"], "hooked");
+    let (_, room) = sip.get("/v1/rooms/hooked").await;
+    let caller = &room["participants"][0];
+    assert_eq!(caller["name"], "Caller 777", "{room}");
+    assert_eq!(caller["metadata"]["crm"], 42);
+    assert_ok(phone.finish(Duration::from_secs(20)));
+    let busy = scenario(&[invite_failing(&offer(), ""), final_response(486, ""), ack(true, "")]);
+    assert_ok(sip.sipp("busy", &busy, "555", &[]).finish(Duration::from_secs(20)));
+    // A rule still wins over the webhook.
+    let ruled = scenario(&[
+        invite(&offer(), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    assert_ok(sip.sipp("ruled", &ruled, "100", &[]).finish(Duration::from_secs(20)));
+    assert_eq!(sip.call_to("100", |c| c["state"] == "ended").await["room"], "r1");
+}
