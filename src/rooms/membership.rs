@@ -64,6 +64,25 @@ impl Membership {
         )
     }
 
+    /// Moves the participant to a new SFU session (its old one was replaced after a transport failure),
+    /// keeping its id, name, metadata and tracks; the room's subscribers see the change as events.
+    pub fn rebind(&mut self, session_id: &str) -> Result<Vec<RoomEvent>, RoomError> {
+        let current = self
+            .rooms
+            .get(&self.room)
+            .and_then(|room| {
+                room.participants
+                    .into_iter()
+                    .find(|p| p.id == self.participant_id && p.session_id == self.session_id)
+            })
+            .ok_or_else(|| RoomError::not_found(format!("participant {:?} of this session", self.participant_id)))?;
+        let mut moved = current;
+        moved.session_id = session_id.to_string();
+        let events = self.rooms.upsert_participant(&self.room, moved)?;
+        self.session_id = session_id.to_string();
+        Ok(events)
+    }
+
     /// Tells the room's subscribers that this (phone) participant typed `digit`.
     pub fn dtmf(&self, digit: char) -> Result<RoomEvent, RoomError> {
         self.rooms
@@ -141,6 +160,22 @@ mod tests {
         assert_eq!(json["digit"], "#");
         assert_eq!(json["participantId"], "sip-1");
         assert_eq!(subscription.resync().participants, before.participants);
+    }
+
+    #[test]
+    fn a_rebound_membership_follows_its_new_session_and_still_leaves() {
+        let rooms = Rooms::new();
+        let mut participant = Participant::new("sip-1", S1, ParticipantSource::Gateway);
+        participant.tracks = vec![PublishedTrack::new("r-sip-1", TrackKind::Audio)];
+        let mut membership = rooms.join_gateway("r", participant).unwrap();
+        let events = membership.rebind(S2).unwrap();
+        assert!(!events.is_empty(), "the move is announced");
+        let snapshot = rooms.get("r").unwrap();
+        assert_eq!(snapshot.participants[0].session_id, S2);
+        assert_eq!(snapshot.participants[0].tracks.len(), 1, "tracks are kept");
+        assert_eq!(membership.session_id(), S2);
+        drop(membership);
+        assert!(rooms.get("r").is_none(), "leaving still works after the move");
     }
 
     #[test]

@@ -156,7 +156,20 @@ pub(super) async fn bridge(
             }
             event = events.recv() => match event {
                 Some(PeerEvent::Failed { reason }) => return hang_up(dialog, &format!("SFU session failed: {reason}"), 503).await,
-                Some(PeerEvent::Reconnected { subscribed, .. }) => {
+                Some(PeerEvent::Reconnected { session_id, subscribed, .. }) => {
+                    // The room learns the caller's new session; the others' followers resubscribe to it.
+                    if let Some((membership, _, follower)) = room.as_mut() {
+                        if let Err(e) = membership.rebind(&session_id) {
+                            tracing::warn!(error = %e, "sip: the room could not follow the new SFU session");
+                        }
+                        follower.set_own_session(session_id.clone());
+                    }
+                    let new_session = session_id.clone();
+                    deps.store.update(&id, |c| {
+                        if let Some(sfu) = c.sfu.as_mut() {
+                            sfu.session_id = new_session;
+                        }
+                    });
                     for mid in mids.values() {
                         mixer.remove(mid);
                     }

@@ -35,6 +35,11 @@ impl Follower {
         }
     }
 
+    /// The caller's SFU session changed (its peer replaced a failed one).
+    pub fn set_own_session(&mut self, session: impl Into<String>) {
+        self.own_session = session.into();
+    }
+
     /// Whether a track is (still) wanted.
     pub fn wants(&self, key: &TrackKey) -> bool {
         self.wanted.contains(key)
