@@ -181,10 +181,14 @@ impl Sip {
 
 /// A free even UDP port on loopback (for sipp's media port).
 pub fn free_even_port() -> u16 {
+    // Outside the kernel's ephemeral range (32768+), so a port probed free here is not handed to another
+    // socket before sipp binds it, and outside the gateway's RTP range (10000-20000).
     loop {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        if port % 2 == 0 && port < 65_000 {
+        let port = 20_000 + 2 * (rand::random::<u16>() % 5_000);
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let udp_next = std::net::UdpSocket::bind(("127.0.0.1", port + 1));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && udp_next.is_ok() && tcp.is_ok() {
             return port;
         }
     }
