@@ -31,8 +31,8 @@ async fn hook(State(state): State<Arc<Mutex<Received>>>, headers: HeaderMap, bod
     StatusCode::from_u16(status).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingress_events_arrive_once_signed_and_retried() {
+/// A webhook receiver on loopback: what it got, and its URL.
+async fn receiver() -> (Arc<Mutex<Received>>, String) {
     let received = Arc::new(Mutex::new(Received::default()));
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(hook))
@@ -40,6 +40,12 @@ async fn ingress_events_arrive_once_signed_and_retried() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (received, hook_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_events_arrive_once_signed_and_retried() {
+    let (received, hook_url) = receiver().await;
 
     let setup = start_with(&[
         ("GATEWAY__WEBHOOKS__URLS", &hook_url),
@@ -124,13 +130,7 @@ async fn ingress_events_arrive_once_signed_and_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egress_that_cannot_subscribe_reports_egress_failed() {
-    let received = Arc::new(Mutex::new(Received::default()));
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (received, hook_url) = receiver().await;
     let setup = start_with(&[
         ("GATEWAY__WEBHOOKS__URLS", &hook_url),
         ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
