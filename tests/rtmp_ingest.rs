@@ -213,14 +213,6 @@ async fn admission_by_cost_refuses_what_does_not_fit() {
     let (light, light_url) = create("light", "passthrough").await;
     let _light = Killed(ffmpeg(&light_url, 30, BASELINE, AAC_48K));
     setup.wait_ingress(&light, "live", |i| i["state"] == "live").await;
-    let metrics = setup
-        .http
-        .get(format!("{}/metrics", setup.gateway.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = setup.metrics_text().await;
     assert!(metrics.contains("sfu_gateway_capacity_used_units 11"), "{metrics}");
 }

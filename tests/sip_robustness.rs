@@ -56,16 +56,7 @@ fn assert_speech(pcm: &[i16]) {
 }
 
 async fn metric(sip: &sip::Sip, name: &str, label: &str) -> f64 {
-    let text = sip
-        .setup
-        .http
-        .get(format!("{}/metrics", sip.setup.gateway.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = sip.setup.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(name) && l.contains(label))
         .and_then(|l| l.rsplit(' ').next())

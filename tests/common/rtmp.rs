@@ -88,6 +88,18 @@ impl Setup {
         }
     }
 
+    /// The gateway's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.gateway.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn client(&self) -> CallsClient {
         CallsClient::new(&ClientConfig {
             api_url: self.sfu_api.clone(),
