@@ -182,13 +182,20 @@ impl Sip {
 /// A free even UDP port on loopback (for sipp's media port).
 pub fn free_even_port() -> u16 {
     // Outside the kernel's ephemeral range (32768+), so a port probed free here is not handed to another
-    // socket before sipp binds it, and outside the gateway's RTP range (10000-20000).
+    // socket before sipp binds it, and outside the gateway's RTP range (10000-20000). A port is handed out once
+    // per process (sipp's SIP and media ports must differ), with the three after it free too (sipp's media
+    // port is followed by its RTCP and video ports).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = 20_000 + 2 * (rand::random::<u16>() % 5_000);
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        let udp_next = std::net::UdpSocket::bind(("127.0.0.1", port + 1));
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        if udp.is_ok() && udp_next.is_ok() && tcp.is_ok() {
+        let port = 20_000 + 4 * (rand::random::<u16>() % 2_500);
+        let mut given = GIVEN.lock().unwrap();
+        if given.contains(&port) {
+            continue;
+        }
+        let free = (port..port + 4).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            given.push(port);
             return port;
         }
     }
