@@ -157,6 +157,70 @@ async fn the_phone_hears_the_room_mix_but_not_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_in_one_room_hear_each_other_through_one_shared_mix() {
+    let sip = sip::start(RULES, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let (media_a, media_b) = (PhoneMedia::bind().await, PhoneMedia::bind().await);
+    let (phone_a, _, rtp_a) = sip
+        .call_number_with_media("101", "shared-a", &media_a, &[PCMU], 7_000)
+        .await;
+    let (phone_b, _, rtp_b) = sip
+        .call_number_with_media("102", "shared-b", &media_b, &[PCMU], 7_000)
+        .await;
+    // Each phone speaks its own tone, swelling like speech, while both listen.
+    let listen = Duration::from_secs(4);
+    let ((), (), (pcm_a, _), (pcm_b, _)) = tokio::join!(
+        media_a.send_syllables(rtp_a, true, 2_500.0, 4),
+        media_b.send_syllables(rtp_b, true, 1_200.0, 4),
+        media_a.receive(true, listen),
+        media_b.receive(true, listen),
+    );
+    for (name, pcm, other_hz, own_hz) in [("a", &pcm_a, 1_200.0, 2_500.0), ("b", &pcm_b, 2_500.0, 1_200.0)] {
+        assert!(pcm.len() > 8_000 * 3, "only {} samples reached phone {name}", pcm.len());
+        let tail = &pcm[8_000..];
+        let (alice, other, own) = (
+            sip::share_of(tail, 8_000, 440.0),
+            sip::share_of(tail, 8_000, other_hz),
+            sip::share_of(tail, 8_000, own_hz),
+        );
+        assert!(
+            alice > 0.1 && other > 0.1,
+            "phone {name} hears the publisher ({alice:.3}) and the other phone ({other:.3})"
+        );
+        assert!(own < 0.01, "phone {name} hears itself: {own:.3}");
+    }
+    // One mix for the room: one SFU subscription and one decoder per track (2 phones + alice), not one per
+    // listening phone.
+    let gauge = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
+    };
+    let metrics = sip.setup.metrics_text().await;
+    assert_eq!(gauge(&metrics, "sip_room_mixes "), 1.0);
+    assert_eq!(gauge(&metrics, "sip_room_mix_tracks "), 3.0);
+    for phone in [phone_a, phone_b] {
+        let output = phone.finish(Duration::from_secs(30));
+        assert!(
+            output.status.success(),
+            "sipp failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    // The last phone gone, the mix stops and gives its tracks up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = sip.setup.metrics_text().await;
+        if gauge(&metrics, "sip_room_mixes ") == 0.0 && gauge(&metrics, "sip_room_mix_tracks ") == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the room mix outlived its phones");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
     let sip = sip::start(RULES, &[]).await;
     let phone_media = PhoneMedia::bind().await;

@@ -125,6 +125,18 @@ impl Sip {
         formats: &[(u8, &str)],
         hold_ms: u64,
     ) -> (Sipp, Value, std::net::SocketAddr) {
+        self.call_number_with_media("100", name, media, formats, hold_ms).await
+    }
+
+    /// [`Self::call_with_media`] to `number`.
+    pub async fn call_number_with_media(
+        &self,
+        number: &str,
+        name: &str,
+        media: &PhoneMedia,
+        formats: &[(u8, &str)],
+        hold_ms: u64,
+    ) -> (Sipp, Value, std::net::SocketAddr) {
         let mut offered = formats.to_vec();
         offered.push(EVENTS);
         let offer = sdp(&offered, &media.port().to_string(), "sendrecv");
@@ -135,9 +147,9 @@ impl Sip {
             pause(hold_ms),
             in_dialog("BYE", "", "", 200),
         ]);
-        let phone = self.sipp(name, &steps, "100", &[]);
+        let phone = self.sipp(name, &steps, number, &[]);
         let call = self
-            .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+            .call_to(number, |c| c["state"] == "answered" && c["localRtp"].is_string())
             .await;
         let rtp = call["localRtp"].as_str().unwrap().parse().unwrap();
         (phone, call, rtp)
@@ -631,12 +643,24 @@ impl PhoneMedia {
 
     /// Sends `seconds` of a tone as G.711 to `to`, paced at 20 ms.
     pub async fn send_tone(&self, to: std::net::SocketAddr, ulaw: bool, hz: f64, seconds: u32) {
+        self.send_modulated(to, ulaw, hz, seconds, 0.0).await;
+    }
+
+    /// Like [`Self::send_tone`], with a 3 Hz swell in loudness as speech has: Opus's voice detector takes
+    /// a steady tone for background noise after a second and stops sending it (DTX).
+    pub async fn send_syllables(&self, to: std::net::SocketAddr, ulaw: bool, hz: f64, seconds: u32) {
+        self.send_modulated(to, ulaw, hz, seconds, 0.5).await;
+    }
+
+    async fn send_modulated(&self, to: std::net::SocketAddr, ulaw: bool, hz: f64, seconds: u32, depth: f64) {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut out = Vec::new();
+        let tau = 2.0 * std::f64::consts::PI;
         for n in 0..seconds * 50 {
             tick.tick().await;
             let payload: Vec<u8> = (0..160)
-                .map(|i| ((n as usize * 160 + i) as f64 * hz * 2.0 * std::f64::consts::PI / 8_000.0).sin() * 8_000.0)
+                .map(|i| (n as usize * 160 + i) as f64 / 8_000.0)
+                .map(|t| (t * hz * tau).sin() * 8_000.0 * (1.0 - depth * (0.5 + 0.5 * (t * 3.0 * tau).sin())))
                 .map(|s| {
                     if ulaw {
                         g711::linear_to_ulaw(s as i16)

@@ -3,21 +3,21 @@
 
 use super::call::{CallDeps, Ended, SfuSide, hang_up, terminated};
 use super::dispatch::Destination;
-use super::follow::{Follower, TrackKey};
+use super::follow::TrackKey;
 use super::leg::{Leg, Received};
-use super::mixer::Mixer;
 use super::pin::{PinEntry, PinOutcome, prompt_tone};
+use super::roommix::{MixListener, RoomFrame};
 use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
 use super::store::{CallCommand, CallState};
-use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack, RoomSubscription, SubscriptionError};
+use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack};
 use crate::sfu::api::TrackKind;
-use crate::sfu::peer::{OutFrame, Peer, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::sfu::peer::{OutFrame, Peer, PeerEvent, PeerStreams};
 use crate::supervisor::{SessionCtx, SessionState};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -35,9 +35,11 @@ pub(super) struct Media {
     pub session_expires: Option<Duration>,
 }
 
-/// Results of SFU operations run beside the loop.
-enum SfuDone {
-    Subscribed(Vec<TrackKey>, Result<Vec<SubscribedTrack>, String>),
+/// The call in its room: its membership, its place in the room's mix, and its own track there.
+struct InRoom {
+    membership: Membership,
+    mix: MixListener,
+    own: TrackKey,
 }
 
 /// The media loop of an answered call: phone RTP ↔ SFU, the mix, DTMF, the PIN, re-INVITEs, the room.
@@ -61,10 +63,9 @@ pub(super) async fn bridge(
     let mut transfer: Option<String> = None;
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
-    let PeerStreams {
-        mut media_in,
-        mut events,
-    } = streams;
+    // The call only publishes: the room's audio comes from the room's mix.
+    let PeerStreams { media_in, mut events } = streams;
+    drop(media_in);
     let local_rtp = local.addr.to_string();
     let sfu_view = super::store::CallSfu {
         session_id: peer.session_id(),
@@ -75,7 +76,6 @@ pub(super) async fn bridge(
         c.sfu = Some(sfu_view);
     });
     let participant_id = format!("sip-{id}");
-    let mut mixer = Mixer::new(leg.codec().pcm_rate());
     let mut pin = destination
         .pin
         .clone()
@@ -85,18 +85,22 @@ pub(super) async fn bridge(
         prompt.extend(prompt_tone(leg.codec().pcm_rate(), 2));
         deps.store.update(&id, |c| c.state = CallState::Pin);
     }
-    let mut room: Option<(Membership, RoomSubscription, Follower)> = None;
-    let mut mids: HashMap<TrackKey, String> = HashMap::new();
-    let (done_tx, mut done) = mpsc::channel::<SfuDone>(16);
+    let mut room: Option<InRoom> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
     let mut frames = Vec::new();
     let mut pcm = Vec::new();
     let mut packet = Vec::new();
-    let frame_len = mixer.frame_len();
     if pin.is_none() {
-        match join_room(deps, &destination, &participant_id, &peer, &track, &done_tx) {
+        match join_room(
+            deps,
+            &destination,
+            &participant_id,
+            &peer,
+            &track,
+            leg.codec().pcm_rate(),
+        ) {
             Ok(joined) => room = Some(joined),
             Err(e) => return hang_up(dialog, &e, 500).await,
         }
@@ -123,46 +127,43 @@ pub(super) async fn bridge(
                         }
                     }
                     Received::Digit(digit) => {
-                        if let Some(ended) = on_digit(deps, &id, digit, "rfc4733", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                        if let Some(ended) = on_digit(deps, &id, digit, "rfc4733", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &mut room, ctx, dialog).await {
                             return ended;
                         }
                     }
                     Received::Ignored => {}
                 }
             }
-            _ = tick.tick() => {
-                if prompt.is_empty() {
-                    mixer.mix(&mut pcm);
-                } else {
-                    pcm.clear();
-                    pcm.extend(prompt.drain(..frame_len.min(prompt.len())));
-                    pcm.resize(frame_len, 0);
-                }
+            // Outside the room (typing the PIN) the call plays its prompt, or silence, on its own clock.
+            _ = tick.tick(), if room.is_none() => {
+                let frame_len = leg.codec().pcm_rate() as usize / 50;
+                pcm.clear();
+                pcm.extend(prompt.drain(..frame_len.min(prompt.len())));
+                pcm.resize(frame_len, 0);
                 if leg.tick(&pcm, &mut packet) {
                     let _ = socket.send_to(&packet, leg.remote()).await;
                 }
-                if !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
-                    return hang_up(dialog, "no RTP from the phone", 408).await;
-                }
-                if let Some(entry) = &pin {
-                    if entry.expired(Instant::now()) {
-                        return hang_up(dialog, "no PIN typed in time", 403).await;
+            }
+            // In the room, the room's mix sets the pace: every frame, minus the caller's own part.
+            frame = next_mix(&mut room) => match (frame, room.as_ref()) {
+                (Ok(frame), Some(in_room)) => {
+                    frame.heard_by(Some(&in_room.own), &mut pcm);
+                    if leg.tick(&pcm, &mut packet) {
+                        let _ = socket.send_to(&packet, leg.remote()).await;
                     }
                 }
-            }
-            frame = media_in.recv() => {
-                let Some(frame) = frame else { return hang_up(dialog, "SFU peer stopped", 503).await };
-                mixer.push(&frame.mid, frame.rtp_time, frame.data, frame.received);
-            }
+                (Err(why), _) => return hang_up(dialog, &why, 503).await,
+                (Ok(_), None) => {}
+            },
             event = events.recv() => match event {
                 Some(PeerEvent::Failed { reason }) => return hang_up(dialog, &format!("SFU session failed: {reason}"), 503).await,
-                Some(PeerEvent::Reconnected { session_id, subscribed, .. }) => {
-                    // The room learns the caller's new session; the others' followers resubscribe to it.
-                    if let Some((membership, _, follower)) = room.as_mut() {
-                        if let Err(e) = membership.rebind(&session_id) {
+                Some(PeerEvent::Reconnected { session_id, .. }) => {
+                    // The room learns the caller's new session; the room's mix resubscribes to it.
+                    if let Some(in_room) = room.as_mut() {
+                        if let Err(e) = in_room.membership.rebind(&session_id) {
                             tracing::warn!(error = %e, "sip: the room could not follow the new SFU session");
                         }
-                        follower.set_own_session(session_id.clone());
+                        in_room.own.0 = session_id.clone();
                     }
                     let new_session = session_id.clone();
                     deps.store.update(&id, |c| {
@@ -170,14 +171,6 @@ pub(super) async fn bridge(
                             sfu.session_id = new_session;
                         }
                     });
-                    for mid in mids.values() {
-                        mixer.remove(mid);
-                    }
-                    mids.clear();
-                    for t in subscribed {
-                        let _ = mixer.add(&t.mid);
-                        mids.insert((t.session_id, t.track_name), t.mid);
-                    }
                 }
                 Some(_) => {}
                 None => return hang_up(dialog, "SFU peer stopped", 503).await,
@@ -196,6 +189,12 @@ pub(super) async fn bridge(
                                     headers.extend(super::timer::answer_headers(expires.as_secs() as u32));
                                 }
                                 let _ = handle.respond(StatusCode::OK, Some(headers), Some(body.into_bytes())).await;
+                                // A codec change may change the rate the phone hears the room at.
+                                if let Some(in_room) = room.as_mut() {
+                                    if in_room.mix.rate() != leg.codec().pcm_rate() {
+                                        in_room.mix = deps.mixes.listen(&destination.room, leg.codec().pcm_rate());
+                                    }
+                                }
                                 let state = if leg.on_hold() { CallState::OnHold } else if pin.is_some() { CallState::Pin } else { CallState::Answered };
                                 deps.store.update(&id, |c| c.state = state);
                                 tracing::info!(hold = leg.on_hold(), "call re-negotiated");
@@ -206,7 +205,7 @@ pub(super) async fn bridge(
                     DialogState::Info(_, request, handle) => {
                         let _ = handle.reply(StatusCode::OK).await;
                         if let Some(digit) = info_digit(&request) {
-                            if let Some(ended) = on_digit(deps, &id, digit, "info", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &done_tx, &mut room, ctx, dialog).await {
+                            if let Some(ended) = on_digit(deps, &id, digit, "info", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &mut room, ctx, dialog).await {
                                 return ended;
                             }
                         }
@@ -242,45 +241,6 @@ pub(super) async fn bridge(
                     leg.queue_digits(&digits);
                 }
             }
-            result = done.recv() => {
-                if let Some(SfuDone::Subscribed(wanted, result)) = result {
-                    match result {
-                        Ok(subscribed) => {
-                            for t in subscribed {
-                                let key = (t.session_id.clone(), t.track_name.clone());
-                                let still = room.as_ref().is_some_and(|(_, _, f)| f.wants(&key));
-                                if still {
-                                    let _ = mixer.add(&t.mid);
-                                    mids.insert(key, t.mid);
-                                } else {
-                                    close_mids(&peer, vec![t.mid]);
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, tracks = wanted.len(), "sip: subscribing to room audio failed"),
-                    }
-                }
-            }
-            event = next_room_event(&mut room) => {
-                let Some((_, subscription, follower)) = room.as_mut() else { continue };
-                let changes = match event {
-                    Ok(event) => follower.event(&event),
-                    Err(SubscriptionError::Lagged { .. }) => {
-                        let snapshot = subscription.resync().clone();
-                        follower.snapshot(&snapshot)
-                    }
-                    Err(SubscriptionError::Closed) => return hang_up(dialog, "room closed", 500).await,
-                };
-                let mut closing = Vec::new();
-                for key in changes.remove {
-                    if let Some(mid) = mids.remove(&key) {
-                        mixer.remove(&mid);
-                        closing.push(mid);
-                    }
-                }
-                close_mids(&peer, closing);
-                subscribe(&peer, changes.add, &done_tx);
-            }
             _ = stats_tick.tick() => {
                 if let Some(target) = transfer.as_deref() {
                     match deps.store.get(target).map(|c| (c.state, c.sip_status)) {
@@ -301,7 +261,13 @@ pub(super) async fn bridge(
                 if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
                     return hang_up(dialog, "session timer expired without a refresh", 408).await;
                 }
-                let jitter = mixer.stats();
+                if !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
+                    return hang_up(dialog, "no RTP from the phone", 408).await;
+                }
+                if pin.as_ref().is_some_and(|entry| entry.expired(Instant::now())) {
+                    return hang_up(dialog, "no PIN typed in time", 403).await;
+                }
+                let jitter = room.as_ref().map(|r| r.mix.stats_except(&r.own)).unwrap_or_default();
                 let stats = leg.stats;
                 let remote = leg.remote().to_string();
                 deps.store.update(&id, |c| {
@@ -317,57 +283,23 @@ pub(super) async fn bridge(
     }
 }
 
-async fn next_room_event(
-    room: &mut Option<(Membership, RoomSubscription, Follower)>,
-) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
+async fn next_mix(room: &mut Option<InRoom>) -> Result<RoomFrame, String> {
     match room {
-        Some((_, subscription, _)) => subscription.recv().await,
+        Some(in_room) => in_room.mix.recv().await,
         None => std::future::pending().await,
     }
 }
 
-fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, done: &mpsc::Sender<SfuDone>) {
-    if keys.is_empty() {
-        return;
-    }
-    let specs = keys
-        .iter()
-        .map(|(session_id, track_name)| RemoteTrackSpec {
-            session_id: session_id.clone(),
-            track_name: track_name.clone(),
-            preferred_rid: None,
-        })
-        .collect();
-    let (peer, done) = (peer.clone(), done.clone());
-    tokio::spawn(async move {
-        let result = peer.subscribe(specs).await.map_err(|e| e.to_string());
-        let _ = done.send(SfuDone::Subscribed(keys, result)).await;
-    });
-}
-
-fn close_mids(peer: &Arc<Peer>, mids: Vec<String>) {
-    if mids.is_empty() {
-        return;
-    }
-    let peer = peer.clone();
-    tokio::spawn(async move {
-        if let Err(e) = peer.close(mids).await {
-            tracing::debug!(error = %e, "sip: closing room tracks failed");
-        }
-    });
-}
-
-/// Joins the room (registering the caller's track) and starts hearing everyone else.
+/// Joins the room (registering the caller's track) and starts hearing everyone else through the room's mix.
 fn join_room(
     deps: &CallDeps,
     destination: &Destination,
     participant_id: &str,
     peer: &Arc<Peer>,
     track: &str,
-    done: &mpsc::Sender<SfuDone>,
-) -> Result<(Membership, RoomSubscription, Follower), String> {
+    rate: u32,
+) -> Result<InRoom, String> {
     let session_id = peer.session_id();
-    let mut subscription = deps.rooms.subscribe(&destination.room);
     let mut participant = Participant::new(participant_id, &session_id, ParticipantSource::Gateway);
     participant.name = destination.participant_name.clone().or_else(|| Some("Phone".into()));
     participant.metadata = destination.metadata.clone();
@@ -376,11 +308,12 @@ fn join_room(
         .rooms
         .join_gateway(&destination.room, participant)
         .map_err(|e| e.to_string())?;
-    let mut follower = Follower::new(participant_id, &session_id);
-    let snapshot = subscription.resync().clone();
-    let changes = follower.snapshot(&snapshot);
-    subscribe(peer, changes.add, done);
-    Ok((membership, subscription, follower))
+    let mix = deps.mixes.listen(&destination.room, rate);
+    Ok(InRoom {
+        membership,
+        mix,
+        own: (session_id, track.to_string()),
+    })
 }
 
 /// Applies a re-INVITE/UPDATE offer; returns the answer, or `None` when it cannot be accepted.
@@ -435,8 +368,7 @@ async fn on_digit(
     participant_id: &str,
     peer: &Arc<Peer>,
     track: &str,
-    done: &mpsc::Sender<SfuDone>,
-    room: &mut Option<(Membership, RoomSubscription, Follower)>,
+    room: &mut Option<InRoom>,
     ctx: &SessionCtx,
     dialog: &InviteDialog,
 ) -> Option<Ended> {
@@ -453,7 +385,7 @@ async fn on_digit(
             PinOutcome::Accepted => {
                 *pin = None;
                 prompt.clear();
-                match join_room(deps, destination, participant_id, peer, track, done) {
+                match join_room(deps, destination, participant_id, peer, track, codec.pcm_rate()) {
                     Ok(joined) => *room = Some(joined),
                     Err(e) => return Some(hang_up(dialog, &e, 500).await),
                 }
@@ -464,8 +396,8 @@ async fn on_digit(
         }
         return None;
     }
-    if let Some((membership, ..)) = room.as_ref() {
-        if let Err(e) = membership.dtmf(digit) {
+    if let Some(in_room) = room.as_ref() {
+        if let Err(e) = in_room.membership.dtmf(digit) {
             tracing::debug!(error = %e, "sip: DTMF room event not sent");
         }
     }

@@ -31,6 +31,8 @@ pub struct CallDeps {
     pub peer: PeerConfig,
     /// Rooms.
     pub rooms: Rooms,
+    /// The room mixes the phones hear.
+    pub mixes: super::roommix::RoomMixes,
     /// Events.
     pub webhooks: Webhooks,
     /// The calls registry.

@@ -1,5 +1,5 @@
-//! Which audio tracks of the room the phone hears (sans-IO): every audio track of every other participant,
-//! following joins, leaves, new and removed tracks.
+//! Which audio tracks of the room to hear (sans-IO): every audio track of every participant but an excluded
+//! one, following joins, leaves, new and removed tracks. The room's mix hears them all.
 
 use crate::rooms::{RoomEvent, RoomEventKind, RoomSnapshot};
 use crate::sfu::api::TrackKind;
@@ -33,11 +33,6 @@ impl Follower {
             own_session: own_session.into(),
             wanted: BTreeSet::new(),
         }
-    }
-
-    /// The caller's SFU session changed (its peer replaced a failed one).
-    pub fn set_own_session(&mut self, session: impl Into<String>) {
-        self.own_session = session.into();
     }
 
     /// Whether a track is (still) wanted.

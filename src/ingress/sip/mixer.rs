@@ -1,8 +1,12 @@
-//! The phone's mix: every other audio track of the room, each through its own jitter buffer and Opus
-//! decoder (at the phone leg's sample rate, so no separate resampling), summed with clipping.
+//! A room's mix (sans-IO): every audio track of the room, each through its own jitter buffer and Opus
+//! decoder (at the phone legs' sample rate, so no separate resampling), summed once per 20 ms tick.
+//!
+//! Each track is decoded once per room, not once per listening phone: a tick yields the total and every
+//! track's own part, and a phone hears the total minus its own part ([`MixFrame::heard_by`]).
 
 use super::jitter::{FRAME_TICKS, JitterBuffer, JitterStats, Pull};
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,12 +17,36 @@ struct Input {
     pcm: VecDeque<i16>,
 }
 
-/// Mixes Opus inputs (keyed by the mid they arrive on) into 20 ms PCM frames.
-pub struct Mixer {
+/// Mixes Opus inputs (keyed by `K`) into 20 ms PCM frames.
+pub struct Mixer<K> {
     rate: u32,
-    inputs: HashMap<String, Input>,
+    inputs: HashMap<K, Input>,
     scratch: Vec<i16>,
-    sum: Vec<i32>,
+}
+
+/// 20 ms of a room: the sum of all inputs that had audio, and each one's part of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MixFrame<K> {
+    /// The unclipped sum, one value per sample.
+    pub total: Vec<i32>,
+    /// The inputs that had audio, with their decoded samples.
+    pub parts: Vec<(K, Vec<i16>)>,
+}
+
+impl<K: PartialEq> MixFrame<K> {
+    /// What a listener whose own input is `own` hears: the total without that input, clipped to 16 bits.
+    pub fn heard_by(&self, own: Option<&K>, out: &mut Vec<i16>) {
+        out.clear();
+        let own = own.and_then(|own| self.parts.iter().find(|(k, _)| k == own));
+        match own {
+            Some((_, mine)) => out.extend(self.total.iter().zip(mine.iter()).map(|(t, m)| clip(t - i32::from(*m)))),
+            None => out.extend(self.total.iter().map(|t| clip(*t))),
+        }
+    }
+}
+
+fn clip(sample: i32) -> i16 {
+    sample.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
 }
 
 /// Why the mixer could not take an input.
@@ -26,14 +54,13 @@ pub struct Mixer {
 #[error("opus decoder: {0}")]
 pub struct MixerError(#[from] opus::Error);
 
-impl Mixer {
+impl<K: Hash + Eq + Clone> Mixer<K> {
     /// A mixer producing mono PCM at `rate` (8, 12, 16, 24 or 48 kHz).
     pub fn new(rate: u32) -> Self {
         Self {
             rate,
             inputs: HashMap::new(),
             scratch: vec![0; rate as usize * 120 / 1000],
-            sum: vec![0; rate as usize / 50],
         }
     }
 
@@ -42,12 +69,12 @@ impl Mixer {
         self.rate as usize / 50
     }
 
-    /// Starts mixing the track arriving on `mid`.
-    pub fn add(&mut self, mid: &str) -> Result<(), MixerError> {
-        if !self.inputs.contains_key(mid) {
+    /// Starts mixing the track `key`.
+    pub fn add(&mut self, key: &K) -> Result<(), MixerError> {
+        if !self.inputs.contains_key(key) {
             let decoder = opus::Decoder::new(self.rate, opus::Channels::Mono)?;
             self.inputs.insert(
-                mid.to_string(),
+                key.clone(),
                 Input {
                     buffer: JitterBuffer::new(),
                     decoder,
@@ -58,9 +85,9 @@ impl Mixer {
         Ok(())
     }
 
-    /// Stops mixing `mid`.
-    pub fn remove(&mut self, mid: &str) {
-        self.inputs.remove(mid);
+    /// Stops mixing `key`.
+    pub fn remove(&mut self, key: &K) {
+        self.inputs.remove(key);
     }
 
     /// Number of inputs.
@@ -73,50 +100,37 @@ impl Mixer {
         self.inputs.is_empty()
     }
 
-    /// Hands a received Opus packet to its input's jitter buffer (ignored for an unknown mid).
-    pub fn push(&mut self, mid: &str, rtp_time: u64, data: Arc<[u8]>, now: Instant) {
-        if let Some(input) = self.inputs.get_mut(mid) {
+    /// Hands a received Opus packet to its input's jitter buffer (ignored for an unknown key).
+    pub fn push(&mut self, key: &K, rtp_time: u64, data: Arc<[u8]>, now: Instant) {
+        if let Some(input) = self.inputs.get_mut(key) {
             let ticks = opus::packet::get_nb_samples(&data, 48_000).map_or(FRAME_TICKS, |n| n as u64);
             input.buffer.push(rtp_time, data, ticks, now);
         }
     }
 
-    /// Mixes the next 20 ms into `out` (resized to one frame); returns how many inputs had audio.
-    pub fn mix(&mut self, out: &mut Vec<i16>) -> usize {
+    /// Mixes the next 20 ms.
+    pub fn mix(&mut self) -> MixFrame<K> {
         let frame = self.frame_len();
-        out.clear();
-        out.resize(frame, 0);
-        let sum = &mut self.sum;
-        sum.clear();
-        sum.resize(frame, 0);
-        let mut active = 0;
-        for input in self.inputs.values_mut() {
+        let mut total = vec![0i32; frame];
+        let mut parts = Vec::new();
+        for (key, input) in &mut self.inputs {
             fill(input, frame, &mut self.scratch);
             if input.pcm.is_empty() {
                 continue;
             }
-            active += 1;
-            for (acc, sample) in sum.iter_mut().zip(input.pcm.drain(..frame.min(input.pcm.len()))) {
-                *acc += i32::from(sample);
+            let mut part: Vec<i16> = input.pcm.drain(..frame.min(input.pcm.len())).collect();
+            part.resize(frame, 0);
+            for (acc, sample) in total.iter_mut().zip(&part) {
+                *acc += i32::from(*sample);
             }
+            parts.push((key.clone(), part));
         }
-        for (o, s) in out.iter_mut().zip(sum.iter()) {
-            *o = (*s).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
-        }
-        active
+        MixFrame { total, parts }
     }
 
-    /// Counters summed over all inputs.
-    pub fn stats(&self) -> JitterStats {
-        let mut total = JitterStats::default();
-        for input in self.inputs.values() {
-            let s = input.buffer.stats;
-            total.played += s.played;
-            total.concealed += s.concealed;
-            total.late += s.late;
-            total.overflowed += s.overflowed;
-        }
-        total
+    /// Counters of each input.
+    pub fn stats(&self) -> impl Iterator<Item = (&K, JitterStats)> {
+        self.inputs.iter().map(|(k, input)| (k, input.buffer.stats))
     }
 }
 
@@ -168,27 +182,30 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn two_opus_inputs_are_both_heard_in_the_mix() {
+    fn two_opus_inputs_are_both_heard_in_the_mix_and_a_listener_never_hears_itself() {
         let mut mixer = Mixer::new(8_000);
-        mixer.add("a").unwrap();
-        mixer.add("b").unwrap();
+        mixer.add(&"a").unwrap();
+        mixer.add(&"b").unwrap();
         let mut enc_a = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         let mut enc_b = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         let start = Instant::now();
-        let mut mixed = Vec::new();
+        let (mut everyone, mut heard_by_a) = (Vec::new(), Vec::new());
         let mut out = Vec::new();
         for n in 0..50usize {
             let now = start + Duration::from_millis(20 * n as u64);
             let ts = (n * 960) as u64;
             let a = enc_a.encode_vec(&tone(48_000, 440.0, 960, n * 960), 400).unwrap();
             let b = enc_b.encode_vec(&tone(48_000, 1_000.0, 960, n * 960), 400).unwrap();
-            mixer.push("a", ts, Arc::from(a), now);
-            mixer.push("b", ts, Arc::from(b), now);
-            mixer.mix(&mut out);
-            mixed.extend_from_slice(&out);
+            mixer.push(&"a", ts, Arc::from(a), now);
+            mixer.push(&"b", ts, Arc::from(b), now);
+            let frame = mixer.mix();
+            assert_eq!(frame.total.len(), 160);
+            frame.heard_by(None, &mut out);
+            everyone.extend_from_slice(&out);
+            frame.heard_by(Some(&"a"), &mut out);
+            heard_by_a.extend_from_slice(&out);
         }
-        assert_eq!(out.len(), 160);
-        let tail = &mixed[mixed.len() / 2..];
+        let tail = &everyone[everyone.len() / 2..];
         let (a, b, other) = (
             share_of(tail, 8_000, 440.0),
             share_of(tail, 8_000, 1_000.0),
@@ -196,24 +213,41 @@ pub(crate) mod tests {
         );
         assert!(a > 0.2 && b > 0.2, "both tones present: {a:.3} {b:.3}");
         assert!(other < 0.01, "no other tone: {other:.3}");
-        assert_eq!(mixer.stats().concealed, 0);
-        mixer.remove("a");
+        let tail = &heard_by_a[heard_by_a.len() / 2..];
+        let (a, b) = (share_of(tail, 8_000, 440.0), share_of(tail, 8_000, 1_000.0));
+        assert!(a < 0.001 && b > 0.9, "a hears only b: own {a:.4}, b {b:.3}");
+        assert!(mixer.stats().all(|(_, s)| s.concealed == 0));
+        mixer.remove(&"a");
         assert_eq!(mixer.len(), 1);
+    }
+
+    #[test]
+    fn heard_by_clips_after_taking_out_the_listeners_own_part() {
+        let frame = MixFrame {
+            total: vec![40_000, -40_000, 100],
+            parts: vec![("me", vec![20_000, -20_000, 100]), ("you", vec![20_000, -20_000, 0])],
+        };
+        let mut out = Vec::new();
+        frame.heard_by(None, &mut out);
+        assert_eq!(out, [i16::MAX, i16::MIN, 100]);
+        frame.heard_by(Some(&"me"), &mut out);
+        assert_eq!(out, [20_000, -20_000, 0]);
+        frame.heard_by(Some(&"nobody"), &mut out);
+        assert_eq!(out, [i16::MAX, i16::MIN, 100]);
     }
 
     #[test]
     fn a_silent_room_mixes_to_silence_and_garbage_does_not_break_it() {
         let mut mixer = Mixer::new(8_000);
-        mixer.add("a").unwrap();
-        let mut out = Vec::new();
-        assert_eq!(mixer.mix(&mut out), 0);
-        assert!(out.iter().all(|&s| s == 0));
+        mixer.add(&"a").unwrap();
+        let frame = mixer.mix();
+        assert!(frame.parts.is_empty());
+        assert!(frame.total.iter().all(|&s| s == 0));
         let start = Instant::now();
         for n in 0..4u64 {
-            mixer.push("a", n * 960, Arc::from(vec![0xffu8; 3]), start);
-            mixer.push("unknown", n * 960, Arc::from(vec![1u8]), start);
+            mixer.push(&"a", n * 960, Arc::from(vec![0xffu8; 3]), start);
+            mixer.push(&"unknown", n * 960, Arc::from(vec![1u8]), start);
         }
-        mixer.mix(&mut out);
-        assert_eq!(out.len(), 160);
+        assert_eq!(mixer.mix().total.len(), 160);
     }
 }

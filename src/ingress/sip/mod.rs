@@ -2,9 +2,10 @@
 //!
 //! `server` runs the rsipstack endpoint and routes requests; `gate` decides who may call; `dispatch` finds
 //! the room; `call` is the supervised session of one call and `bridge` its media loop, with its RTP `leg`,
-//! the `uplink` (G.711/G.722 → Opus toward the SFU) and the `mixer` (the room's Opus tracks → the phone),
-//! each input through its own `jitter` buffer. Everything except `server`, `call`, `bridge`, `dialout` and
-//! `rtp_ports` is sans-IO.
+//! the `uplink` (G.711/G.722 → Opus toward the SFU); `roommix` runs one SFU subscriber and one `mixer` per
+//! room (each track through its own `jitter` buffer, decoded once) whose frames every phone of the room hears
+//! minus its own part. Everything except `server`, `call`, `bridge`, `dialout`, `roommix` and `rtp_ports`
+//! is sans-IO.
 
 pub mod bridge;
 pub mod call;
@@ -17,6 +18,7 @@ pub mod jitter;
 pub mod leg;
 pub mod mixer;
 pub mod pin;
+pub mod roommix;
 pub mod rtp;
 pub mod rtp_ports;
 pub mod sdp;

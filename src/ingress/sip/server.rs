@@ -5,6 +5,7 @@
 use super::call::{self, CallDeps, Inbound};
 use super::dispatch::{self, DispatchError};
 use super::gate::{DigestAnswer, Gate, Verdict};
+use super::roommix::RoomMixes;
 use super::rtp_ports::RtpPorts;
 use super::sdp::{self, PhoneCodec, SdpError};
 use super::store::{CallDirection, CallState, CallStore, CallView};
@@ -153,6 +154,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
         dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
         contact,
         call: CallDeps {
+            mixes: RoomMixes::new(deps.client.clone(), deps.peer.clone(), deps.rooms.clone()),
             client: deps.client,
             peer: deps.peer,
             rooms: deps.rooms,

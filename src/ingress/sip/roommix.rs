@@ -1,0 +1,396 @@
+//! One mix per room for all its phones: a single SFU session subscribes to every audio track of the room
+//! once, each track is jitter-buffered and decoded once, and every 20 ms the room's [`MixFrame`] goes to
+//! each phone, which takes its own part out ([`MixFrame::heard_by`]).
+//!
+//! A room of N phones thus costs N subscriptions and N decoders instead of N × (N − 1). The mix lives as
+//! long as a phone listens; the last [`MixListener`] dropped stops it and closes its SFU session. When the
+//! mix cannot go on (its SFU session failed for good, the room was deleted) every listener learns why and
+//! hangs up.
+
+use super::follow::{Follower, TrackKey};
+use super::jitter::JitterStats;
+use super::mixer::{MixFrame, Mixer};
+use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
+use crate::sfu::client::CallsClient;
+use crate::sfu::peer::{Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// 20 ms of a room's audio as the phones receive it.
+pub type RoomFrame = Arc<MixFrame<TrackKey>>;
+
+/// Frames a listener may fall behind before it skips ahead.
+const BACKLOG: usize = 8;
+
+/// The room mixes of the gateway: one per room with phones in it.
+#[derive(Clone)]
+pub struct RoomMixes {
+    client: CallsClient,
+    peer: PeerConfig,
+    rooms: Rooms,
+    live: Arc<Mutex<HashMap<String, Weak<Shared>>>>,
+}
+
+/// What a mix shares with its listeners.
+struct Shared {
+    outputs: Arc<Mutex<Outputs>>,
+    stats: Arc<Mutex<HashMap<TrackKey, JitterStats>>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The mix's outputs, one per phone sample rate; `closed` once the mix has stopped, with why.
+#[derive(Default)]
+struct Outputs {
+    senders: HashMap<u32, broadcast::Sender<RoomFrame>>,
+    closed: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A phone's place in its room's mix.
+pub struct MixListener {
+    shared: Arc<Shared>,
+    frames: broadcast::Receiver<RoomFrame>,
+    rate: u32,
+}
+
+impl MixListener {
+    /// The next 20 ms of the room (a listener that fell behind skips to the newest); `Err` with the reason
+    /// once the mix has stopped.
+    pub async fn recv(&mut self) -> Result<RoomFrame, String> {
+        loop {
+            match self.frames.recv().await {
+                Ok(frame) => return Ok(frame),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => {
+                    let outputs = lock(&self.shared.outputs);
+                    return Err(outputs.closed.clone().unwrap_or_else(|| "room audio stopped".into()));
+                }
+            }
+        }
+    }
+
+    /// The sample rate of the frames.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Jitter-buffer counters summed over the tracks the phone hears (all but `own`).
+    pub fn stats_except(&self, own: &TrackKey) -> JitterStats {
+        let mut total = JitterStats::default();
+        for (_, s) in lock(&self.shared.stats).iter().filter(|(key, _)| *key != own) {
+            total.played += s.played;
+            total.concealed += s.concealed;
+            total.late += s.late;
+            total.overflowed += s.overflowed;
+        }
+        total
+    }
+}
+
+impl RoomMixes {
+    /// No mix yet; each starts with its first listener.
+    pub fn new(client: CallsClient, peer: PeerConfig, rooms: Rooms) -> Self {
+        Self {
+            client,
+            peer,
+            rooms,
+            live: Arc::default(),
+        }
+    }
+
+    /// Listens to `room`'s mix at `rate` (Hz), starting the mix if the room has none running.
+    pub fn listen(&self, room: &str, rate: u32) -> MixListener {
+        let mut live = lock(&self.live);
+        live.retain(|_, mix| mix.strong_count() > 0);
+        let running = live.get(room).and_then(Weak::upgrade);
+        let shared = match running {
+            Some(shared) => {
+                let outputs = lock(&shared.outputs);
+                let usable = outputs.closed.is_none();
+                drop(outputs);
+                usable.then_some(shared)
+            }
+            None => None,
+        };
+        let shared = shared.unwrap_or_else(|| {
+            let shared = self.start(room);
+            live.insert(room.to_string(), Arc::downgrade(&shared));
+            shared
+        });
+        let frames = lock(&shared.outputs)
+            .senders
+            .entry(rate)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe();
+        MixListener { shared, frames, rate }
+    }
+
+    fn start(&self, room: &str) -> Arc<Shared> {
+        let shared = Arc::new(Shared {
+            outputs: Arc::default(),
+            stats: Arc::default(),
+            cancel: CancellationToken::new(),
+        });
+        let task = MixTask {
+            client: self.client.clone(),
+            peer: self.peer.clone(),
+            subscription: self.rooms.subscribe(room),
+            outputs: shared.outputs.clone(),
+            stats: shared.stats.clone(),
+            cancel: shared.cancel.clone(),
+        };
+        let span = tracing::info_span!("sip_room_mix", room = %room);
+        tokio::spawn(task.run().instrument(span));
+        shared
+    }
+}
+
+/// The task of one room's mix.
+struct MixTask {
+    client: CallsClient,
+    peer: PeerConfig,
+    subscription: RoomSubscription,
+    outputs: Arc<Mutex<Outputs>>,
+    stats: Arc<Mutex<HashMap<TrackKey, JitterStats>>>,
+    cancel: CancellationToken,
+}
+
+/// The decoding side of a running mix: which mid carries which track, and a mixer per phone rate.
+#[derive(Default)]
+struct Decoding {
+    tracks: HashMap<String, TrackKey>,
+    mixers: HashMap<u32, Mixer<TrackKey>>,
+}
+
+impl Decoding {
+    fn add(&mut self, track: SubscribedTrack) {
+        let key = (track.session_id, track.track_name);
+        for mixer in self.mixers.values_mut() {
+            if let Err(e) = mixer.add(&key) {
+                tracing::warn!(error = %e, "sip: room track not mixed");
+            }
+        }
+        tracing::debug!(mid = %track.mid, track = %key.1, "sip: room mix decodes a track");
+        if self.tracks.insert(track.mid, key).is_none() {
+            metrics::gauge!("sip_room_mix_tracks").increment(1.0);
+        }
+    }
+
+    /// Stops decoding `key`; returns its mid.
+    fn remove(&mut self, key: &TrackKey) -> Option<String> {
+        let mid = self
+            .tracks
+            .iter()
+            .find(|(_, k)| *k == key)
+            .map(|(mid, _)| mid.clone())?;
+        self.tracks.remove(&mid);
+        metrics::gauge!("sip_room_mix_tracks").decrement(1.0);
+        for mixer in self.mixers.values_mut() {
+            mixer.remove(key);
+        }
+        Some(mid)
+    }
+
+    fn clear(&mut self) {
+        let keys: Vec<TrackKey> = self.tracks.values().cloned().collect();
+        for key in keys {
+            self.remove(&key);
+        }
+    }
+
+    /// Mixers for exactly the rates someone listens at; each new one decodes every track.
+    fn align_rates(&mut self, outputs: &mut Outputs) {
+        outputs.senders.retain(|_, sender| sender.receiver_count() > 0);
+        self.mixers.retain(|rate, _| outputs.senders.contains_key(rate));
+        for rate in outputs.senders.keys() {
+            if !self.mixers.contains_key(rate) {
+                let mut mixer = Mixer::new(*rate);
+                for key in self.tracks.values() {
+                    let _ = mixer.add(key);
+                }
+                self.mixers.insert(*rate, mixer);
+            }
+        }
+    }
+}
+
+impl MixTask {
+    async fn run(mut self) {
+        metrics::gauge!("sip_room_mixes").increment(1.0);
+        let connected = tokio::select! {
+            connected = Peer::connect(self.client.clone(), self.peer.clone()) => connected,
+            () = self.cancel.cancelled() => return metrics::gauge!("sip_room_mixes").decrement(1.0),
+        };
+        let why = match connected {
+            Ok((peer, streams)) => self.mix(Arc::new(peer), streams).await,
+            Err(e) => format!("SFU unavailable for the room's audio: {e}"),
+        };
+        if !self.cancel.is_cancelled() {
+            tracing::warn!(reason = %why, "sip: room mix stopped");
+        }
+        let mut outputs = lock(&self.outputs);
+        outputs.closed = Some(why);
+        outputs.senders.clear();
+        drop(outputs);
+        metrics::gauge!("sip_room_mixes").decrement(1.0);
+    }
+
+    /// Runs the mix until it is no longer wanted or cannot go on; returns why it stopped.
+    async fn mix(&mut self, peer: Arc<Peer>, streams: PeerStreams) -> String {
+        let PeerStreams {
+            mut media_in,
+            mut events,
+        } = streams;
+        let mut follower = Follower::new("", "");
+        let mut decoding = Decoding::default();
+        let (done_tx, mut done) = mpsc::channel(16);
+        let changes = follower.snapshot(&self.subscription.resync().clone());
+        subscribe(&peer, changes.add, Duration::ZERO, &done_tx);
+        // Tracks the SFU would not hand out yet (a publisher sends no media until its phone speaks), with
+        // the number of tries so far.
+        let mut retries: HashMap<TrackKey, u32> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+        let why = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break "no phone listens any more".to_string(),
+                _ = tick.tick() => {
+                    let mut outputs = lock(&self.outputs);
+                    decoding.align_rates(&mut outputs);
+                    for (rate, mixer) in &mut decoding.mixers {
+                        if let Some(sender) = outputs.senders.get(rate) {
+                            let _ = sender.send(Arc::new(mixer.mix()));
+                        }
+                    }
+                }
+                frame = media_in.recv() => {
+                    let Some(frame) = frame else { break "SFU peer stopped".into() };
+                    if let Some(key) = decoding.tracks.get(&frame.mid) {
+                        for mixer in decoding.mixers.values_mut() {
+                            mixer.push(key, frame.rtp_time, frame.data.clone(), frame.received);
+                        }
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(PeerEvent::Failed { reason }) => break format!("SFU session failed: {reason}"),
+                    Some(PeerEvent::Reconnected { subscribed, .. }) => {
+                        decoding.clear();
+                        for track in subscribed {
+                            decoding.add(track);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break "SFU peer stopped".into(),
+                },
+                result = done.recv() => {
+                    let Some((wanted, result)) = result else { continue };
+                    match result {
+                        Ok(subscribed) => {
+                            let mut unwanted = Vec::new();
+                            let mut got = Vec::new();
+                            for track in subscribed {
+                                let key = (track.session_id.clone(), track.track_name.clone());
+                                if follower.wants(&key) {
+                                    retries.remove(&key);
+                                    decoding.add(track);
+                                } else {
+                                    unwanted.push(track.mid);
+                                }
+                                got.push(key);
+                            }
+                            close_mids(&peer, unwanted);
+                            let missing = wanted.into_iter().filter(|k| !got.contains(k) && follower.wants(k)).collect();
+                            retry(&peer, missing, &mut retries, &done_tx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, tracks = wanted.len(), "sip: subscribing to room audio failed");
+                            let missing = wanted.into_iter().filter(|k| follower.wants(k)).collect();
+                            retry(&peer, missing, &mut retries, &done_tx);
+                        }
+                    }
+                }
+                event = self.subscription.recv() => {
+                    let changes = match event {
+                        Ok(event) => follower.event(&event),
+                        Err(SubscriptionError::Lagged { .. }) => follower.snapshot(&self.subscription.resync().clone()),
+                        Err(SubscriptionError::Closed) => break "room closed".into(),
+                    };
+                    for key in &changes.remove {
+                        retries.remove(key);
+                    }
+                    let closing = changes.remove.iter().filter_map(|key| decoding.remove(key)).collect();
+                    close_mids(&peer, closing);
+                    subscribe(&peer, changes.add, Duration::ZERO, &done_tx);
+                }
+                _ = stats_tick.tick() => {
+                    let mut stats = lock(&self.stats);
+                    stats.clear();
+                    if let Some(mixer) = decoding.mixers.values().next() {
+                        stats.extend(mixer.stats().map(|(k, s)| (k.clone(), s)));
+                    }
+                }
+            }
+        };
+        decoding.clear();
+        why
+    }
+}
+
+/// Subscription results, reported back to the mix task.
+type Subscribed = (Vec<TrackKey>, Result<Vec<SubscribedTrack>, String>);
+
+/// Asks again, later, for tracks the SFU did not hand out: every 200 ms for the first 5 s (a phone that
+/// starts speaking is heard at once), then every 2 s.
+fn retry(peer: &Arc<Peer>, keys: Vec<TrackKey>, tries: &mut HashMap<TrackKey, u32>, done: &mpsc::Sender<Subscribed>) {
+    for key in keys {
+        let n = tries.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let delay = Duration::from_millis(if *n <= 25 { 200 } else { 2_000 });
+        subscribe(peer, vec![key], delay, done);
+    }
+}
+
+fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, delay: Duration, done: &mpsc::Sender<Subscribed>) {
+    if keys.is_empty() {
+        return;
+    }
+    let specs = keys
+        .iter()
+        .map(|(session_id, track_name)| RemoteTrackSpec {
+            session_id: session_id.clone(),
+            track_name: track_name.clone(),
+            preferred_rid: None,
+        })
+        .collect();
+    let (peer, done) = (peer.clone(), done.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let result = peer.subscribe(specs).await.map_err(|e| e.to_string());
+        let _ = done.send((keys, result)).await;
+    });
+}
+
+fn close_mids(peer: &Arc<Peer>, mids: Vec<String>) {
+    if mids.is_empty() {
+        return;
+    }
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = peer.close(mids).await {
+            tracing::debug!(error = %e, "sip: closing room tracks failed");
+        }
+    });
+}
