@@ -7,7 +7,7 @@
 
 mod sip;
 
-pub use sip::{Cidr, RuleConfig, SipConfig, TrunkConfig};
+pub use sip::{Cidr, RuleConfig, SipConfig, SrtpPolicy, TrunkConfig};
 
 use crate::redact::Secret;
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// Whether the phone leg may or must use SDES-SRTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Plain RTP only.
+    Off,
+    /// SRTP when the phone offers it, else plain RTP.
+    #[default]
+    Optional,
+    /// SRTP only.
+    Required,
+}
+
 /// `[sip]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +70,9 @@ pub struct SipConfig {
     /// Opus encoder complexity of the phone legs (0–10): CPU per call against quality; phone audio is
     /// narrowband, where the low settings lose little.
     pub opus_complexity: u8,
+    /// SDES-SRTP on the phone leg: `optional` (used when the phone offers `RTP/SAVP` with a supported
+    /// `a=crypto`), `required` (plain RTP offers get 488) or `off` (SRTP offers get 488).
+    pub srtp: SrtpPolicy,
     /// Trunks: who may call in, and where dial-out goes.
     pub trunks: Vec<TrunkConfig>,
     /// Dispatch rules: called number → room, first match wins.
@@ -94,6 +110,7 @@ impl Default for SipConfig {
             pin_timeout: Duration::from_secs(20),
             answer_delay: Duration::ZERO,
             opus_complexity: 5,
+            srtp: SrtpPolicy::Optional,
             min_session_expires: Duration::from_secs(90),
             trunks: Vec::new(),
             rules: Vec::new(),

@@ -9,6 +9,7 @@ use super::pin::{PinEntry, PinOutcome, prompt_tone};
 use super::roommix::{MixListener, RoomFrame};
 use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
 use super::store::{CallCommand, CallState};
+use crate::config::SrtpPolicy;
 use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack};
 use crate::sfu::api::TrackKind;
 use crate::sfu::peer::{OutFrame, Peer, PeerEvent, PeerStreams};
@@ -181,7 +182,7 @@ pub(super) async fn bridge(
                     DialogState::Terminated(_, reason) => return terminated(&reason),
                     DialogState::Updated(_, request, handle) => {
                         refreshed = Instant::now();
-                        let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs);
+                        let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs, deps.srtp);
                         match answer {
                             Some(body) => {
                                 let mut headers = vec![Header::ContentType("application/sdp".into())];
@@ -317,7 +318,13 @@ fn join_room(
 }
 
 /// Applies a re-INVITE/UPDATE offer; returns the answer, or `None` when it cannot be accepted.
-fn renegotiate(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], codecs: &[PhoneCodec]) -> Option<String> {
+fn renegotiate(
+    leg: &mut Leg,
+    local: &mut LocalAudio,
+    body: &[u8],
+    codecs: &[PhoneCodec],
+    srtp: SrtpPolicy,
+) -> Option<String> {
     local.version += 1;
     if body.is_empty() {
         // No offer (RFC 3261 §14.2): offer what we use now.
@@ -326,8 +333,8 @@ fn renegotiate(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], codecs: &[Pho
     }
     let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
     // Keep the current codec when the phone still offers it.
-    let negotiated = sdp::negotiate(&remote, &[leg.codec()])
-        .or_else(|_| sdp::negotiate(&remote, codecs))
+    let negotiated = sdp::negotiate(&remote, &[leg.codec()], srtp)
+        .or_else(|_| sdp::negotiate(&remote, codecs, srtp))
         .ok()?;
     leg.update(&remote, negotiated, Instant::now()).ok()?;
     local.direction = remote.direction.answer();

@@ -7,6 +7,7 @@ use super::leg::Leg;
 use super::rtp_ports::RtpPorts;
 use super::sdp::{self, Direction, LocalAudio, Negotiated, PhoneCodec, RemoteAudio};
 use super::store::{CallCommand, CallState, CallStore, CallView};
+use crate::config::SrtpPolicy;
 use crate::redact::PhoneNumber;
 use crate::rooms::Rooms;
 use crate::sfu::client::CallsClient;
@@ -49,6 +50,8 @@ pub struct CallDeps {
     pub answer_delay: Duration,
     /// Opus encoder complexity (0–10).
     pub opus_complexity: i32,
+    /// Whether phone legs may or must use SDES-SRTP.
+    pub srtp: crate::config::SrtpPolicy,
     /// The SIP server, for dialling the target of a transfer (set once the server exists).
     pub(super) server: Arc<std::sync::OnceLock<std::sync::Weak<super::server::Shared>>>,
 }
@@ -245,6 +248,7 @@ async fn answer_and_bridge(
         version: 1,
         addr: local_addr,
         direction: Direction::SendRecv,
+        key: super::srtp::MasterKey::random(),
     };
     let timer_headers = call
         .session_expires
@@ -278,10 +282,11 @@ async fn answer_and_bridge(
     metrics::histogram!("sip_call_setup_seconds").record(call.started.elapsed().as_secs_f64());
     deps.store.update(&id, |c| {
         c.codec = Some(negotiated.codec.name().to_string());
+        c.srtp = negotiated.srtp.is_some();
         c.setup_ms = Some(setup_ms);
     });
     tracing::info!(codec = negotiated.codec.name(), setup_ms, "call answered");
-    let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity) {
+    let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity, &local.key) {
         Ok(leg) => leg,
         Err(e) => {
             let _ = call.dialog.bye().await;
@@ -333,7 +338,7 @@ async fn wait_ack_answer(
             DialogState::Confirmed(..) => {
                 let body = dialog.last_remote_ack().map(|ack| ack.body).unwrap_or_default();
                 let answer = sdp::parse(&String::from_utf8_lossy(&body))
-                    .and_then(|r| sdp::negotiate(&r, codecs).map(|n| (r, n)));
+                    .and_then(|r| sdp::negotiate(&r, codecs, SrtpPolicy::Off).map(|n| (r, n)));
                 return match answer {
                     Ok(answer) => Ok(answer),
                     Err(e) => {

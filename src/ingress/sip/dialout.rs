@@ -129,6 +129,7 @@ async fn place(
         version: 1,
         addr: local_addr,
         direction: Direction::SendRecv,
+        key: super::srtp::MasterKey::random(),
     };
     let transport = if trunk.transport == "tcp" { ";transport=tcp" } else { "" };
     let contact_host = shared.contact.host_with_port.to_string();
@@ -205,7 +206,7 @@ async fn place(
             Err(e) => return call::hang_up(&dialog, &format!("SFU unavailable: {e}"), 503).await,
         };
         let answer = sdp::parse(&String::from_utf8_lossy(&response.body))
-            .and_then(|r| sdp::negotiate(&r, &deps.codecs).map(|n| (r, n)));
+            .and_then(|r| sdp::negotiate(&r, &deps.codecs, crate::config::SrtpPolicy::Off).map(|n| (r, n)));
         let (remote, negotiated) = match answer {
             Ok(answer) => answer,
             Err(e) => return call::hang_up(&dialog, &format!("unusable SDP answer: {e}"), 488).await,
@@ -216,7 +217,7 @@ async fn place(
             c.setup_ms = Some(setup_ms);
         });
         tracing::info!(codec = negotiated.codec.name(), setup_ms, "sip: dial-out answered");
-        let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity) {
+        let leg = match Leg::new(&remote, negotiated, Instant::now(), deps.opus_complexity, &local.key) {
             Ok(leg) => leg,
             Err(e) => return call::hang_up(&dialog, &e.to_string(), 500).await,
         };

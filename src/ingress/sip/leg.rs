@@ -1,9 +1,10 @@
 //! The phone leg's RTP state (sans-IO): where to send, what was negotiated, receive statistics, the
-//! outgoing sequence, and the DTMF digits queued for the phone. The call task owns the socket and feeds
-//! datagrams and ticks in.
+//! outgoing sequence, the DTMF digits queued for the phone, and SDES-SRTP when negotiated. The call task
+//! owns the socket and feeds datagrams and ticks in.
 
 use super::rtp::{DtmfReceiver, RtpPacket, dtmf_payloads};
 use super::sdp::{Direction, Negotiated, PhoneCodec, RemoteAudio};
+use super::srtp::{MasterKey, Srtp, SrtpError};
 use super::store::CallStats;
 use super::uplink::{Downlink, OpusFrame, Uplink, UplinkError};
 use std::collections::VecDeque;
@@ -23,6 +24,23 @@ pub enum Received {
     Digit(char),
     /// Nothing usable (garbage, another source, a payload type we did not negotiate, RTCP).
     Ignored,
+}
+
+/// Why a leg could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    /// The codec could not be set up.
+    #[error(transparent)]
+    Codec(#[from] UplinkError),
+    /// The SRTP keys could not be used.
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
+}
+
+/// SRTP contexts: the phone's key for what it sends, the gateway's for what goes to it.
+struct Secure {
+    inbound: Srtp,
+    outbound: Srtp,
 }
 
 enum Outgoing {
@@ -53,17 +71,37 @@ pub struct Leg {
     /// When the phone's last packet came.
     pub last_received: Instant,
     payload: Vec<u8>,
+    local_key: MasterKey,
+    secure: Option<Secure>,
+    scratch: Vec<u8>,
+}
+
+fn secure(negotiated: &Negotiated, local_key: &MasterKey) -> Result<Option<Secure>, SrtpError> {
+    negotiated
+        .srtp
+        .map(|crypto| {
+            Ok(Secure {
+                inbound: Srtp::new(crypto.suite, &crypto.key)?,
+                outbound: Srtp::new(crypto.suite, local_key)?,
+            })
+        })
+        .transpose()
 }
 
 impl Leg {
-    /// A leg toward `remote` with what the offer/answer settled.
+    /// A leg toward `remote` with what the offer/answer settled; with SRTP, the gateway encrypts with
+    /// `local_key` (the key of its SDP).
     pub fn new(
         remote: &RemoteAudio,
         negotiated: Negotiated,
         now: Instant,
         complexity: i32,
-    ) -> Result<Self, UplinkError> {
+        local_key: &MasterKey,
+    ) -> Result<Self, LegError> {
         Ok(Self {
+            local_key: *local_key,
+            secure: secure(&negotiated, local_key)?,
+            scratch: Vec::with_capacity(400),
             complexity,
             remote: remote.addr,
             latched: false,
@@ -106,11 +144,19 @@ impl Leg {
         self.remote_direction != Direction::SendRecv
     }
 
-    /// Applies a new description from a re-INVITE (hold, resume, new address or codec).
-    pub fn update(&mut self, remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<(), UplinkError> {
+    /// Whether the leg uses SRTP.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// Applies a new description from a re-INVITE (hold, resume, new address, codec or keys).
+    pub fn update(&mut self, remote: &RemoteAudio, negotiated: Negotiated, now: Instant) -> Result<(), LegError> {
         if negotiated.codec != self.negotiated.codec {
             self.uplink = Uplink::new(negotiated.codec, self.complexity)?;
             self.downlink = Downlink::new(negotiated.codec, self.complexity)?;
+        }
+        if negotiated.srtp != self.negotiated.srtp {
+            self.secure = secure(&negotiated, &self.local_key)?;
         }
         if remote.addr != self.remote && !remote.addr.ip().is_unspecified() {
             self.remote = remote.addr;
@@ -122,11 +168,35 @@ impl Leg {
         Ok(())
     }
 
-    /// Takes one datagram from `from`; Opus frames for the SFU are appended to `frames`.
+    /// Takes one datagram from `from`; Opus frames for the SFU are appended to `frames`. With SRTP, only
+    /// authenticated packets count (and only they can move the latch).
     pub fn receive(&mut self, data: &[u8], from: SocketAddr, now: Instant, frames: &mut Vec<OpusFrame>) -> Received {
         if self.latched && from != self.remote {
             return Received::Ignored;
         }
+        let Some(secure) = self.secure.as_mut() else {
+            return self.receive_plain(data, from, now, frames);
+        };
+        // RTCP (multiplexed or not) is not relayed; anything else must authenticate.
+        if data.len() < 12 || (200..=204).contains(&data[1]) {
+            return Received::Ignored;
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(data);
+        let received = match secure.inbound.unprotect(&mut buf) {
+            Ok(()) => self.receive_plain(&buf, from, now, frames),
+            Err(e) => {
+                metrics::counter!("sip_srtp_refused_total").increment(1);
+                tracing::debug!(error = %e, "sip: SRTP packet refused");
+                Received::Ignored
+            }
+        };
+        self.scratch = buf;
+        received
+    }
+
+    fn receive_plain(&mut self, data: &[u8], from: SocketAddr, now: Instant, frames: &mut Vec<OpusFrame>) -> Received {
         let Ok(packet) = RtpPacket::parse(data) else {
             return Received::Ignored;
         };
@@ -233,6 +303,11 @@ impl Leg {
             payload: &self.payload,
         }
         .write(out);
+        if let Some(secure) = self.secure.as_mut() {
+            if secure.outbound.protect(out).is_err() {
+                return false;
+            }
+        }
         self.seq = self.seq.wrapping_add(1);
         self.stats.packets_to_phone += 1;
         true
@@ -251,14 +326,16 @@ mod tests {
             direction,
             ptime: None,
             srtp: false,
+            crypto: Vec::new(),
         };
         let negotiated = Negotiated {
             codec: PhoneCodec::Pcmu,
             pt: 0,
             dtmf_pt: Some(101),
             ptime: 20,
+            srtp: None,
         };
-        Leg::new(&remote, negotiated, Instant::now(), 5).unwrap()
+        Leg::new(&remote, negotiated, Instant::now(), 5, &MasterKey::random()).unwrap()
     }
 
     fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
@@ -355,10 +432,75 @@ mod tests {
             direction: Direction::SendRecv,
             ptime: None,
             srtp: false,
+            crypto: Vec::new(),
         };
         leg.update(&remote, leg.negotiated(), Instant::now()).unwrap();
         assert!(!leg.on_hold());
         assert!(leg.tick(&[0i16; 160], &mut out));
         assert_eq!(leg.remote(), remote.addr);
+    }
+
+    #[test]
+    fn an_srtp_leg_takes_only_authenticated_packets_and_encrypts_what_it_sends() {
+        use crate::ingress::sip::sdp::Crypto;
+        use crate::ingress::sip::srtp::Suite;
+        let (phone_key, gateway_key) = (MasterKey::random(), MasterKey::random());
+        let suite = Suite::AesCm128HmacSha1_80;
+        let remote = RemoteAudio {
+            addr: "127.0.0.1:4000".parse().unwrap(),
+            formats: Vec::new(),
+            direction: Direction::SendRecv,
+            ptime: None,
+            srtp: true,
+            crypto: Vec::new(),
+        };
+        let negotiated = Negotiated {
+            codec: PhoneCodec::Pcmu,
+            pt: 0,
+            dtmf_pt: Some(101),
+            ptime: 20,
+            srtp: Some(Crypto {
+                tag: 1,
+                suite,
+                key: phone_key,
+            }),
+        };
+        let mut leg = Leg::new(&remote, negotiated, Instant::now(), 5, &gateway_key).unwrap();
+        assert!(leg.is_secure());
+        let mut phone_tx = Srtp::new(suite, &phone_key).unwrap();
+        let mut phone_rx = Srtp::new(suite, &gateway_key).unwrap();
+        let (phone, attacker): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:4000".parse().unwrap(), "127.0.0.1:6666".parse().unwrap());
+        let mut frames = Vec::new();
+        // Plain RTP, or SRTP with another key, neither counts nor latches.
+        let plain = packet(0, 1, 160, &[0xff; 160]);
+        assert_eq!(
+            leg.receive(&plain, attacker, Instant::now(), &mut frames),
+            Received::Ignored
+        );
+        let mut forged = plain.clone();
+        Srtp::new(suite, &MasterKey::random())
+            .unwrap()
+            .protect(&mut forged)
+            .unwrap();
+        assert_eq!(
+            leg.receive(&forged, attacker, Instant::now(), &mut frames),
+            Received::Ignored
+        );
+        assert_eq!(leg.stats.packets_from_phone, 0);
+        for seq in 2..6u16 {
+            let mut p = packet(0, seq, u32::from(seq) * 160, &[0xff; 160]);
+            phone_tx.protect(&mut p).unwrap();
+            assert_eq!(leg.receive(&p, phone, Instant::now(), &mut frames), Received::Audio);
+        }
+        assert_eq!(leg.remote(), phone);
+        assert_eq!(leg.stats.packets_from_phone, 4);
+        let mut out = Vec::new();
+        assert!(leg.tick(&[0; 160], &mut out));
+        assert_eq!(out.len(), 12 + 160 + 10, "header, payload and the 80-bit tag");
+        phone_rx.unprotect(&mut out).unwrap();
+        let sent = RtpPacket::parse(&out).unwrap();
+        assert_eq!(sent.payload.len(), 160);
+        assert_eq!(sent.payload[0], g711::linear_to_ulaw(0));
     }
 }

@@ -1,5 +1,7 @@
 //! SDP offer/answer for the phone leg (RFC 3264, RFC 4566): one audio stream over plain RTP.
 
+use super::srtp::{MasterKey, Suite};
+use crate::config::SrtpPolicy;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -121,6 +123,19 @@ pub struct RemoteAudio {
     pub ptime: Option<u32>,
     /// Whether the profile is secure RTP (`RTP/SAVP`).
     pub srtp: bool,
+    /// The `a=crypto` lines of supported suites with valid keys, in the offer's order.
+    pub crypto: Vec<Crypto>,
+}
+
+/// One `a=crypto` line (RFC 4568): tag, suite and the sender's master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crypto {
+    /// The tag, echoed in the answer.
+    pub tag: u32,
+    /// The suite.
+    pub suite: Suite,
+    /// The key the line's author encrypts with.
+    pub key: MasterKey,
 }
 
 /// The outcome of negotiating a remote audio description.
@@ -134,6 +149,8 @@ pub struct Negotiated {
     pub dtmf_pt: Option<u8>,
     /// Packetisation time in ms.
     pub ptime: u32,
+    /// SDES-SRTP: the remote's crypto line chosen (its tag and suite are answered with the gateway's key).
+    pub srtp: Option<Crypto>,
 }
 
 /// Why an SDP cannot be used.
@@ -145,6 +162,9 @@ pub enum SdpError {
     /// No audio codec in common (SIP 488).
     #[error("no supported audio codec offered")]
     NoCommonCodec,
+    /// The offer's media security does not fit the `sip.srtp` policy (SIP 488).
+    #[error("media security not acceptable: {0}")]
+    Security(&'static str),
 }
 
 /// Parses the first audio stream of an SDP.
@@ -159,6 +179,7 @@ pub fn parse(sdp: &str) -> Result<RemoteAudio, SdpError> {
     let mut rtpmaps: Vec<(u8, String, u32)> = Vec::new();
     let mut direction: Option<Direction> = None;
     let mut ptime = None;
+    let mut crypto = Vec::new();
     for line in sdp.lines() {
         let line = line.trim_end_matches('\r');
         let Some((kind, value)) = line.split_once('=') else {
@@ -226,6 +247,8 @@ pub fn parse(sdp: &str) -> Result<RemoteAudio, SdpError> {
                     rtpmaps.push((pt, name, rate));
                 } else if name == "ptime" && in_audio {
                     ptime = arg.trim().parse().ok().filter(|p| (10..=120).contains(p));
+                } else if name == "crypto" && in_audio {
+                    crypto.extend(parse_crypto(arg));
                 }
             }
             _ => {}
@@ -270,14 +293,37 @@ pub fn parse(sdp: &str) -> Result<RemoteAudio, SdpError> {
         direction: direction.unwrap_or(session_direction),
         ptime,
         srtp,
+        crypto,
     })
 }
 
-/// Picks the codec for a remote description: the remote's first supported format wins.
-pub fn negotiate(remote: &RemoteAudio, allowed: &[PhoneCodec]) -> Result<Negotiated, SdpError> {
-    if remote.srtp {
-        return Err(SdpError::NoCommonCodec);
+/// `<tag> <suite> <key-params> [session-params]`; `None` for an unsupported suite or a bad key.
+fn parse_crypto(arg: &str) -> Option<Crypto> {
+    let mut parts = arg.split_whitespace();
+    let tag = parts.next()?.parse().ok()?;
+    let suite = Suite::from_name(parts.next()?)?;
+    let key = MasterKey::from_params(parts.next()?).ok()?;
+    // Session parameters (UNENCRYPTED_SRTP, KDR, …) change the transform: not supported.
+    if parts.next().is_some() {
+        return None;
     }
+    Some(Crypto { tag, suite, key })
+}
+
+/// Picks the codec for a remote description (the remote's first supported format wins) and, for
+/// `RTP/SAVP`, its first supported crypto line, within the SRTP `policy`.
+pub fn negotiate(remote: &RemoteAudio, allowed: &[PhoneCodec], policy: SrtpPolicy) -> Result<Negotiated, SdpError> {
+    let srtp = match (remote.srtp, policy) {
+        (true, SrtpPolicy::Off) => return Err(SdpError::Security("SRTP is turned off")),
+        (false, SrtpPolicy::Required) => return Err(SdpError::Security("SRTP is required")),
+        (true, _) => Some(
+            *remote
+                .crypto
+                .first()
+                .ok_or(SdpError::Security("no supported SRTP crypto suite"))?,
+        ),
+        (false, _) => None,
+    };
     let (codec, pt) = remote
         .formats
         .iter()
@@ -298,6 +344,7 @@ pub fn negotiate(remote: &RemoteAudio, allowed: &[PhoneCodec]) -> Result<Negotia
         pt,
         dtmf_pt,
         ptime: remote.ptime.unwrap_or(20),
+        srtp,
     })
 }
 
@@ -312,12 +359,28 @@ pub struct LocalAudio {
     pub addr: SocketAddr,
     /// Direction written.
     pub direction: Direction,
+    /// The key the gateway encrypts with when the leg uses SRTP.
+    pub key: MasterKey,
 }
 
 /// Writes an answer carrying exactly the negotiated codec (and telephone-event).
 pub fn answer(local: &LocalAudio, chosen: &Negotiated) -> String {
-    let mut sdp = header(local, &[(chosen.pt, chosen.codec)], chosen.dtmf_pt);
+    let mut sdp = header(
+        local,
+        &[(chosen.pt, chosen.codec)],
+        chosen.dtmf_pt,
+        chosen.srtp.is_some(),
+    );
     let _ = write!(sdp, "a=ptime:{}\r\n", chosen.ptime);
+    if let Some(crypto) = chosen.srtp {
+        let _ = write!(
+            sdp,
+            "a=crypto:{} {} {}\r\n",
+            crypto.tag,
+            crypto.suite.name(),
+            local.key.to_params()
+        );
+    }
     sdp
 }
 
@@ -335,12 +398,12 @@ pub fn offer(local: &LocalAudio, allowed: &[PhoneCodec]) -> String {
             (pt, *c)
         })
         .collect();
-    let mut sdp = header(local, &formats, Some(101));
+    let mut sdp = header(local, &formats, Some(101), false);
     sdp.push_str("a=ptime:20\r\n");
     sdp
 }
 
-fn header(local: &LocalAudio, formats: &[(u8, PhoneCodec)], dtmf_pt: Option<u8>) -> String {
+fn header(local: &LocalAudio, formats: &[(u8, PhoneCodec)], dtmf_pt: Option<u8>, srtp: bool) -> String {
     let family = if local.addr.is_ipv4() { "IP4" } else { "IP6" };
     let ip = local.addr.ip();
     let mut sdp = format!(
@@ -349,7 +412,8 @@ fn header(local: &LocalAudio, formats: &[(u8, PhoneCodec)], dtmf_pt: Option<u8>)
     );
     let mut pts: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
     pts.extend(dtmf_pt.map(|pt| pt.to_string()));
-    let _ = write!(sdp, "m=audio {} RTP/AVP {}\r\n", local.addr.port(), pts.join(" "));
+    let profile = if srtp { "RTP/SAVP" } else { "RTP/AVP" };
+    let _ = write!(sdp, "m=audio {} {profile} {}\r\n", local.addr.port(), pts.join(" "));
     for (pt, codec) in formats {
         match codec {
             PhoneCodec::Opus => {
@@ -380,14 +444,15 @@ mod tests {
         let remote = parse(SIPP_OFFER).unwrap();
         assert_eq!(remote.addr, "127.0.0.1:6000".parse().unwrap());
         assert_eq!(remote.direction, Direction::SendRecv);
-        let chosen = negotiate(&remote, &[PhoneCodec::Pcmu, PhoneCodec::Pcma]).unwrap();
+        let chosen = negotiate(&remote, &[PhoneCodec::Pcmu, PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap();
         assert_eq!(
             chosen,
             Negotiated {
                 codec: PhoneCodec::Pcma,
                 pt: 8,
                 dtmf_pt: Some(101),
-                ptime: 20
+                ptime: 20,
+                srtp: None,
             }
         );
     }
@@ -400,7 +465,7 @@ mod tests {
         let remote = parse(sdp).unwrap();
         assert_eq!(remote.addr, "127.0.0.2:4000".parse().unwrap());
         assert_eq!(remote.direction, Direction::SendOnly, "session-level direction applies");
-        let chosen = negotiate(&remote, &[PhoneCodec::Pcmu]).unwrap();
+        let chosen = negotiate(&remote, &[PhoneCodec::Pcmu], SrtpPolicy::Optional).unwrap();
         assert_eq!(
             (chosen.codec, chosen.pt, chosen.ptime, chosen.dtmf_pt),
             (PhoneCodec::Pcmu, 0, 30, None)
@@ -408,18 +473,60 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_or_secure_offers_have_no_common_codec() {
+    fn unsupported_codecs_have_no_common_codec() {
         let g729 = SIPP_OFFER
             .replace("RTP/AVP 8 101", "RTP/AVP 18")
             .replace("a=rtpmap:8 PCMA/8000\r\n", "");
         assert_eq!(
-            negotiate(&parse(&g729).unwrap(), &[PhoneCodec::Pcma]),
+            negotiate(&parse(&g729).unwrap(), &[PhoneCodec::Pcma], SrtpPolicy::Optional),
             Err(SdpError::NoCommonCodec)
         );
-        let srtp = SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP");
+    }
+
+    #[test]
+    fn srtp_offers_are_answered_with_the_gateways_key_within_the_policy() {
+        let key = MasterKey::random();
+        let savp = SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=fmtp:101 0-11,16\r\n",
+            &format!(
+                "a=fmtp:101 0-11,16\r\na=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:AAAA\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_32 {}|2^31\r\n",
+                key.to_params()
+            ),
+        );
+        let remote = parse(&savp).unwrap();
+        assert_eq!(remote.crypto.len(), 1, "the unsupported suite is skipped");
+        let chosen = negotiate(&remote, &[PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap();
+        let crypto = chosen.srtp.unwrap();
         assert_eq!(
-            negotiate(&parse(&srtp).unwrap(), &[PhoneCodec::Pcma]),
-            Err(SdpError::NoCommonCodec)
+            (crypto.tag, crypto.suite, crypto.key),
+            (2, Suite::AesCm128HmacSha1_32, key)
+        );
+        let local = LocalAudio {
+            session_id: 1,
+            version: 1,
+            addr: "127.0.0.1:10002".parse().unwrap(),
+            direction: Direction::SendRecv,
+            key: MasterKey::random(),
+        };
+        let text = answer(&local, &chosen);
+        assert!(text.contains("m=audio 10002 RTP/SAVP 8 101\r\n"), "{text}");
+        let back = parse(&text).unwrap();
+        assert_eq!(back.crypto[0].tag, 2);
+        assert_eq!(back.crypto[0].key, local.key);
+        assert_eq!(
+            negotiate(&remote, &[PhoneCodec::Pcma], SrtpPolicy::Off),
+            Err(SdpError::Security("SRTP is turned off"))
+        );
+        let plain = parse(SIPP_OFFER).unwrap();
+        assert_eq!(
+            negotiate(&plain, &[PhoneCodec::Pcma], SrtpPolicy::Required),
+            Err(SdpError::Security("SRTP is required"))
+        );
+        let keyless = parse(&SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP")).unwrap();
+        assert_eq!(
+            negotiate(&keyless, &[PhoneCodec::Pcma], SrtpPolicy::Optional),
+            Err(SdpError::Security("no supported SRTP crypto suite"))
         );
     }
 
@@ -444,15 +551,19 @@ mod tests {
             version: 1,
             addr: "127.0.0.1:10002".parse().unwrap(),
             direction: Direction::RecvOnly,
+            key: MasterKey::random(),
         };
         let remote = parse(SIPP_OFFER).unwrap();
-        let chosen = negotiate(&remote, &[PhoneCodec::Pcma]).unwrap();
+        let chosen = negotiate(&remote, &[PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap();
         let text = answer(&local, &chosen);
         let back = parse(&text).unwrap();
         assert_eq!(back.addr, local.addr);
         assert_eq!(back.direction, Direction::RecvOnly);
         assert_eq!(back.formats.len(), 2);
-        assert_eq!(negotiate(&back, &[PhoneCodec::Pcma]).unwrap(), chosen);
+        assert_eq!(
+            negotiate(&back, &[PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap(),
+            chosen
+        );
         let offered = parse(&offer(&local, &[PhoneCodec::Opus, PhoneCodec::Pcmu])).unwrap();
         let names: Vec<_> = offered
             .formats

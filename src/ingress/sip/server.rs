@@ -166,6 +166,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
             pin_timeout: config.pin_timeout,
             answer_delay: config.answer_delay,
             opus_complexity: i32::from(config.opus_complexity),
+            srtp: config.srtp,
             server: Arc::default(),
         },
         supervisor: deps.supervisor,
@@ -351,13 +352,14 @@ async fn inbound(shared: Arc<Shared>, mut tx: Transaction, src: SocketAddr) {
         None
     } else {
         let text = String::from_utf8_lossy(&request.body);
-        let parsed = sdp::parse(&text).and_then(|remote| sdp::negotiate(&remote, &shared.codecs).map(|n| (remote, n)));
+        let parsed = sdp::parse(&text)
+            .and_then(|remote| sdp::negotiate(&remote, &shared.codecs, shared.call.srtp).map(|n| (remote, n)));
         match parsed {
             Ok(offer) => Some(offer),
             Err(e) => {
                 let status = match e {
                     SdpError::Malformed(_) => StatusCode::BadRequest,
-                    SdpError::NoCommonCodec => StatusCode::NotAcceptableHere,
+                    SdpError::NoCommonCodec | SdpError::Security(_) => StatusCode::NotAcceptableHere,
                 };
                 metrics::counter!("sip_calls_rejected_total", "reason" => "sdp").increment(1);
                 tracing::info!(%src, error = %e, status = status.code(), "sip: INVITE refused");

@@ -89,6 +89,8 @@ pub struct CallView {
     /// Codec of the phone leg.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// Whether the phone leg is encrypted (SDES-SRTP).
+    pub srtp: bool,
     /// The caller's SFU track.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
