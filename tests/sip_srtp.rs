@@ -1,0 +1,171 @@
+//! SDES-SRTP on the phone leg with a real SRTP phone: baresip (libsrtp through its `srtp` module) dials in
+//! with `mediaenc=srtp-mand`, speaks a tone from a WAV file and records what it hears. Its voice must reach
+//! the room (decoded from the caller's Opus track) and the room's publisher must reach its recording —
+//! which only happens when both directions are encrypted and authenticated the way libsrtp expects.
+//! With `sip.srtp = "required"`, a plain RTP offer is refused.
+
+mod common;
+
+use common::sip::{self, ack, final_response, invite_failing, scenario};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RULES: &str = r#"
+[[sip.rules]]
+to = "*"
+room = "r1"
+"#;
+
+/// A mono 16-bit WAV at 8 kHz: `hz` swelling in loudness at 3 Hz, as speech does (a steady tone is taken
+/// for background noise by Opus's voice detector and stops being sent).
+fn write_tone_wav(path: &Path, hz: f64, seconds: u32) {
+    let n = 8_000 * seconds as usize;
+    let tau = 2.0 * std::f64::consts::PI;
+    let mut data = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        let t = i as f64 / 8_000.0;
+        let s = (t * hz * tau).sin() * 8_000.0 * (0.75 + 0.25 * (t * 3.0 * tau).sin());
+        data.extend_from_slice(&(s as i16).to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&8_000u32.to_le_bytes());
+    wav.extend_from_slice(&16_000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}
+
+/// The samples of a 16-bit PCM WAV (the `data` chunk, wherever it is).
+fn read_wav(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"data").expect("a data chunk");
+    bytes[at + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// Starts baresip in `dir` dialling `number` at `gateway` with mandatory SRTP, for `seconds`.
+fn baresip(dir: &Path, gateway: &str, number: &str, seconds: u32) -> std::process::Child {
+    let port = sip::free_even_port();
+    let d = dir.display();
+    let config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:{port}\nrtp_ports 31000-31999\n\
+         audio_player aufile,{d}/played.wav\naudio_source aufile,{d}/tone.wav\naudio_alert aufile,{d}/tone.wav\n\
+         module_path /usr/lib/baresip/modules\nmodule stdio.so\nmodule g711.so\nmodule aufile.so\n\
+         module sndfile.so\nsnd_path {d}\nmodule srtp.so\nmodule_app account.so\nmodule_app menu.so\n"
+    );
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        "<sip:phone@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU\n",
+    )
+    .unwrap();
+    Command::new("baresip")
+        .args(["-f", &d.to_string()])
+        .args(["-e", &format!("/dial sip:{number}@{gateway}")])
+        .args(["-t", &seconds.to_string()])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
+    let sip = sip::start(RULES, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let phone_dir = tempfile::tempdir().unwrap();
+    write_tone_wav(&phone_dir.path().join("tone.wav"), 1_000.0, 20);
+    let mut phone = baresip(phone_dir.path(), &sip.addr, "100", 9);
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+        .await;
+    assert_eq!(call["srtp"], true, "the call shows its leg is encrypted: {call}");
+    assert_eq!(call["codec"], "PCMU");
+    // The phone's voice, decrypted and authenticated by the gateway, reaches the room as Opus.
+    let id = format!("sip-{}", call["id"].as_str().unwrap());
+    let (session, track) = loop {
+        let (_, room) = sip.get("/v1/rooms/r1").await;
+        let found = room["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == id.as_str())
+            .map(|p| {
+                (
+                    p["sessionId"].as_str().unwrap().to_string(),
+                    p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
+                )
+            });
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pcm = sip.listen(&session, &track, Duration::from_secs(3)).await;
+    assert!(
+        pcm.len() > 48_000 * 2,
+        "only {} samples of the caller arrived",
+        pcm.len()
+    );
+    let (tone, other) = (
+        sip::share_of(&pcm, 48_000, 1_000.0),
+        sip::share_of(&pcm, 48_000, 2_500.0),
+    );
+    assert!(
+        tone > 0.3 && other < 0.01,
+        "the caller's 1 kHz: {tone:.3} (2.5 kHz {other:.3})"
+    );
+    // The room, encrypted by the gateway, decrypted by libsrtp: the phone's recording holds alice's 440 Hz.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while phone.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "baresip did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recording = std::fs::read_dir(phone_dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip's recording of what it heard");
+    let heard = read_wav(&recording);
+    assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());
+    let tail = &heard[8_000 * 2..];
+    let (alice, own) = (sip::share_of(tail, 8_000, 440.0), sip::share_of(tail, 8_000, 1_000.0));
+    assert!(alice > 0.5, "the phone hears the room's 440 Hz: {alice:.3}");
+    assert!(own < 0.01, "the phone does not hear itself: {own:.3}");
+    let metrics = sip.setup.metrics_text().await;
+    assert!(
+        !metrics.contains("sip_srtp_refused_total"),
+        "no SRTP packet of the phone was refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_srtp_refuses_plain_rtp_offers() {
+    let config = format!("[sip]\nsrtp = \"required\"\n{RULES}");
+    let sip = sip::start(&config, &[]).await;
+    let plain = sip::sdp(&[(0, "PCMU/8000")], "[media_port]", "sendrecv");
+    let refused = scenario(&[invite_failing(&plain, ""), final_response(488, ""), ack(true, "")]);
+    let output = sip.sipp("plain", &refused, "100", &[]).finish(Duration::from_secs(20));
+    assert!(
+        output.status.success(),
+        "sipp failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let (_, calls) = sip.get("/v1/calls").await;
+    assert_eq!(calls, serde_json::json!([]), "a refused offer makes no call");
+}
