@@ -115,6 +115,14 @@ async fn rtmp_in_sfu_through_egress_out_to_nginx() {
 
     // The source plays for 14 s in real time; then the egress is stopped and nginx closes the recording.
     tokio::time::sleep(Duration::from_secs(12)).await;
+    // The delay the egress adds (frame in → FLV video tag out) is measured, and under a second.
+    let metrics = setup.metrics_text().await;
+    let p50 = metrics
+        .lines()
+        .find(|l| l.starts_with("egress_added_latency_seconds{quantile=\"0.5\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no egress latency in the metrics:\n{metrics}"));
+    assert!(p50 > 0.0 && p50 < 1.0, "egress added latency p50 {p50} s");
     drop(publisher);
     let recording = stop_and_wait(&setup, &id, &nginx, "show").await;
     let probed = probe(&recording);

@@ -309,7 +309,12 @@ async fn dtmf_from_the_phone_becomes_webhooks_and_api_digits_reach_the_phone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_typed_by_dtmf_routes_the_caller_into_its_room() {
-    let sip = sip::start(RULES, &[]).await;
+    // The prompt: a 700 Hz WAV at 16 kHz (played at the leg's 8 kHz).
+    let prompts = tempfile::tempdir().unwrap();
+    let prompt = prompts.path().join("enter-pin.wav");
+    sip::write_wav(&prompt, 16_000, &sip::swelling_tone(16_000, 700.0, 3));
+    let config = format!("[sip]\npin_prompt = \"{}\"\n{RULES}", prompt.display());
+    let sip = sip::start(&config, &[]).await;
     let phone_media = PhoneMedia::bind().await;
     let offer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
     let mut steps = vec![
@@ -325,13 +330,10 @@ async fn a_pin_typed_by_dtmf_routes_the_caller_into_its_room() {
     let phone = sip.sipp("pin", &scenario(&steps), "200", &[]);
     let waiting = sip.call_to("200", |c| c["state"] == "pin").await;
     assert_eq!(waiting["room"], "secret");
-    // The caller hears the prompt beeps (425 Hz) while the PIN is awaited, and is not in the room yet.
+    // The caller hears the prompt file while the PIN is awaited, and is not in the room yet.
     let (pcm, _) = phone_media.receive(true, Duration::from_millis(800)).await;
-    assert!(
-        sip::share_of(&pcm, 8_000, 425.0) > 0.3,
-        "prompt tone: {:.3}",
-        sip::share_of(&pcm, 8_000, 425.0)
-    );
+    let prompt_share = sip::share_of(&pcm, 8_000, 700.0);
+    assert!(prompt_share > 0.3, "the prompt's 700 Hz: {prompt_share:.3}");
     let (_, room) = sip.get("/v1/rooms/secret").await;
     assert!(
         room["participants"].as_array().is_none_or(|p| p.is_empty()),

@@ -17,34 +17,6 @@ to = "*"
 room = "r1"
 "#;
 
-/// A mono 16-bit WAV at 8 kHz: `hz` swelling in loudness at 3 Hz, as speech does (a steady tone is taken
-/// for background noise by Opus's voice detector and stops being sent).
-fn write_tone_wav(path: &Path, hz: f64, seconds: u32) {
-    let n = 8_000 * seconds as usize;
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut data = Vec::with_capacity(n * 2);
-    for i in 0..n {
-        let t = i as f64 / 8_000.0;
-        let s = (t * hz * tau).sin() * 8_000.0 * (0.75 + 0.25 * (t * 3.0 * tau).sin());
-        data.extend_from_slice(&(s as i16).to_le_bytes());
-    }
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&8_000u32.to_le_bytes());
-    wav.extend_from_slice(&16_000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&data);
-    std::fs::write(path, wav).unwrap();
-}
-
 /// The samples of a 16-bit PCM WAV (the `data` chunk, wherever it is).
 fn read_wav(path: &Path) -> Vec<i16> {
     let bytes = std::fs::read(path).unwrap();
@@ -88,7 +60,10 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
     let sip = sip::start(RULES, &[]).await;
     let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
     let phone_dir = tempfile::tempdir().unwrap();
-    write_tone_wav(&phone_dir.path().join("tone.wav"), 1_000.0, 20);
+    // A 1 kHz tone swelling in loudness as speech does (a steady tone is taken for background noise by
+    // Opus's voice detector and stops being sent).
+    let tone = sip::swelling_tone(8_000, 1_000.0, 20);
+    sip::write_wav(&phone_dir.path().join("tone.wav"), 8_000, &tone);
     let mut phone = baresip(phone_dir.path(), &sip.addr, "100", 9);
     let call = sip
         .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())

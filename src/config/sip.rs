@@ -60,6 +60,9 @@ pub struct SipConfig {
     /// How long a caller has to type a room's PIN.
     #[serde(with = "humantime_serde")]
     pub pin_timeout: Duration,
+    /// WAV file (16-bit PCM) played to a caller who must type a PIN, and again after a wrong one; empty:
+    /// short beeps.
+    pub pin_prompt: String,
     /// How long an inbound call rings before it is answered (ringback for the caller; 0s: answer as soon
     /// as the SFU side is ready).
     #[serde(with = "humantime_serde")]
@@ -108,6 +111,7 @@ impl Default for SipConfig {
             nonce_ttl: Duration::from_secs(300),
             dispatch_url: String::new(),
             pin_timeout: Duration::from_secs(20),
+            pin_prompt: String::new(),
             answer_delay: Duration::ZERO,
             opus_complexity: 5,
             srtp: SrtpPolicy::Optional,

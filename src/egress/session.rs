@@ -14,6 +14,9 @@ use gstreamer::prelude::*;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The first byte of an FLV video tag.
+const FLV_VIDEO_TAG: u8 = 9;
+
 /// Longest wait between two restarts of the main pipeline.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -134,12 +137,19 @@ pub async fn run(
         let mut senders: Vec<mpsc::Sender<Frame>> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut frames = 0u64;
+        // Frame in (appsrc, timestamped on arrival) → its FLV video tag out: the delay the egress adds.
+        let added_latency = metrics::histogram!("egress_added_latency_seconds");
         let ended = loop {
             tokio::select! {
                 () = ctx.cancel_token().cancelled() => break 'attempts Ok(()),
                 end = &mut running.ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
                 flv = running.flv.recv() => {
                     let Some(flv) = flv else { continue };
+                    if !flv.header && flv.data.first() == Some(&FLV_VIDEO_TAG) {
+                        if let Some(now) = running.guard.pipeline().current_running_time() {
+                            added_latency.record(now.nseconds().saturating_sub(flv.pts_ns) as f64 / 1e9);
+                        }
+                    }
                     if senders.is_empty() {
                         // The first buffer fixes the caps (with the FLV stream headers) every output starts from.
                         let caps = running.guard.element("flv").ok()

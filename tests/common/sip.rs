@@ -799,3 +799,36 @@ impl PhoneMedia {
         pcm
     }
 }
+
+/// `seconds` of `hz` at `rate`, its loudness swelling at 3 Hz between half and full scale of 8,000.
+pub fn swelling_tone(rate: u32, hz: f64, seconds: u32) -> Vec<i16> {
+    let tau = 2.0 * std::f64::consts::PI;
+    (0..rate * seconds)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(rate);
+            ((t * hz * tau).sin() * 8_000.0 * (0.75 + 0.25 * (t * 3.0 * tau).sin())) as i16
+        })
+        .collect()
+}
+
+/// Writes `samples` as a mono 16-bit PCM WAV file at `rate`.
+pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for field in [
+        16u32.to_le_bytes(),
+        [1, 0, 1, 0],
+        rate.to_le_bytes(),
+        (rate * 2).to_le_bytes(),
+        [2, 0, 16, 0],
+    ] {
+        wav.extend_from_slice(&field);
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}

@@ -83,7 +83,7 @@ pub(super) async fn bridge(
         .map(|pin| PinEntry::new(pin, Instant::now() + deps.pin_timeout));
     let mut prompt: VecDeque<i16> = VecDeque::new();
     if pin.is_some() {
-        prompt.extend(prompt_tone(leg.codec().pcm_rate(), 2));
+        prompt.extend(pin_prompt(deps, leg.codec().pcm_rate(), 2));
         deps.store.update(&id, |c| c.state = CallState::Pin);
     }
     let mut room: Option<InRoom> = None;
@@ -92,6 +92,8 @@ pub(super) async fn bridge(
     let mut buf = vec![0u8; 2048];
     let mut frames = Vec::new();
     let mut pcm = Vec::new();
+    // Looked up once: recorded for every packet.
+    let uplink_delay = metrics::histogram!("sip_uplink_delay_seconds");
     let mut packet = Vec::new();
     if pin.is_none() {
         match join_room(
@@ -124,7 +126,7 @@ pub(super) async fn bridge(
                             for frame in frames.drain(..) {
                                 peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None });
                             }
-                            metrics::histogram!("sip_uplink_delay_seconds").record(arrived.elapsed().as_secs_f64());
+                            uplink_delay.record(arrived.elapsed().as_secs_f64());
                         }
                     }
                     Received::Digit(digit) => {
@@ -317,6 +319,14 @@ fn join_room(
     })
 }
 
+/// The PIN prompt at `rate`: the configured file, or `beeps` beeps.
+fn pin_prompt(deps: &CallDeps, rate: u32, beeps: usize) -> Vec<i16> {
+    match &deps.pin_prompt {
+        Some(prompt) => prompt.at_rate(rate),
+        None => prompt_tone(rate, beeps),
+    }
+}
+
 /// Applies a re-INVITE/UPDATE offer; returns the answer, or `None` when it cannot be accepted.
 fn renegotiate(
     leg: &mut Leg,
@@ -386,7 +396,7 @@ async fn on_digit(
             PinOutcome::Pending => {}
             PinOutcome::Wrong => {
                 tracing::info!("sip: wrong PIN");
-                prompt.extend(prompt_tone(codec.pcm_rate(), 3));
+                prompt.extend(pin_prompt(deps, codec.pcm_rate(), 3));
             }
             PinOutcome::Exhausted => return Some(hang_up(dialog, "wrong PIN", 403).await),
             PinOutcome::Accepted => {

@@ -46,6 +46,8 @@ pub struct CallDeps {
     pub rtp_timeout: Duration,
     /// Time to type a PIN.
     pub pin_timeout: Duration,
+    /// The PIN prompt from `sip.pin_prompt` (beeps when `None`).
+    pub pin_prompt: Option<Arc<super::pin::Prompt>>,
     /// Ringing time before an inbound call is answered.
     pub answer_delay: Duration,
     /// Opus encoder complexity (0–10).

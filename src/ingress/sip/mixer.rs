@@ -22,6 +22,8 @@ pub struct Mixer<K> {
     rate: u32,
     inputs: HashMap<K, Input>,
     scratch: Vec<i16>,
+    /// `sip_downlink_delay_seconds`, looked up once: recorded for every packet.
+    delay: metrics::Histogram,
 }
 
 /// 20 ms of a room: the sum of all inputs that had audio, and each one's part of it.
@@ -61,6 +63,7 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
             rate,
             inputs: HashMap::new(),
             scratch: vec![0; rate as usize * 120 / 1000],
+            delay: metrics::histogram!("sip_downlink_delay_seconds"),
         }
     }
 
@@ -114,7 +117,7 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
         let mut total = vec![0i32; frame];
         let mut parts = Vec::new();
         for (key, input) in &mut self.inputs {
-            fill(input, frame, &mut self.scratch);
+            fill(input, frame, &mut self.scratch, &self.delay);
             if input.pcm.is_empty() {
                 continue;
             }
@@ -135,13 +138,13 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
 }
 
 /// Decodes packets (or conceals) until the input holds at least one frame, or it has nothing to play.
-fn fill(input: &mut Input, frame: usize, scratch: &mut [i16]) {
+fn fill(input: &mut Input, frame: usize, scratch: &mut [i16], delay: &metrics::Histogram) {
     while input.pcm.len() < frame {
         let decoded = match input.buffer.pull() {
             Pull::Idle => return,
             Pull::Packet(data, _, arrived) => {
                 // Time from arrival to play-out: the delay the mix adds (jitter buffer and tick alignment).
-                metrics::histogram!("sip_downlink_delay_seconds").record(arrived.elapsed().as_secs_f64());
+                delay.record(arrived.elapsed().as_secs_f64());
                 input.decoder.decode(&data, scratch, false)
             }
             Pull::Conceal(Some(next)) => input.decoder.decode(&next, &mut scratch[..frame], true),

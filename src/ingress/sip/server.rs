@@ -91,6 +91,14 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 
 /// Binds UDP (and TCP on the same port) and serves until `cancel`.
 pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) -> std::io::Result<SipServer> {
+    let pin_prompt = if config.pin_prompt.is_empty() {
+        None
+    } else {
+        let bytes = std::fs::read(&config.pin_prompt)?;
+        let prompt = super::pin::Prompt::from_wav(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("sip.pin_prompt: {e}")))?;
+        Some(Arc::new(prompt))
+    };
     let transport = TransportLayer::new(cancel.child_token());
     let udp = UdpConnection::create_connection(config.listen, None, Some(cancel.child_token()))
         .await
@@ -164,6 +172,7 @@ pub async fn start(config: SipConfig, deps: SipDeps, cancel: CancellationToken) 
             codecs: codecs.clone(),
             rtp_timeout: config.rtp_timeout,
             pin_timeout: config.pin_timeout,
+            pin_prompt,
             answer_delay: config.answer_delay,
             opus_complexity: i32::from(config.opus_complexity),
             srtp: config.srtp,

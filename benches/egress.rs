@@ -1,0 +1,276 @@
+//! `scripts/bench egress`: N concurrent single-track 720p30 egresses (H.264 + Opus from the SFU → decode →
+//! scale → x264 + AAC → FLV → an RTMP destination) beside ffmpeg doing the same decode + encode in the same
+//! invocation.
+//!
+//! The source is an RTMP ingest (ffmpeg `-re -c copy` from a 720p30 3 Mbit/s file encoded once) published
+//! into an embedded SFU that runs in a *separate* gateway process, together with the ingest; the gateway under
+//! test only runs the egresses, so its CPU and RSS are theirs. Each egress and each baseline ffmpeg sends its
+//! FLV to its own `ffmpeg -listen 1 … -c copy -f null` destination (not measured). The added latency (frame
+//! in → FLV video tag out) is the gateway's `egress_added_latency_seconds` summary.
+
+mod util;
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::{Proc, cores, sample_all};
+
+const APP: &str = "0000000000000000000000000000e6e5";
+const SECRET: &str = "egress-bench-secret-egress-bench-secret-egress-bench-secret-egr";
+const INPUT: &str = "/tmp/sfu-gateway-bench-720p30-3M.flv";
+
+fn ffmpeg(args: &[&str]) -> Proc {
+    Proc(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    )
+}
+
+fn prepare_input() {
+    if Path::new(INPUT).exists() {
+        return;
+    }
+    eprintln!("encoding the 720p30 3 Mbit/s input once: {INPUT}");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+        .args([
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "veryfast",
+        ])
+        .args(["-b:v", "3M", "-maxrate", "3M", "-bufsize", "3M", "-g", "60", "-bf", "0"])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", INPUT,
+        ])
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "cannot encode the input");
+}
+
+/// An RTMP destination that takes one stream and throws it away; returns it and its URL.
+async fn destination() -> (Proc, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/bench");
+    let sink = ffmpeg(&["-listen", "1", "-i", &url, "-c", "copy", "-f", "null", "-"]);
+    // `-listen 1` takes exactly one connection, so readiness cannot be probed by connecting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (sink, url)
+}
+
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.expect("request").json().await.expect("json")
+}
+
+/// p50 and p95 of a summary in the gateway's `/metrics`, in ms.
+async fn quantiles(api: &str, name: &str) -> (f64, f64) {
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let q = |quantile: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |s| s * 1000.0)
+    };
+    (q("0.5"), q("0.95"))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let flags = util::flags(&[("egresses", 1), ("seconds", 20)]);
+    let (n, seconds) = (flags["egresses"] as usize, flags["seconds"]);
+    prepare_input();
+    let binary = env!("CARGO_BIN_EXE_sfu-gateway");
+    let http = reqwest::Client::new();
+
+    // The SFU and the source (an RTMP ingest publishing into it), in their own process.
+    let (_sfu, found) = util::gateway(
+        binary,
+        &[
+            ("GATEWAY__SIP__ENABLED", "false"),
+            ("GATEWAY__SFU__EMBEDDED__APP_ID", APP),
+            ("GATEWAY__SFU__EMBEDDED__APP_SECRET", SECRET),
+        ],
+        &[
+            ("embedded sfu started", "http"),
+            ("api listening", "addr"),
+            ("rtmp listening", "addr"),
+        ],
+    );
+    let (sfu_api, source_api, rtmp) = (
+        format!("http://{}/v1", found[0]),
+        format!("http://{}", found[1]),
+        &found[2],
+    );
+    let ingress = json(
+        http.post(format!("{source_api}/v1/ingresses"))
+            .json(&json!({"name": "src", "video": {"mode": "passthrough"}})),
+    )
+    .await;
+    let key = ingress["streamKey"].as_str().expect("stream key");
+    let ingress_id = ingress["id"].as_str().expect("ingress id");
+    let _publisher = ffmpeg(&[
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        INPUT,
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        &format!("rtmp://{rtmp}/live/{key}"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let session = loop {
+        let live = json(http.get(format!("{source_api}/v1/ingresses/{ingress_id}"))).await;
+        if live["state"] == "live" && live["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2) {
+            break live["sfu"]["sessionId"].as_str().expect("session").to_string();
+        }
+        assert!(Instant::now() < deadline, "the source never went live: {live}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The gateway under test: egresses only.
+    let (gw, found) = util::gateway(
+        binary,
+        &[
+            ("GATEWAY__RTMP__ENABLED", "false"),
+            ("GATEWAY__SIP__ENABLED", "false"),
+            ("GATEWAY__SFU__MODE", "cloudflare"),
+            ("GATEWAY__SFU__API_URL", &sfu_api),
+            ("GATEWAY__SFU__APP_ID", APP),
+            ("GATEWAY__SFU__APP_SECRET", SECRET),
+        ],
+        &[("api listening", "addr")],
+    );
+    let api = format!("http://{}", found[0]);
+    let pid = [gw.0.id()];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = sample_all(&pid).rss;
+    let mut destinations = Vec::new();
+    for _ in 0..n {
+        let (sink, url) = destination().await;
+        let created = json(http.post(format!("{api}/v1/egresses")).json(&json!({
+            "tracks": [{"sessionId": session, "trackName": "src-video"}, {"sessionId": session, "trackName": "src-audio"}],
+            "outputs": [{"url": url}],
+            "video": {"width": 1280, "height": 720, "fps": 30, "bitrateKbps": 2500},
+        })))
+        .await;
+        let id = created["id"].as_str().expect("egress id").to_string();
+        destinations.push((sink, id));
+    }
+    for (_, id) in &destinations {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let egress = json(http.get(format!("{api}/v1/egresses/{id}"))).await;
+            if egress["state"] == "active" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the egress never became active: {egress}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
+    let start = sample_all(&pid);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end = sample_all(&pid);
+    let (gw_cores, gw_rss) = (cores(&start, &end), (end.rss - idle_rss) / n as f64);
+    let (p50, p95) = quantiles(&api, "egress_added_latency_seconds").await;
+    for (_, id) in &destinations {
+        let _ = http.delete(format!("{api}/v1/egresses/{id}")).send().await;
+    }
+    drop(destinations);
+
+    // Baseline: ffmpeg decoding the same 720p30 H.264 + AAC and encoding what the egress encodes, with the
+    // egress's x264 and AAC settings (`pipelines/video-encode-h264.gst`, `audio-encode-aac.gst`), to RTMP.
+    let mut baseline = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let (sink, url) = destination().await;
+        let encoder = ffmpeg(&[
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            INPUT,
+            "-vf",
+            "scale=1280:720",
+            "-r",
+            "30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "baseline",
+            "-b:v",
+            "2500k",
+            "-g",
+            "60",
+            "-bf",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-f",
+            "flv",
+            &url,
+        ]);
+        pids.push(encoder.0.id());
+        baseline.push((sink, encoder));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
+    let start = sample_all(&pids);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end = sample_all(&pids);
+    let (ff_cores, ff_rss) = (cores(&start, &end), end.rss / n as f64);
+    drop(baseline);
+
+    let mib = |b: f64| b / 1_048_576.0;
+    println!("## egress benchmark ({n} single-track 720p30 egress(es), {seconds} s)");
+    println!();
+    println!("| figure | gateway | baseline (ffmpeg) | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| CPU per 720p30 egress (H.264 + Opus in → x264 2.5 Mbit/s + AAC 128 kbit/s FLV out) | {:.1} % | {:.1} % | {:.2} |",
+        gw_cores / n as f64 * 100.0,
+        ff_cores / n as f64 * 100.0,
+        gw_cores / ff_cores.max(1e-9)
+    );
+    println!(
+        "| RSS per egress | {:.1} MiB (added to the idle process) | {:.1} MiB (whole ffmpeg) | |",
+        mib(gw_rss),
+        mib(ff_rss)
+    );
+    println!(
+        "| added latency p50 / p95 (frame in → FLV video tag out) | {p50:.0} / {p95:.0} ms | not instrumented | |"
+    );
+}
