@@ -23,7 +23,9 @@ pub fn describe(fragments: &Fragments, video: VideoOut, audio: AudioOut) -> Resu
             })
     };
     let (w, h, fps) = (video.width, video.height, video.fps);
-    let raw = format!("video/x-raw,width={w},height={h}");
+    // I420 end to end: decoders give it and x264 takes it, so the compositor never converts (its default
+    // would be AYUV: two full-frame conversions per frame, most of an egress's CPU).
+    let raw = format!("video/x-raw,format=I420,width={w},height={h}");
     let d = format!(
         "compositor name=mix background=black latency={LATENCY_NS} ! capsfilter caps=\"{raw},framerate={fps}/1\" ! \
          {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! appsink name=flv sync=false \
