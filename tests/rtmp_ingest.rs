@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg, receive, start, subscribe};
+use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg, receive, start, start_with, subscribe};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
@@ -49,6 +49,11 @@ async fn h264_baseline_and_aac_pass_through_and_decode() {
     let now = setup.ingress(&id).await;
     assert_eq!(now["stats"]["videoPath"], "passthrough", "{now}");
     assert!(now["stats"]["videoFramesOut"].as_u64().unwrap() > 100, "{now}");
+    // ffmpeg sends a keyframe every 30 frames at 30 fps.
+    let interval = now["stats"]["keyframeIntervalMs"]
+        .as_u64()
+        .expect("a keyframe interval");
+    assert!((967..=1_034).contains(&interval), "keyframe interval {interval} ms");
 
     // A second publisher on the live key is refused; the first continues.
     let mut second = ffmpeg(&url, 5, BASELINE, AAC_48K);
@@ -215,4 +220,68 @@ async fn admission_by_cost_refuses_what_does_not_fit() {
     setup.wait_ingress(&light, "live", |i| i["state"] == "live").await;
     let metrics = setup.metrics_text().await;
     assert!(metrics.contains("sfu_gateway_capacity_used_units 11"), "{metrics}");
+}
+
+/// Reads until the server closes the connection; how long that took (`None`: still open after `limit`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
+    let setup = start_with(&[("GATEWAY__RTMP__MAX_CONNECTIONS_PER_IP", "2")]);
+    // Two idle connections are allowed (each lives until the 1 s handshake timeout)…
+    let opened = Instant::now();
+    let mut first = tokio::net::TcpStream::connect(&setup.rtmp).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&setup.rtmp).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // …a third from the same address is closed at once.
+    let mut third = tokio::net::TcpStream::connect(&setup.rtmp).await.unwrap();
+    let refused = closed_within(&mut third, Duration::from_millis(500)).await;
+    assert!(refused.is_some(), "the third connection was kept open");
+    for allowed in [&mut first, &mut second] {
+        closed_within(allowed, Duration::from_secs(3))
+            .await
+            .expect("closed by the handshake timeout");
+        let lived = opened.elapsed();
+        assert!(
+            lived >= Duration::from_millis(800),
+            "an allowed connection was closed after {lived:?}"
+        );
+    }
+    // Once they are gone, the address may connect again, and a publisher works.
+    let mut again = tokio::net::TcpStream::connect(&setup.rtmp).await.unwrap();
+    assert!(
+        closed_within(&mut again, Duration::from_millis(500)).await.is_none(),
+        "a connection after the others closed was refused"
+    );
+    drop(again);
+    let metrics = setup.metrics_text().await;
+    assert!(
+        metrics.contains("rtmp_connections_refused_total{reason=\"per_ip\"} 1"),
+        "{metrics}"
+    );
+    let ingress = setup.create_ingress("capped").await;
+    let key = ingress["streamKey"].as_str().unwrap();
+    let _publisher = Killed(ffmpeg(
+        &format!("rtmp://{}/live/{key}", setup.rtmp),
+        10,
+        BASELINE,
+        AAC_48K,
+    ));
+    setup
+        .wait_ingress(ingress["id"].as_str().unwrap(), "live", |i| i["state"] == "live")
+        .await;
 }

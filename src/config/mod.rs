@@ -97,6 +97,8 @@ pub struct RtmpConfig {
     pub tls_cert: String,
     /// PEM private key for RTMPS.
     pub tls_key: String,
+    /// Simultaneous connections accepted from one IP address (0: no limit); more are closed at once.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for RtmpConfig {
@@ -112,6 +114,7 @@ impl Default for RtmpConfig {
             rtmps_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1936),
             tls_cert: String::new(),
             tls_key: String::new(),
+            max_connections_per_ip: 10,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct IngressStats {
     /// Gateway-added video latency p50, p95, p99 in milliseconds (FLV tag arrival to frame handed to the
     /// WebRTC peer), over the last minute.
     pub added_latency_ms: Option<[f64; 3]>,
+    /// Time between the last two keyframes from the publisher, in milliseconds (FLV timestamps).
+    pub keyframe_interval_ms: Option<u64>,
 }
 
 /// One ingress.

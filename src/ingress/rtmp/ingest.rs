@@ -100,6 +100,8 @@ struct Video {
     /// Arrival times by output pts, to measure the gateway-added latency of the transcode path.
     arrivals: VecDeque<(u64, Instant)>,
     last_keyframe: Option<Vec<u8>>,
+    /// The dts of the publisher's last keyframe (ms), for the keyframe interval.
+    last_keyframe_dts: Option<i64>,
     /// The pts of the first frame pushed into the transcoder.
     first_transcoded_pts: Option<u64>,
     /// Output pts minus input pts of the transcoder (fixed by its first output frame).
@@ -226,6 +228,7 @@ impl Ingest {
                         gop: Vec::new(),
                         arrivals: VecDeque::new(),
                         last_keyframe: None,
+                        last_keyframe_dts: None,
                         first_transcoded_pts: None,
                         pts_shift: None,
                     });
@@ -284,7 +287,14 @@ impl Ingest {
         let Some(video) = self.video.as_mut() else { return };
         if keyframe {
             video.gop.clear();
+            let interval = video.last_keyframe_dts.map(|last| dts - last).filter(|ms| *ms > 0);
+            video.last_keyframe_dts = Some(dts);
+            if let Some(ms) = interval {
+                metrics::histogram!("rtmp_ingest_keyframe_interval_seconds").record(ms as f64 / 1000.0);
+                self.update_store(|i| i.stats.keyframe_interval_ms = Some(ms as u64));
+            }
         }
+        let Some(video) = self.video.as_mut() else { return };
         video.gop.push((pts, dts, keyframe, Bytes::copy_from_slice(data)));
         if let Some(transcoder) = &video.transcoder {
             video.first_transcoded_pts.get_or_insert(ms_to_ns(pts));

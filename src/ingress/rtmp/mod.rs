@@ -42,6 +42,47 @@ struct Shared {
     deps: IngestDeps,
     live: Mutex<HashMap<String, Live>>,
     next_connection: std::sync::atomic::AtomicU64,
+    /// Open connections by source address.
+    per_ip: Mutex<HashMap<std::net::IpAddr, u32>>,
+}
+
+/// One open connection counted against its source address; uncounted when dropped.
+struct Counted {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut per_ip = self
+            .shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Counts a new connection from `ip`, or `None` when that address already has its maximum open.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Counted> {
+        let max = self.config.max_connections_per_ip;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = per_ip.entry(ip).or_insert(0);
+        if max > 0 && *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Counted {
+            shared: self.clone(),
+            ip,
+        })
+    }
 }
 
 /// Binds the RTMP listener and serves until `cancel`; returns the bound address.
@@ -61,6 +102,7 @@ pub async fn start(
         deps,
         live: Mutex::new(HashMap::new()),
         next_connection: Default::default(),
+        per_ip: Mutex::new(HashMap::new()),
     });
     tracing::info!(%addr, app = %shared.config.app, "rtmp listening");
     if shared.config.rtmps() {
@@ -92,6 +134,12 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Ar
                 continue;
             }
         };
+        let Some(counted) = shared.admit(peer.ip()) else {
+            metrics::counter!("rtmp_connections_refused_total", "reason" => "per_ip").increment(1);
+            tracing::info!(ip = %peer.ip(), limit = shared.config.max_connections_per_ip, "rtmp: too many connections from one address, closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let id = shared
             .next_connection
@@ -100,6 +148,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Ar
         let (shared, cancel, tls) = (shared.clone(), cancel.clone(), tls.clone());
         tokio::spawn(
             async move {
+                let _counted = counted;
                 match tls {
                     None => connection(shared, stream, id, cancel).await,
                     Some(acceptor) => {
