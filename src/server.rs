@@ -49,6 +49,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
                 &declared.name,
                 declared.room.clone(),
                 declared.video_mode,
+                declared.video_codec,
                 declared.layers,
                 Some(declared.stream_key.clone()),
                 true,

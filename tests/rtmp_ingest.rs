@@ -34,7 +34,7 @@ async fn h264_baseline_and_aac_pass_through_and_decode() {
     let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
     let video_mid = &subscribed.iter().find(|t| t.track_name == "show-video").unwrap().mid;
     let audio_mid = &subscribed.iter().find(|t| t.track_name == "show-audio").unwrap().mid;
-    let (video, first, last, frames) = &received[video_mid];
+    let (video, first, last, frames, _) = &received[video_mid];
     let expected = (last - first) / 3000 + 1;
     let decoded = video.settled().await;
     assert!(

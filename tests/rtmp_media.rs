@@ -44,7 +44,7 @@ async fn b_frames_switch_auto_to_transcode_and_decode_in_order() {
     let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
     let (_peer, mut streams, subscribed) = subscribe(&setup, &session, &["bframes-video"]).await;
     let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
-    let (video, first, last, frames) = &received[&subscribed[0].mid];
+    let (video, first, last, frames, _) = &received[&subscribed[0].mid];
     let expected = (last - first) / 3000 + 1;
     let decoded = video.settled().await;
     assert!(
@@ -128,12 +128,45 @@ async fn publisher_reconnect_within_grace_keeps_the_track() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcode_with_three_layers_serves_each_rid_at_its_size() {
+    transcoded_layers(
+        serde_json::json!({"mode": "transcode", "layers": 3}),
+        &[("a", 640, 360), ("b", 320, 180), ("c", 160, 90)],
+        Codec::H264,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_transcode_serves_vp8_layers() {
+    transcoded_layers(
+        serde_json::json!({"codec": "vp8", "layers": 2}),
+        &[("a", 640, 360), ("b", 320, 180)],
+        Codec::Vp8,
+    )
+    .await;
+}
+
+/// An ingress with `video` options, fed H.264 640x360: a subscriber pulls each `(rid, width, height)` layer
+/// and decodes frames of that size and `codec`.
+async fn transcoded_layers(video: Value, layers: &[(&str, usize, usize)], codec: Codec) {
     let setup = start();
+    if codec == Codec::Vp8 {
+        // The publisher sends H.264: VP8 cannot be a passthrough.
+        let refused = setup
+            .http
+            .post(format!("{}/v1/ingresses", setup.gateway.api))
+            .bearer_auth(common::rtmp::TOKEN)
+            .json(&serde_json::json!({"name": "nope", "video": {"codec": "vp8", "mode": "passthrough"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 422);
+    }
     let response = setup
         .http
         .post(format!("{}/v1/ingresses", setup.gateway.api))
         .bearer_auth(common::rtmp::TOKEN)
-        .json(&serde_json::json!({"name": "ladder", "video": {"mode": "transcode", "layers": 3}}))
+        .json(&serde_json::json!({"name": "ladder", "video": video}))
         .send()
         .await
         .unwrap();
@@ -152,19 +185,21 @@ async fn transcode_with_three_layers_serves_each_rid_at_its_size() {
         sfu_gateway::sfu::peer::Peer::connect(setup.client(), sfu_gateway::sfu::peer::PeerConfig::default())
             .await
             .unwrap();
-    let specs = ["a", "b", "c"]
+    let specs = layers
         .iter()
-        .map(|rid| sfu_gateway::sfu::peer::RemoteTrackSpec {
+        .map(|(rid, ..)| sfu_gateway::sfu::peer::RemoteTrackSpec {
             session_id: session.clone(),
             track_name: "ladder-video".into(),
             preferred_rid: Some(rid.to_string()),
         })
         .collect();
     let subscribed = peer.subscribe(specs).await.expect("subscribe to each layer");
-    assert_eq!(subscribed.len(), 3);
+    assert_eq!(subscribed.len(), layers.len());
     let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
-    for (track, (width, height)) in subscribed.iter().zip([(640, 360), (320, 180), (160, 90)]) {
-        let pictures = received[&track.mid].0.settled().await;
+    for (track, (_, width, height)) in subscribed.iter().zip(layers) {
+        let (decoder, .., codec_seen) = &received[&track.mid];
+        assert_eq!(*codec_seen, Some(codec), "{track:?}");
+        let pictures = decoder.settled().await;
         assert!(pictures.frames > 30, "{track:?}: {pictures:?}");
         assert_eq!(
             pictures.last_frame_bytes,

@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState};
 use crate::error::ErrorClass;
-use crate::ingress::store::{Ingress, IngressError, VideoMode};
+use crate::ingress::store::{Ingress, IngressError, VideoCodec, VideoMode};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,6 +22,8 @@ pub(super) fn routes() -> Router<AppState> {
 pub(super) struct VideoOptions {
     mode: Option<VideoMode>,
     layers: Option<u8>,
+    /// Codec of the transcode path (`h264` by default; `vp8` implies `mode` `transcode`).
+    codec: Option<VideoCodec>,
 }
 
 /// `POST /v1/ingresses` body.
@@ -70,7 +72,19 @@ pub(super) async fn create(
     let video = request.video.unwrap_or(VideoOptions {
         mode: None,
         layers: None,
+        codec: None,
     });
+    let codec = video.codec.unwrap_or_default();
+    let mode = match (codec, video.mode.unwrap_or_default()) {
+        (VideoCodec::Vp8, VideoMode::Passthrough) => {
+            return Err(invalid(
+                "video.codec",
+                "vp8 needs transcoding; the publisher sends H.264",
+            ));
+        }
+        (VideoCodec::Vp8, _) => VideoMode::Transcode,
+        (_, mode) => mode,
+    };
     if let Some(layers) = video.layers {
         if !(1..=3).contains(&layers) {
             return Err(invalid("video.layers", "must be 1, 2 or 3"));
@@ -81,7 +95,8 @@ pub(super) async fn create(
         .create(
             &request.name,
             request.room,
-            video.mode.unwrap_or_default(),
+            mode,
+            codec,
             video.layers.unwrap_or(1),
             None,
             false,

@@ -198,6 +198,9 @@ pub struct IngressConfig {
     /// `auto`, `passthrough` or `transcode`.
     #[serde(default)]
     pub video_mode: crate::ingress::store::VideoMode,
+    /// Codec of the transcode path: `h264` or `vp8` (which needs `video_mode` `transcode`).
+    #[serde(default)]
+    pub video_codec: crate::ingress::store::VideoCodec,
     /// Simulcast layers when transcoding (1-3; more than 1 implies transcoding).
     #[serde(default = "one")]
     pub layers: u8,
@@ -569,6 +572,14 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("ingresses[{i}].layers"),
                     "must be 1, 2 or 3",
+                ));
+            }
+            if ingress.video_codec == crate::ingress::store::VideoCodec::Vp8
+                && ingress.video_mode != crate::ingress::store::VideoMode::Transcode
+            {
+                return Err(ConfigError::invalid(
+                    format!("ingresses[{i}].video_codec"),
+                    "vp8 needs video_mode = \"transcode\"",
                 ));
             }
             if self.ingresses[..i].iter().any(|o| o.stream_key == ingress.stream_key) {

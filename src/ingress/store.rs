@@ -20,6 +20,27 @@ pub enum VideoMode {
     Transcode,
 }
 
+/// The codec a transcoding ingress encodes to (passthrough keeps the publisher's H.264).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264 constrained-baseline (`pipelines/video-encode-h264.gst`).
+    #[default]
+    H264,
+    /// VP8 (`pipelines/video-encode-vp8.gst`); implies transcoding.
+    Vp8,
+}
+
+impl VideoCodec {
+    /// The encoding fragment of `pipelines/`.
+    pub fn fragment(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "video-encode-h264",
+            VideoCodec::Vp8 => "video-encode-vp8",
+        }
+    }
+}
+
 /// Lifecycle state of an ingress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +120,8 @@ pub struct Ingress {
     pub room: Option<String>,
     /// Video mode.
     pub video_mode: VideoMode,
+    /// Codec of the transcode path.
+    pub video_codec: VideoCodec,
     /// Simulcast layers of the transcode path (1-3; more than 1 implies transcoding).
     pub layers: u8,
     /// Current state.
@@ -161,6 +184,7 @@ impl IngressStore {
         name: &str,
         room: Option<String>,
         video_mode: VideoMode,
+        video_codec: VideoCodec,
         layers: u8,
         stream_key: Option<Secret>,
         from_config: bool,
@@ -176,6 +200,7 @@ impl IngressStore {
             stream_key: key,
             room,
             video_mode,
+            video_codec,
             layers: layers.clamp(1, 3),
             state: IngressState::Idle,
             reason: None,
@@ -236,7 +261,15 @@ mod tests {
     fn create_find_delete() {
         let store = IngressStore::default();
         let a = store
-            .create("show", Some("r1".into()), VideoMode::Auto, 1, None, false)
+            .create(
+                "show",
+                Some("r1".into()),
+                VideoMode::Auto,
+                VideoCodec::H264,
+                1,
+                None,
+                false,
+            )
             .unwrap();
         assert_eq!(a.stream_key.expose().len(), 32);
         assert_eq!(store.find_by_key(a.stream_key.expose()).unwrap().id, a.id);
@@ -246,6 +279,7 @@ mod tests {
                 "fleet",
                 None,
                 VideoMode::Passthrough,
+                VideoCodec::H264,
                 1,
                 Some(Secret::new("k".repeat(20))),
                 true,
@@ -257,6 +291,7 @@ mod tests {
                     "dup",
                     None,
                     VideoMode::Auto,
+                    VideoCodec::Vp8,
                     1,
                     Some(Secret::new("k".repeat(20))),
                     false

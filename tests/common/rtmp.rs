@@ -182,8 +182,8 @@ pub async fn receive(
     streams: &mut PeerStreams,
     subscribed: &[SubscribedTrack],
     duration: Duration,
-) -> HashMap<String, (Decoder, u64, u64, u64)> {
-    let mut out: HashMap<String, (Decoder, u64, u64, u64)> = HashMap::new();
+) -> HashMap<String, (Decoder, u64, u64, u64, Option<Codec>)> {
+    let mut out: HashMap<String, (Decoder, u64, u64, u64, Option<Codec>)> = HashMap::new();
     let end = Instant::now() + duration;
     while Instant::now() < end {
         let Ok(Some(frame)) = timeout(Duration::from_millis(200), streams.media_in.recv()).await else {
@@ -197,12 +197,12 @@ pub async fn receive(
             continue;
         }
         let entry = out.entry(frame.mid.clone()).or_insert_with(|| {
-            let decoder = if frame.codec == Some(Codec::Opus) {
-                Decoder::opus()
-            } else {
-                Decoder::video("h264")
+            let decoder = match frame.codec {
+                Some(Codec::Opus) => Decoder::opus(),
+                Some(Codec::Vp8) => Decoder::video("vp8"),
+                _ => Decoder::video("h264"),
             };
-            (decoder, frame.rtp_time, frame.rtp_time, 0)
+            (decoder, frame.rtp_time, frame.rtp_time, 0, frame.codec)
         });
         let clock = if frame.codec == Some(Codec::Opus) {
             48_000u128

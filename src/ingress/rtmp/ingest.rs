@@ -3,7 +3,7 @@
 
 use super::flv::{self, AudioTag, AvcConfig, VideoTag};
 use super::media::{Transcoder, ladder};
-use crate::ingress::store::{IngressSfu, IngressState, IngressStore, IngressTrack, VideoMode};
+use crate::ingress::store::{IngressSfu, IngressState, IngressStore, IngressTrack, VideoCodec, VideoMode};
 use crate::media::Fragments;
 use crate::media::frames::Frame;
 use crate::rooms::{Participant, ParticipantSource, PublishedTrack};
@@ -116,6 +116,8 @@ struct Ingest {
     deps: IngestDeps,
     id: String,
     mode: VideoMode,
+    /// Codec of the transcode path.
+    codec: VideoCodec,
     video_track: String,
     audio_track: String,
     peer: Peer,
@@ -212,12 +214,15 @@ impl Ingest {
                         ladder(width, height, self.layers)
                     });
                     let transcode = layers.is_some()
+                        || self.codec == VideoCodec::Vp8
                         || self.mode == VideoMode::Transcode
                         || (self.mode == VideoMode::Auto && !config.browser_profile());
                     let transcoder = match &layers {
-                        Some(layers) => Transcoder::h264_layers(&self.deps.fragments, &config.record, layers)
-                            .map_err(|e| tracing::warn!(error = %e, "cannot start the layered transcoder"))
-                            .ok(),
+                        Some(layers) => {
+                            Transcoder::h264_layers(&self.deps.fragments, &config.record, layers, self.codec.fragment())
+                                .map_err(|e| tracing::warn!(error = %e, "cannot start the layered transcoder"))
+                                .ok()
+                        }
                         None if transcode => self.start_transcoder(&config),
                         None => None,
                     };
@@ -235,7 +240,11 @@ impl Ingest {
                     self.report_path();
                     if first {
                         let name = self.video_track.clone();
-                        self.publish(name, Codec::H264, rids).await;
+                        let codec = match self.codec {
+                            VideoCodec::H264 => Codec::H264,
+                            VideoCodec::Vp8 => Codec::Vp8,
+                        };
+                        self.publish(name, codec, rids).await;
                     }
                 }
                 Err(e) => tracing::info!(error = %e, "bad AVC configuration from the publisher"),
@@ -246,7 +255,7 @@ impl Ingest {
     }
 
     fn start_transcoder(&self, config: &AvcConfig) -> Option<Transcoder> {
-        match Transcoder::h264_transcode(&self.deps.fragments, &config.record) {
+        match Transcoder::h264_transcode(&self.deps.fragments, &config.record, self.codec.fragment()) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the video transcoder");
@@ -273,9 +282,10 @@ impl Ingest {
         // B-frames (non-zero composition offsets) are not safe to pass to WebRTC players: switch to transcode.
         if cts != 0 && self.mode == VideoMode::Auto && video.transcoder.is_none() {
             tracing::info!("the stream has B-frames: switching to transcode");
-            video.transcoder = Transcoder::h264_transcode(&self.deps.fragments, &video.config.record)
-                .map_err(|e| tracing::warn!(error = %e, "cannot start the video transcoder"))
-                .ok();
+            video.transcoder =
+                Transcoder::h264_transcode(&self.deps.fragments, &video.config.record, self.codec.fragment())
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start the video transcoder"))
+                    .ok();
             video.first_transcoded_pts = video.gop.first().map(|(pts, ..)| ms_to_ns(*pts));
             if let Some(transcoder) = &video.transcoder {
                 for (pts, dts, key, data) in &video.gop {
@@ -488,6 +498,7 @@ pub async fn run(
     let mut ingest = Ingest {
         id: ingress.id.clone(),
         mode: ingress.video_mode,
+        codec: ingress.video_codec,
         video_track: format!("{}-video", ingress.name),
         audio_track: format!("{}-audio", ingress.name),
         deps,

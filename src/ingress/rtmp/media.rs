@@ -88,9 +88,10 @@ impl Transcoder {
         Self::start("rtmp-audio", &description, &[("sink".into(), None)])
     }
 
-    /// H.264 (AVC, with its configuration record) decoded and re-encoded by `video-encode-h264`.
-    pub fn h264_transcode(fragments: &Fragments, record: &[u8]) -> Result<Self, MediaError> {
-        let encode = fragment(fragments, "video-encode-h264", "rtmp-video")?;
+    /// H.264 (AVC, with its configuration record) decoded and re-encoded by the `encoder` fragment
+    /// (`video-encode-h264` or `video-encode-vp8`).
+    pub fn h264_transcode(fragments: &Fragments, record: &[u8], encoder: &str) -> Result<Self, MediaError> {
+        let encode = fragment(fragments, encoder, "rtmp-video")?;
         let description = format!(
             "appsrc name=src format=time is-live=true do-timestamp=false \
              caps=\"video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}\" ! \
@@ -100,9 +101,14 @@ impl Transcoder {
         Self::start("rtmp-video", &description, &[("sink".into(), None)])
     }
 
-    /// H.264 decoded once and re-encoded as simulcast `layers` (scaled copies, one encoder each).
-    pub fn h264_layers(fragments: &Fragments, record: &[u8], layers: &[Layer]) -> Result<Self, MediaError> {
-        let encode = fragment(fragments, "video-encode-h264", "rtmp-video")?;
+    /// H.264 decoded once and re-encoded as simulcast `layers` (scaled copies, one `encoder` each).
+    pub fn h264_layers(
+        fragments: &Fragments,
+        record: &[u8],
+        layers: &[Layer],
+        encoder: &str,
+    ) -> Result<Self, MediaError> {
+        let encode = fragment(fragments, encoder, "rtmp-video")?;
         let mut description = format!(
             "appsrc name=src format=time is-live=true do-timestamp=false \
              caps=\"video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}\" ! \
