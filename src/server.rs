@@ -48,9 +48,11 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
             .create(
                 &declared.name,
                 declared.room.clone(),
-                declared.video_mode,
-                declared.video_codec,
-                declared.layers,
+                crate::ingress::store::VideoSettings {
+                    mode: declared.video_mode,
+                    codec: declared.video_codec,
+                    layers: declared.layers,
+                },
                 Some(declared.stream_key.clone()),
                 true,
             )

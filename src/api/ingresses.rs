@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState};
 use crate::error::ErrorClass;
-use crate::ingress::store::{Ingress, IngressError, VideoCodec, VideoMode};
+use crate::ingress::store::{Ingress, IngressError, VideoCodec, VideoMode, VideoSettings};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -95,9 +95,11 @@ pub(super) async fn create(
         .create(
             &request.name,
             request.room,
-            mode,
-            codec,
-            video.layers.unwrap_or(1),
+            VideoSettings {
+                mode,
+                codec,
+                layers: video.layers.unwrap_or(1),
+            },
             None,
             false,
         )

@@ -41,6 +41,17 @@ impl VideoCodec {
     }
 }
 
+/// How a new ingress takes video in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoSettings {
+    /// Passthrough, transcode or auto.
+    pub mode: VideoMode,
+    /// Codec of the transcode path.
+    pub codec: VideoCodec,
+    /// Simulcast layers of the transcode path (1-3).
+    pub layers: u8,
+}
+
 /// Lifecycle state of an ingress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,12 +194,15 @@ impl IngressStore {
         &self,
         name: &str,
         room: Option<String>,
-        video_mode: VideoMode,
-        video_codec: VideoCodec,
-        layers: u8,
+        video: VideoSettings,
         stream_key: Option<Secret>,
         from_config: bool,
     ) -> Result<Ingress, IngressError> {
+        let VideoSettings {
+            mode: video_mode,
+            codec: video_codec,
+            layers,
+        } = video;
         let key = stream_key.unwrap_or_else(|| Secret::new(new_stream_key()));
         let mut map = self.lock();
         if map.values().any(|i| i.stream_key.ct_eq(key.expose())) {
@@ -264,9 +278,10 @@ mod tests {
             .create(
                 "show",
                 Some("r1".into()),
-                VideoMode::Auto,
-                VideoCodec::H264,
-                1,
+                VideoSettings {
+                    layers: 1,
+                    ..Default::default()
+                },
                 None,
                 false,
             )
@@ -278,9 +293,11 @@ mod tests {
             .create(
                 "fleet",
                 None,
-                VideoMode::Passthrough,
-                VideoCodec::H264,
-                1,
+                VideoSettings {
+                    mode: VideoMode::Passthrough,
+                    codec: VideoCodec::H264,
+                    layers: 1,
+                },
                 Some(Secret::new("k".repeat(20))),
                 true,
             )
@@ -290,9 +307,11 @@ mod tests {
                 .create(
                     "dup",
                     None,
-                    VideoMode::Auto,
-                    VideoCodec::Vp8,
-                    1,
+                    VideoSettings {
+                        mode: VideoMode::Transcode,
+                        codec: VideoCodec::Vp8,
+                        layers: 1,
+                    },
                     Some(Secret::new("k".repeat(20))),
                     false
                 )
