@@ -308,12 +308,35 @@ async fn egress_records_fragmented_mp4() {
         &setup,
         json!({
             "tracks": [{"sessionId": session, "trackName": "taped-video"}, {"sessionId": session, "trackName": "taped-audio"}],
-            "outputs": [{"file": "show"}],
+            "outputs": [{"file": "show"}, {"hls": "live"}],
             "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
         }),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(8)).await; // real-time media
+    // The live HLS playlist: segments of ~2 s that play as H.264 + AAC.
+    let playlist = dir.path().join("live/index.m3u8");
+    let text = std::fs::read_to_string(&playlist).expect("an HLS playlist");
+    let segments: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:")?.split(',').next()?.parse().ok())
+        .collect();
+    assert!(segments.len() >= 2, "{text}");
+    assert!(
+        segments.iter().all(|d| (1.0..=3.5).contains(d)),
+        "segment durations: {segments:?}"
+    );
+    // (A live playlist has no end, so ffprobe reads a segment of it.)
+    let first = text.lines().find(|l| l.ends_with(".ts")).expect("a segment");
+    let segment = dir.path().join("live").join(first);
+    let hls = common::nginx::try_probe(&segment).expect("ffprobe reads a segment");
+    assert_eq!(
+        hls.video.as_ref().map(|v| (v.codec.as_str(), v.width, v.height)),
+        Some(("h264", 320, 180)),
+        "{hls:?}"
+    );
+    assert_eq!(hls.audio.as_ref().map(|a| a.codec.as_str()), Some("aac"), "{hls:?}");
+    assert_eq!(decode_errors(&segment), "");
     drop(publisher);
     delete_egress(&setup, &id).await;
     let file = dir.path().join("show_00000.mp4");
@@ -339,6 +362,13 @@ async fn egress_records_fragmented_mp4() {
         "{probed:?}"
     );
     assert_eq!(probed.audio.as_ref().unwrap().codec, "aac");
+    // The stop finalises the last fragment after the API has answered: wait until the file stops growing.
+    let mut size = 0;
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != size {
+        size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(tokio::time::Instant::now() < deadline, "the recording keeps growing");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
     assert_eq!(decode_errors(&file), "");
 
     // Without a recordings directory, or with a path in the name, file outputs are refused.

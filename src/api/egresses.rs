@@ -20,13 +20,14 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/egresses/{id}", get(one).delete(remove))
 }
 
-/// One destination: an RTMP(S) `url`, or a `file` name for a fragmented MP4 recording in the configured
-/// recordings directory.
+/// One destination: an RTMP(S) `url`, a `file` name for a fragmented MP4 recording, or an `hls` name for a
+/// live HLS directory (`{name}/index.m3u8`), both in the configured recordings directory.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Output {
     url: Option<String>,
     file: Option<String>,
+    hls: Option<String>,
 }
 
 /// `POST /v1/egresses` body.
@@ -72,8 +73,8 @@ fn validate(request: &CreateEgress) -> Result<(), ApiError> {
 fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError> {
     let mut targets = Vec::with_capacity(outputs.len());
     for (i, output) in outputs.iter().enumerate() {
-        let target = match (&output.url, &output.file) {
-            (Some(url), None) => {
+        let target = match (&output.url, &output.file, &output.hls) {
+            (Some(url), None, None) => {
                 if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) || url.contains('"') {
                     return Err(invalid(
                         &format!("outputs[{i}].url"),
@@ -82,10 +83,11 @@ fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError
                 }
                 Target::Rtmp(Secret::new(url.clone()))
             }
-            (None, Some(name)) => {
+            (None, Some(name), None) | (None, None, Some(name)) => {
+                let field = if output.file.is_some() { "file" } else { "hls" };
                 let Some(dir) = &state.recordings_dir else {
                     return Err(invalid(
-                        &format!("outputs[{i}].file"),
+                        &format!("outputs[{i}].{field}"),
                         "recordings are off (egress.recordings_dir)",
                     ));
                 };
@@ -96,13 +98,17 @@ fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !valid {
                     return Err(invalid(
-                        &format!("outputs[{i}].file"),
+                        &format!("outputs[{i}].{field}"),
                         "1-100 letters, digits, '-' or '_'",
                     ));
                 }
-                Target::File(dir.join(name))
+                if output.file.is_some() {
+                    Target::File(dir.join(name))
+                } else {
+                    Target::Hls(dir.join(name))
+                }
             }
-            _ => return Err(invalid(&format!("outputs[{i}]"), "give either url or file")),
+            _ => return Err(invalid(&format!("outputs[{i}]"), "give one of url, file or hls")),
         };
         targets.push(target);
     }
@@ -137,9 +143,10 @@ pub(super) async fn create(
         .outputs
         .iter()
         .map(|o| {
-            o.url
-                .clone()
-                .unwrap_or_else(|| format!("file:{}", o.file.clone().unwrap_or_default()))
+            o.url.clone().unwrap_or_else(|| match (&o.file, &o.hls) {
+                (Some(file), _) => format!("file:{file}"),
+                (_, hls) => format!("hls:{}", hls.clone().unwrap_or_default()),
+            })
         })
         .collect();
     let egress = state

@@ -1,6 +1,6 @@
 //! One egress destination in its own small pipeline, fed with the FLV the main egress pipeline muxes once:
-//! `appsrc ! rtmp2sink` for RTMP(S), or `appsrc ! flvdemux ! splitmuxsink` writing fragmented MP4 (a crash
-//! loses at most the last second). A destination that refuses or drops the connection is restarted with
+//! `appsrc ! rtmp2sink` for RTMP(S), `appsrc ! flvdemux ! splitmuxsink` writing fragmented MP4 (a crash
+//! loses at most the last second), or `appsrc ! flvdemux ! hlssink2` writing a live HLS playlist. A destination that refuses or drops the connection is restarted with
 //! backoff (forever) without touching the other outputs; after a restart it resumes at the next keyframe.
 
 use super::store::EgressStore;
@@ -25,6 +25,9 @@ pub enum Target {
     Rtmp(Secret),
     /// A fragmented MP4 recording: files `{path}_00000.mp4`, ... (a new file every 10 minutes).
     File(std::path::PathBuf),
+    /// Live HLS in a directory: `index.m3u8` over the last 6 segments of ~2 s (`segment00000.ts`, ...; the
+    /// 12 newest are kept).
+    Hls(std::path::PathBuf),
 }
 
 impl Target {
@@ -43,6 +46,16 @@ impl Target {
                  location=\"{}_%05d.mp4\"",
                 path.display().to_string().replace('"', "")
             ),
+            Target::Hls(dir) => {
+                let dir = dir.display().to_string().replace('"', "");
+                format!(
+                    "appsrc name=src format=time is-live=true ! flvdemux name=demux \
+                     demux.video ! queue ! h264parse ! hls.video demux.audio ! queue ! aacparse ! hls.audio \
+                     hlssink2 name=hls target-duration=2 playlist-length=6 max-files=12 \
+                     send-keyframe-requests=false location=\"{dir}/segment%05d.ts\" \
+                     playlist-location=\"{dir}/index.m3u8\""
+                )
+            }
         }
     }
 
@@ -50,7 +63,7 @@ impl Target {
     fn shown(&self) -> String {
         match self {
             Target::Rtmp(url) => super::store::redact_url(url.expose()),
-            Target::File(path) => path.display().to_string(),
+            Target::File(path) | Target::Hls(path) => path.display().to_string(),
         }
     }
 }
@@ -102,9 +115,14 @@ async fn run(
 ) {
     let mut backoff = Duration::from_millis(500);
     let headers = match target {
-        Target::File(_) => stream_headers(&caps),
+        Target::File(_) | Target::Hls(_) => stream_headers(&caps),
         Target::Rtmp(_) => Vec::new(), // rtmp2sink takes them from the caps
     };
+    if let Target::Hls(dir) = &target {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(egress = %egress, output = index, error = %e, "cannot create the HLS directory");
+        }
+    }
     loop {
         let description = target.describe();
         let started = PipelineGuard::parse("egress-output", &description).and_then(|guard| {
@@ -155,7 +173,7 @@ async fn run(
         // GStreamer's message may quote the URL: keep its stream key out of the log.
         let reason = match &target {
             Target::Rtmp(url) => reason.replace(url.expose().as_str(), &target.shown()),
-            Target::File(_) => reason,
+            Target::File(_) | Target::Hls(_) => reason,
         };
         tracing::warn!(egress = %egress, output = index, target = %target.shown(), %reason, ?backoff, "egress output down; retrying");
         set_state(&store, &egress, index, "reconnecting", true);
