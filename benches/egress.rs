@@ -11,54 +11,12 @@
 mod util;
 
 use serde_json::{Value, json};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use util::{Proc, cores, sample_all};
+use util::{Proc, cores, ffmpeg, sample_all};
 
 const APP: &str = "0000000000000000000000000000e6e5";
 const SECRET: &str = "egress-bench-secret-egress-bench-secret-egress-bench-secret-egr";
 const INPUT: &str = "/tmp/sfu-gateway-bench-720p30-3M.flv";
-
-fn ffmpeg(args: &[&str]) -> Proc {
-    Proc(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
-    )
-}
-
-fn prepare_input() {
-    if Path::new(INPUT).exists() {
-        return;
-    }
-    eprintln!("encoding the 720p30 3 Mbit/s input once: {INPUT}");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-        .args([
-            "-t",
-            "20",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-preset",
-            "veryfast",
-        ])
-        .args(["-b:v", "3M", "-maxrate", "3M", "-bufsize", "3M", "-g", "60", "-bf", "0"])
-        .args([
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", INPUT,
-        ])
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "cannot encode the input");
-}
 
 /// An RTMP destination that takes one stream and throws it away; returns it and its URL.
 async fn destination() -> (Proc, String) {
@@ -78,28 +36,11 @@ async fn json(request: reqwest::RequestBuilder) -> Value {
     request.send().await.expect("request").json().await.expect("json")
 }
 
-/// p50 and p95 of a summary in the gateway's `/metrics`, in ms.
-async fn quantiles(api: &str, name: &str) -> (f64, f64) {
-    let text = reqwest::get(format!("{api}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let q = |quantile: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |s| s * 1000.0)
-    };
-    (q("0.5"), q("0.95"))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let flags = util::flags(&[("egresses", 1), ("seconds", 20)]);
     let (n, seconds) = (flags["egresses"] as usize, flags["seconds"]);
-    prepare_input();
+    util::prepare_input(INPUT, "1280x720", "3M");
     let binary = env!("CARGO_BIN_EXE_sfu-gateway");
     let http = reqwest::Client::new();
 
@@ -196,7 +137,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let end = sample_all(&pid);
     let (gw_cores, gw_rss) = (cores(&start, &end), (end.rss - idle_rss) / n as f64);
-    let (p50, p95) = quantiles(&api, "egress_added_latency_seconds").await;
+    let p50 = util::metrics_quantile_ms(&api, "egress_added_latency_seconds", "0.5").await;
+    let p95 = util::metrics_quantile_ms(&api, "egress_added_latency_seconds", "0.95").await;
     for (_, id) in &destinations {
         let _ = http.delete(format!("{api}/v1/egresses/{id}")).send().await;
     }

@@ -14,9 +14,8 @@ mod util;
 use serde_json::{Value, json};
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use util::{Proc, Sample, cores, sample_all};
+use util::{Proc, Sample, cores, ffmpeg, sample_all};
 
 const APP: &str = "0000000000000000000000000000beef";
 const SECRET: &str = "rtmp-bench-secret-rtmp-bench-secret-rtmp-bench-secret-rtmp-benc";
@@ -39,56 +38,6 @@ fn args() -> Args {
 
 fn gateway(env: &[(&str, &str)], wanted: &[(&str, &str)]) -> (Proc, Vec<String>) {
     util::gateway(env!("CARGO_BIN_EXE_sfu-gateway"), env, wanted)
-}
-
-fn ffmpeg(args: &[&str]) -> Proc {
-    Proc(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
-    )
-}
-
-fn prepare_input() {
-    if Path::new(INPUT).exists() {
-        return;
-    }
-    eprintln!("encoding the 1080p30 6 Mbit/s input once: {INPUT}");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-        ])
-        .args([
-            "-t",
-            "20",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "6M",
-        ])
-        .args([
-            "-maxrate", "6M", "-bufsize", "6M", "-g", "60", "-bf", "0", "-pix_fmt", "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", INPUT])
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "cannot encode the input");
 }
 
 fn publisher(url: &str) -> Proc {
@@ -191,7 +140,7 @@ async fn ffmpeg_baseline(streams: usize, mut outputs: impl FnMut() -> Vec<String
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
-    prepare_input();
+    util::prepare_input(INPUT, "1920x1080", "6M");
     let (_sfu, found) = gateway(
         &[
             ("GATEWAY__RTMP__ENABLED", "false"),

@@ -278,20 +278,6 @@ fn baseline(calls: usize, inputs: usize, seconds: u64, complexity: i32) -> f64 {
     .expect("baseline thread")
 }
 
-async fn metrics_quantile(api: &str, name: &str, quantile: &str) -> f64 {
-    let text = reqwest::get(format!("{api}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(f64::NAN, |s| s * 1000.0)
-}
-
 async fn answered(api: &str) -> Vec<Value> {
     let calls: Value = reqwest::get(format!("{api}/v1/calls"))
         .await
@@ -436,8 +422,8 @@ async fn main() {
         };
         let lost = expected.saturating_sub(received) as f64 / expected.max(1) as f64 * 100.0;
         let late = late as f64 / received.max(1) as f64 * 100.0;
-        let up_p95 = metrics_quantile(&api, "sip_uplink_delay_seconds", "0.95").await;
-        let down_p95 = metrics_quantile(&api, "sip_downlink_delay_seconds", "0.95").await;
+        let up_p95 = util::metrics_quantile_ms(&api, "sip_uplink_delay_seconds", "0.95").await;
+        let down_p95 = util::metrics_quantile_ms(&api, "sip_downlink_delay_seconds", "0.95").await;
         let base_cores = baseline(n, args.room_size, args.seconds.min(10), args.complexity);
         let legs = phones.lock().unwrap().legs.len();
         rows.push(format!(

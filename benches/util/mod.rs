@@ -113,3 +113,62 @@ pub fn flags(defaults: &[(&str, u64)]) -> HashMap<String, u64> {
     }
     values
 }
+
+/// `ffmpeg` with `args` (quiet, no stdin), killed on drop.
+pub fn ffmpeg(args: &[&str]) -> Proc {
+    Proc(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    )
+}
+
+/// Encodes the benchmark input once (kept at `path` between runs): 20 s of a test pattern at `size` and
+/// 30 fps, H.264 baseline at `bitrate` (no B-frames, keyframe every 60 frames) + 440 Hz AAC, in FLV.
+pub fn prepare_input(path: &str, size: &str, bitrate: &str) {
+    if std::path::Path::new(path).exists() {
+        return;
+    }
+    eprintln!("encoding the {size} {bitrate}bit/s input once: {path}");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+        .args([
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "veryfast",
+        ])
+        .args([
+            "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate, "-g", "60", "-bf", "0",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv", path,
+        ])
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "cannot encode the input");
+}
+
+/// A quantile of a summary in the gateway's `/metrics` at `api`, in milliseconds (NaN when absent).
+pub async fn metrics_quantile_ms(api: &str, name: &str, quantile: &str) -> f64 {
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |s| s * 1000.0)
+}

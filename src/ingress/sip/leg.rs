@@ -319,13 +319,14 @@ mod tests {
     use super::*;
     use crate::ingress::sip::g711;
 
-    fn leg(direction: Direction) -> Leg {
+    /// A PCMU leg toward 127.0.0.1:4000 (encrypted with `srtp`, the phone's crypto line), and the gateway's key.
+    fn leg_with(direction: Direction, srtp: Option<crate::ingress::sip::sdp::Crypto>) -> (Leg, MasterKey) {
         let remote = RemoteAudio {
             addr: "127.0.0.1:4000".parse().unwrap(),
             formats: Vec::new(),
             direction,
             ptime: None,
-            srtp: false,
+            srtp: srtp.is_some(),
             crypto: Vec::new(),
         };
         let negotiated = Negotiated {
@@ -333,9 +334,14 @@ mod tests {
             pt: 0,
             dtmf_pt: Some(101),
             ptime: 20,
-            srtp: None,
+            srtp,
         };
-        Leg::new(&remote, negotiated, Instant::now(), 5, &MasterKey::random()).unwrap()
+        let key = MasterKey::random();
+        (Leg::new(&remote, negotiated, Instant::now(), 5, &key).unwrap(), key)
+    }
+
+    fn leg(direction: Direction) -> Leg {
+        leg_with(direction, None).0
     }
 
     fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
@@ -444,28 +450,14 @@ mod tests {
     fn an_srtp_leg_takes_only_authenticated_packets_and_encrypts_what_it_sends() {
         use crate::ingress::sip::sdp::Crypto;
         use crate::ingress::sip::srtp::Suite;
-        let (phone_key, gateway_key) = (MasterKey::random(), MasterKey::random());
+        let phone_key = MasterKey::random();
         let suite = Suite::AesCm128HmacSha1_80;
-        let remote = RemoteAudio {
-            addr: "127.0.0.1:4000".parse().unwrap(),
-            formats: Vec::new(),
-            direction: Direction::SendRecv,
-            ptime: None,
-            srtp: true,
-            crypto: Vec::new(),
+        let crypto = Crypto {
+            tag: 1,
+            suite,
+            key: phone_key,
         };
-        let negotiated = Negotiated {
-            codec: PhoneCodec::Pcmu,
-            pt: 0,
-            dtmf_pt: Some(101),
-            ptime: 20,
-            srtp: Some(Crypto {
-                tag: 1,
-                suite,
-                key: phone_key,
-            }),
-        };
-        let mut leg = Leg::new(&remote, negotiated, Instant::now(), 5, &gateway_key).unwrap();
+        let (mut leg, gateway_key) = leg_with(Direction::SendRecv, Some(crypto));
         assert!(leg.is_secure());
         let mut phone_tx = Srtp::new(suite, &phone_key).unwrap();
         let mut phone_rx = Srtp::new(suite, &gateway_key).unwrap();
