@@ -20,11 +20,7 @@ const INPUT: &str = "/tmp/sfu-gateway-bench-720p30-3M.flv";
 
 /// An RTMP destination that takes one stream and throws it away; returns it and its URL.
 async fn destination() -> (Proc, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = util::free_tcp_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/bench");
     let sink = ffmpeg(&["-listen", "1", "-i", &url, "-c", "copy", "-f", "null", "-"]);
     // `-listen 1` takes exactly one connection, so readiness cannot be probed by connecting.

@@ -117,11 +117,7 @@ async fn ffmpeg_baseline(streams: usize, mut outputs: impl FnMut() -> Vec<String
     let mut procs = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..streams {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = util::free_tcp_port();
         let url = format!("rtmp://127.0.0.1:{port}/live/bench");
         let mut args = vec!["-listen".to_string(), "1".into(), "-i".into(), url.clone()];
         args.extend(outputs());

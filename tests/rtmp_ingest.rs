@@ -124,13 +124,7 @@ async fn wrong_keys_garbage_and_half_handshakes_are_refused() {
     // Still healthy, and the real key still works.
     let health = reqwest::get(format!("{}/healthz", setup.gateway.api)).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    let key = ingress["streamKey"].as_str().unwrap();
-    let _publisher = Killed(ffmpeg(
-        &format!("rtmp://{}/live/{key}", setup.rtmp),
-        10,
-        BASELINE,
-        AAC_48K,
-    ));
+    let _publisher = publish(&setup, &ingress);
     let id = ingress["id"].as_str().unwrap();
     let live = setup
         .wait_ingress(id, "live with tracks", |i| {
@@ -274,14 +268,19 @@ async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
         "{metrics}"
     );
     let ingress = setup.create_ingress("capped").await;
+    let _publisher = publish(&setup, &ingress);
+    setup
+        .wait_ingress(ingress["id"].as_str().unwrap(), "live", |i| i["state"] == "live")
+        .await;
+}
+
+/// ffmpeg publishing 10 s of H.264 baseline + AAC to `ingress`'s key.
+fn publish(setup: &common::rtmp::Setup, ingress: &serde_json::Value) -> Killed {
     let key = ingress["streamKey"].as_str().unwrap();
-    let _publisher = Killed(ffmpeg(
+    Killed(ffmpeg(
         &format!("rtmp://{}/live/{key}", setup.rtmp),
         10,
         BASELINE,
         AAC_48K,
-    ));
-    setup
-        .wait_ingress(ingress["id"].as_str().unwrap(), "live", |i| i["state"] == "live")
-        .await;
+    ))
 }

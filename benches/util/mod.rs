@@ -172,3 +172,12 @@ pub async fn metrics_quantile_ms(api: &str, name: &str, quantile: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map_or(f64::NAN, |s| s * 1000.0)
 }
+
+/// A free TCP port on loopback (for an `ffmpeg -listen 1` RTMP server).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
