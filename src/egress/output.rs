@@ -68,7 +68,8 @@ impl Target {
     }
 }
 
-/// Starts the task of output `index` of egress `egress`; returns where to send the FLV buffers.
+/// Starts the task of output `index` of egress `egress`; returns where to send the FLV buffers, and the task
+/// (which ends after `cancel`, once a recording has written its last fragment).
 pub fn spawn(
     store: EgressStore,
     egress: String,
@@ -76,10 +77,10 @@ pub fn spawn(
     target: Target,
     caps: gst::Caps,
     cancel: CancellationToken,
-) -> mpsc::Sender<Frame> {
+) -> (mpsc::Sender<Frame>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(store, egress, index, target, caps, rx, cancel));
-    tx
+    let task = tokio::spawn(run(store, egress, index, target, caps, rx, cancel));
+    (tx, task)
 }
 
 /// The FLV stream headers carried in the caps (file outputs demux the bytes and need them first).

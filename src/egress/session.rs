@@ -122,6 +122,8 @@ pub async fn run(
     deps.webhooks
         .send("egress.started", serde_json::json!({"egressId": id}));
     let mut backoff = Duration::from_millis(500);
+    // Output tasks of every attempt: awaited at the end, so `ended` means the recordings are complete.
+    let mut output_tasks = Vec::new();
     let outcome: Result<(), SessionError> = 'attempts: loop {
         let mut running = match start_pipeline(&deps, &id) {
             Ok(running) => running,
@@ -156,13 +158,11 @@ pub async fn run(
                             .and_then(|sink| sink.static_pad("sink"))
                             .and_then(|pad| pad.current_caps());
                         let Some(caps) = caps else { continue };
-                        senders = outputs
-                            .iter()
-                            .enumerate()
-                            .map(|(i, target)| {
-                                super::output::spawn(deps.store.clone(), id.clone(), i, target.clone(), caps.clone(), outputs_stop.clone())
-                            })
-                            .collect();
+                        for (i, target) in outputs.iter().enumerate() {
+                            let (sender, task) = super::output::spawn(deps.store.clone(), id.clone(), i, target.clone(), caps.clone(), outputs_stop.clone());
+                            senders.push(sender);
+                            output_tasks.push(task);
+                        }
                     }
                     for sender in &senders {
                         let _ = sender.try_send(flv.clone()); // a slow output drops, then resumes at a keyframe
@@ -211,6 +211,13 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     };
+    // The outputs were cancelled with their attempt; let them finish their files (bounded).
+    let finished = async {
+        for task in output_tasks {
+            let _ = task.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
     let failed = outcome.as_ref().err().map(|e| e.to_string());
     deps.store.update(&id, |e| {
         e.state = if failed.is_some() {
