@@ -123,6 +123,14 @@ async fn rtmp_in_sfu_through_egress_out_to_nginx() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no egress latency in the metrics:\n{metrics}"));
     assert!(p50 > 0.0 && p50 < 1.0, "egress added latency p50 {p50} s");
+    // Each output counts what it sent: the 1,200 kbit/s video and 128 kbit/s audio, as FLV.
+    let output = &get_egress(&setup, &id).await["outputs"][0];
+    let (bytes, rate) = (
+        output["bytes"].as_u64().unwrap(),
+        output["bitrateBps"].as_u64().unwrap(),
+    );
+    assert!(bytes > 300_000, "{output}");
+    assert!((300_000..4_000_000).contains(&rate), "{output}");
     drop(publisher);
     let recording = stop_and_wait(&setup, &id, &nginx, "show").await;
     let probed = probe(&recording);

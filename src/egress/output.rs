@@ -115,6 +115,9 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
+    // Bytes sent over all attempts, and in the current second.
+    let (mut bytes, mut this_second) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let headers = match target {
         Target::File(_) | Target::Hls(_) => stream_headers(&caps),
         Target::Rtmp(_) => Vec::new(), // rtmp2sink takes them from the caps
@@ -163,6 +166,17 @@ async fn run(
                                 backoff = Duration::from_millis(500);
                             }
                             pusher.push_with_dts(&frame.data, frame.pts_ns, frame.pts_ns, frame.keyframe);
+                            bytes += frame.data.len() as u64;
+                            this_second += frame.data.len() as u64;
+                        }
+                        _ = tick.tick() => {
+                            let rate = std::mem::take(&mut this_second) * 8;
+                            store.update(&egress, |e| {
+                                if let Some(output) = e.outputs.get_mut(index) {
+                                    output.bytes = bytes;
+                                    output.bitrate_bps = rate;
+                                }
+                            });
                         }
                     }
                 };

@@ -81,6 +81,10 @@ pub struct OutputView {
     pub state: String,
     /// Times the output was restarted.
     pub reconnects: u32,
+    /// FLV bytes handed to the destination so far.
+    pub bytes: u64,
+    /// Bits per second handed to the destination over the last second.
+    pub bitrate_bps: u64,
 }
 
 /// One egress.
@@ -140,6 +144,8 @@ impl EgressStore {
                     url: redact_url(url),
                     state: "starting".into(),
                     reconnects: 0,
+                    bytes: 0,
+                    bitrate_bps: 0,
                 })
                 .collect(),
             video,
