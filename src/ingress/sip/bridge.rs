@@ -337,9 +337,10 @@ fn renegotiate(
 ) -> Option<String> {
     local.version += 1;
     if body.is_empty() {
-        // No offer (RFC 3261 §14.2): offer what we use now.
+        // No offer (RFC 3261 §14.2): offer what we use now, encrypted as now.
         local.direction = Direction::SendRecv;
-        return Some(sdp::offer(local, &[leg.codec()]));
+        let srtp = leg.negotiated().srtp.map(|crypto| crypto.suite);
+        return Some(sdp::offer(local, &[leg.codec()], srtp));
     }
     let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
     // Keep the current codec when the phone still offers it.

@@ -271,9 +271,10 @@ async fn answer_and_bridge(
         }
         None => {
             // INVITE without SDP: our offer goes in the 200, the answer comes in the ACK.
-            let _ = call
-                .dialog
-                .accept(content_type(), Some(sdp::offer(&local, &deps.codecs).into_bytes()));
+            let _ = call.dialog.accept(
+                content_type(),
+                Some(sdp::offer(&local, &deps.codecs, None).into_bytes()),
+            );
             match wait_ack_answer(&mut call.states, &call.dialog, &deps.codecs).await {
                 Ok(answer) => answer,
                 Err(ended) => return ended,

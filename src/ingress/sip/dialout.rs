@@ -144,7 +144,7 @@ async fn place(
         caller,
         callee,
         contact: shared.contact.clone(),
-        offer: Some(sdp::offer(&local, &deps.codecs).into_bytes()),
+        offer: Some(sdp::offer(&local, &deps.codecs, None).into_bytes()),
         credential: (!trunk.username.is_empty()).then(|| Credential {
             username: trunk.username.clone(),
             password: trunk.password.expose().clone(),

@@ -385,8 +385,8 @@ pub fn answer(local: &LocalAudio, chosen: &Negotiated) -> String {
 }
 
 /// Writes an offer of every allowed codec (static payload types where they exist, 96+ otherwise), with
-/// telephone-event on 101.
-pub fn offer(local: &LocalAudio, allowed: &[PhoneCodec]) -> String {
+/// telephone-event on 101; with `srtp`, as `RTP/SAVP` with one crypto line of that suite and the gateway's key.
+pub fn offer(local: &LocalAudio, allowed: &[PhoneCodec], srtp: Option<Suite>) -> String {
     let mut next_dynamic = 96;
     let formats: Vec<(u8, PhoneCodec)> = allowed
         .iter()
@@ -398,8 +398,11 @@ pub fn offer(local: &LocalAudio, allowed: &[PhoneCodec]) -> String {
             (pt, *c)
         })
         .collect();
-    let mut sdp = header(local, &formats, Some(101), false);
+    let mut sdp = header(local, &formats, Some(101), srtp.is_some());
     sdp.push_str("a=ptime:20\r\n");
+    if let Some(suite) = srtp {
+        let _ = write!(sdp, "a=crypto:1 {} {}\r\n", suite.name(), local.key.to_params());
+    }
     sdp
 }
 
@@ -564,7 +567,13 @@ mod tests {
             negotiate(&back, &[PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap(),
             chosen
         );
-        let offered = parse(&offer(&local, &[PhoneCodec::Opus, PhoneCodec::Pcmu])).unwrap();
+        let secure = parse(&offer(&local, &[PhoneCodec::Pcma], Some(Suite::AesCm128HmacSha1_80))).unwrap();
+        assert!(secure.srtp);
+        assert_eq!(
+            (secure.crypto[0].tag, secure.crypto[0].suite, secure.crypto[0].key),
+            (1, Suite::AesCm128HmacSha1_80, local.key)
+        );
+        let offered = parse(&offer(&local, &[PhoneCodec::Opus, PhoneCodec::Pcmu], None)).unwrap();
         let names: Vec<_> = offered
             .formats
             .iter()
