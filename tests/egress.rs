@@ -390,3 +390,54 @@ async fn egress_records_fragmented_mp4() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_drops_and_comes_back_resumes_in_the_same_egress() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let ingress = setup.create_ingress("flaky").await;
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+    let publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
+    let id = ingress["id"].as_str().unwrap();
+    let live = setup
+        .wait_ingress(id, "live", |i| {
+            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let egress = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "flaky-video"}, {"sessionId": session, "trackName": "flaky-audio"}],
+            "outputs": [{"url": nginx.url("flaky")}],
+            "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The publisher drops for 3 s (within the ingest's reconnect grace) and comes back on the same key.
+    drop(publisher);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _back = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
+    setup
+        .wait_ingress(id, "live again", |i| {
+            i["stats"]["connections"] == 2 && i["state"] == "live"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let state = get_egress(&setup, &egress).await;
+    assert_eq!(state["state"], "active", "{state}");
+    assert_eq!(
+        state["outputs"][0]["reconnects"], 0,
+        "the destination never saw a break: {state}"
+    );
+    let recording = stop_and_wait(&setup, &egress, &nginx, "flaky").await;
+    let probed = probe(&recording);
+    assert!(probed.duration >= 12.0, "one continuous recording: {probed:?}");
+    assert_eq!(decode_errors(&recording), "");
+    // After the gap the picture and the sound are the source's again, not the slate and silence.
+    let late = format!("{}", (probed.duration - 2.0).floor());
+    let ((dark, light), rms) = picture_and_sound(&recording, &late);
+    assert!(light - dark > 100, "the picture after the gap is flat: {dark}..{light}");
+    assert!(rms > 0.02, "the sound after the gap is silent: {rms}");
+}
