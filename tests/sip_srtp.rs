@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::sip::{self, ack, final_response, invite_failing, scenario};
+use common::sip::{self, ack, final_response, in_dialog, invite, invite_failing, pause, scenario};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,4 +143,32 @@ async fn required_srtp_refuses_plain_rtp_offers() {
     );
     let (_, calls) = sip.get("/v1/calls").await;
     assert_eq!(calls, serde_json::json!([]), "a refused offer makes no call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_srtp_required_an_invite_without_sdp_gets_an_srtp_offer() {
+    let config = format!("[sip]\nsrtp = \"required\"\n{RULES}");
+    let sip = sip::start(&config, &[]).await;
+    // The phone's answer in the ACK, with its own key (30 bytes, base64).
+    let answer = sip::sdp(&[(0, "PCMU/8000")], "[media_port]", "sendrecv").replace("RTP/AVP", "RTP/SAVP")
+        + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:YUJjRGVGZ0hpSmtMbU5vUHFSc1R1VndYeVohQCMk\r\n";
+    let late = scenario(&[
+        invite("", ""),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n\
+         <recv response=\"200\" rrs=\"true\"><action><ereg regexp=\"RTP/SAVP 96 9 0 8 101.*a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:[A-Za-z0-9+/]{40}\" search_in=\"body\" check_it=\"true\" assign_to=\"offer\"/>\
+         <log message=\"[$offer]\"/></action></recv>\n"
+            .into(),
+        ack(false, &answer),
+        pause(1_500),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("late-srtp", &late, "100", &[]);
+    let call = sip.call_to("100", |c| c["state"] == "answered").await;
+    assert_eq!(call["srtp"], true, "the ACK's SRTP answer was taken: {call}");
+    let output = phone.finish(Duration::from_secs(20));
+    assert!(
+        output.status.success(),
+        "the 200 carried no SRTP offer: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

@@ -270,12 +270,14 @@ async fn answer_and_bridge(
             (remote, negotiated)
         }
         None => {
-            // INVITE without SDP: our offer goes in the 200, the answer comes in the ACK.
+            // INVITE without SDP: our offer goes in the 200 (SRTP when the policy requires it), the answer
+            // comes in the ACK.
+            let srtp = (deps.srtp == SrtpPolicy::Required).then_some(super::srtp::Suite::AesCm128HmacSha1_80);
             let _ = call.dialog.accept(
                 content_type(),
-                Some(sdp::offer(&local, &deps.codecs, None).into_bytes()),
+                Some(sdp::offer(&local, &deps.codecs, srtp).into_bytes()),
             );
-            match wait_ack_answer(&mut call.states, &call.dialog, &deps.codecs).await {
+            match wait_ack_answer(&mut call.states, &call.dialog, &deps.codecs, deps.srtp).await {
                 Ok(answer) => answer,
                 Err(ended) => return ended,
             }
@@ -335,13 +337,14 @@ async fn wait_ack_answer(
     states: &mut DialogStateReceiver,
     dialog: &InviteDialog,
     codecs: &[PhoneCodec],
+    srtp: SrtpPolicy,
 ) -> Result<(RemoteAudio, Negotiated), Ended> {
     while let Some(state) = states.recv().await {
         match state {
             DialogState::Confirmed(..) => {
                 let body = dialog.last_remote_ack().map(|ack| ack.body).unwrap_or_default();
                 let answer = sdp::parse(&String::from_utf8_lossy(&body))
-                    .and_then(|r| sdp::negotiate(&r, codecs, SrtpPolicy::Off).map(|n| (r, n)));
+                    .and_then(|r| sdp::negotiate(&r, codecs, srtp).map(|n| (r, n)));
                 return match answer {
                     Ok(answer) => Ok(answer),
                     Err(e) => {
