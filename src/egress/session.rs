@@ -125,6 +125,7 @@ pub async fn run(
     // Output tasks of every attempt: awaited at the end, so `ended` means the recordings are complete.
     let mut output_tasks = Vec::new();
     let outcome: Result<(), SessionError> = 'attempts: loop {
+        output_tasks.retain(|task: &tokio::task::JoinHandle<()>| !task.is_finished());
         let mut running = match start_pipeline(&deps, &id) {
             Ok(running) => running,
             Err(e) => break Err(e),
