@@ -1,5 +1,5 @@
-//! Which audio tracks of the room to hear (sans-IO): every audio track of every participant but an excluded
-//! one, following joins, leaves, new and removed tracks. The room's mix hears them all.
+//! Which audio tracks a room's mix hears (sans-IO): every audio track of every participant, following joins,
+//! leaves, new and removed tracks. (Each phone takes its own part out of the mix, see `mixer.rs`.)
 
 use crate::rooms::{RoomEvent, RoomEventKind, RoomSnapshot};
 use crate::sfu::api::TrackKind;
@@ -11,8 +11,6 @@ pub type TrackKey = (String, String);
 /// The set of tracks to hear, and the changes to it.
 #[derive(Debug, Default)]
 pub struct Follower {
-    own_participant: String,
-    own_session: String,
     wanted: BTreeSet<TrackKey>,
 }
 
@@ -26,15 +24,6 @@ pub struct Changes {
 }
 
 impl Follower {
-    /// A follower that never hears `own_participant` (the caller) nor its SFU session.
-    pub fn new(own_participant: impl Into<String>, own_session: impl Into<String>) -> Self {
-        Self {
-            own_participant: own_participant.into(),
-            own_session: own_session.into(),
-            wanted: BTreeSet::new(),
-        }
-    }
-
     /// Whether a track is (still) wanted.
     pub fn wants(&self, key: &TrackKey) -> bool {
         self.wanted.contains(key)
@@ -45,7 +34,6 @@ impl Follower {
         let desired: BTreeSet<TrackKey> = snapshot
             .participants
             .iter()
-            .filter(|p| p.id != self.own_participant && p.session_id != self.own_session)
             .flat_map(|p| {
                 p.tracks
                     .iter()
@@ -64,9 +52,8 @@ impl Follower {
     /// Applies one room event.
     pub fn event(&mut self, event: &RoomEvent) -> Changes {
         let mut changes = Changes::default();
-        let own = |participant: &str, session: &str| participant == self.own_participant || session == self.own_session;
         match &event.kind {
-            RoomEventKind::ParticipantJoined { participant } if !own(&participant.id, &participant.session_id) => {
+            RoomEventKind::ParticipantJoined { participant } => {
                 for track in participant.tracks.iter().filter(|t| t.kind == TrackKind::Audio) {
                     let key = (participant.session_id.clone(), track.track_name.clone());
                     if self.wanted.insert(key.clone()) {
@@ -74,11 +61,7 @@ impl Follower {
                     }
                 }
             }
-            RoomEventKind::TrackAdded {
-                participant_id,
-                session_id,
-                track,
-            } if track.kind == TrackKind::Audio && !own(participant_id, session_id) => {
+            RoomEventKind::TrackAdded { session_id, track, .. } if track.kind == TrackKind::Audio => {
                 let key = (session_id.clone(), track.track_name.clone());
                 if self.wanted.insert(key.clone()) {
                     changes.add.push(key);
@@ -131,8 +114,8 @@ mod tests {
     }
 
     #[test]
-    fn hears_other_audio_tracks_but_never_its_own() {
-        let mut follower = Follower::new("sip-1", ME);
+    fn hears_every_audio_track_following_joins_and_leaves() {
+        let mut follower = Follower::default();
         let snapshot = RoomSnapshot {
             name: "r".into(),
             participants: vec![
@@ -142,26 +125,44 @@ mod tests {
             version: 2,
         };
         let changes = follower.snapshot(&snapshot);
-        assert_eq!(changes.add, [(A.to_string(), "mic".to_string())]);
+        assert_eq!(
+            changes.add,
+            [
+                (A.to_string(), "mic".to_string()),
+                (ME.to_string(), "r-sip-1".to_string())
+            ],
+            "audio only, the phones' own tracks included"
+        );
         assert!(changes.remove.is_empty());
-        let added = follower.event(&event(RoomEventKind::TrackAdded {
+        let mic2 = RoomEventKind::TrackAdded {
             participant_id: "alice".into(),
             session_id: A.into(),
             track: PublishedTrack::new("mic2", TrackKind::Audio),
+        };
+        assert_eq!(follower.event(&event(mic2.clone())).add.len(), 1);
+        assert_eq!(
+            follower.event(&event(mic2)),
+            Changes::default(),
+            "no double subscription"
+        );
+        let video = follower.event(&event(RoomEventKind::TrackAdded {
+            participant_id: "alice".into(),
+            session_id: A.into(),
+            track: PublishedTrack::new("screen", TrackKind::Video),
         }));
-        assert_eq!(added.add.len(), 1);
-        let own = follower.event(&event(RoomEventKind::TrackAdded {
-            participant_id: "sip-1".into(),
-            session_id: ME.into(),
-            track: PublishedTrack::new("x", TrackKind::Audio),
-        }));
-        assert_eq!(own, Changes::default());
+        assert_eq!(video, Changes::default());
         let left = follower.event(&event(RoomEventKind::ParticipantLeft {
             participant_id: "alice".into(),
             session_id: A.into(),
         }));
         assert_eq!(left.remove.len(), 2);
         assert!(!follower.wants(&(A.to_string(), "mic".to_string())));
+        let removed = follower.event(&event(RoomEventKind::TrackRemoved {
+            participant_id: "sip-1".into(),
+            session_id: ME.into(),
+            track_name: "r-sip-1".into(),
+        }));
+        assert_eq!(removed.remove, [(ME.to_string(), "r-sip-1".to_string())]);
         // A resync against an empty room removes nothing more.
         let empty = RoomSnapshot {
             name: "r".into(),

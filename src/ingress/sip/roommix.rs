@@ -254,7 +254,7 @@ impl MixTask {
             mut media_in,
             mut events,
         } = streams;
-        let mut follower = Follower::new("", "");
+        let mut follower = Follower::default();
         let mut decoding = Decoding::default();
         let (done_tx, mut done) = mpsc::channel(16);
         let changes = follower.snapshot(&self.subscription.resync().clone());
