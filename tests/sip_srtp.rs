@@ -7,6 +7,7 @@
 mod common;
 
 use common::sip::{self, ack, final_response, in_dialog, invite, invite_failing, pause, scenario};
+use sfu_gateway::ingress::sip::pin::Prompt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,16 +17,6 @@ const RULES: &str = r#"
 to = "*"
 room = "r1"
 "#;
-
-/// The samples of a 16-bit PCM WAV (the `data` chunk, wherever it is).
-fn read_wav(path: &Path) -> Vec<i16> {
-    let bytes = std::fs::read(path).unwrap();
-    let at = bytes.windows(4).position(|w| w == b"data").expect("a data chunk");
-    bytes[at + 8..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
 
 /// Starts baresip in `dir` dialling `number` at `gateway` with mandatory SRTP, for `seconds`.
 fn baresip(dir: &Path, gateway: &str, number: &str, seconds: u32) -> std::process::Child {
@@ -116,7 +107,10 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
         .expect("baresip's recording of what it heard");
-    let heard = read_wav(&recording);
+    // (The gateway's own WAV reader, the one its PIN prompts go through.)
+    let heard = Prompt::from_wav(&std::fs::read(&recording).unwrap())
+        .expect("a 16-bit PCM recording")
+        .at_rate(8_000);
     assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());
     let tail = &heard[8_000 * 2..];
     let (alice, own) = (sip::share_of(tail, 8_000, 440.0), sip::share_of(tail, 8_000, 1_000.0));
