@@ -73,13 +73,9 @@ fn start_sfu() -> Sfu {
 }
 
 async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(url)
+    util::metrics_text(url)
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }

@@ -159,15 +159,21 @@ pub fn prepare_input(path: &str, size: &str, bitrate: &str) {
     assert!(status.success(), "cannot encode the input");
 }
 
-/// A quantile of a summary in the gateway's `/metrics` at `api`, in milliseconds (NaN when absent).
-pub async fn metrics_quantile_ms(api: &str, name: &str, quantile: &str) -> f64 {
-    let text = reqwest::get(format!("{api}/metrics"))
+/// The Prometheus text at `url`.
+pub async fn metrics_text(url: &str) -> String {
+    reqwest::get(url)
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("metrics body")
+}
+
+/// A quantile of a summary in the gateway's `/metrics` at `api`, in milliseconds (NaN when absent).
+pub async fn metrics_quantile_ms(api: &str, name: &str, quantile: &str) -> f64 {
+    metrics_text(&format!("{api}/metrics"))
+        .await
+        .lines()
         .find(|l| l.starts_with(name) && l.contains(&format!("quantile=\"{quantile}\"")))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map_or(f64::NAN, |s| s * 1000.0)

@@ -505,13 +505,7 @@ mod tests {
             (crypto.tag, crypto.suite, crypto.key),
             (2, Suite::AesCm128HmacSha1_32, key)
         );
-        let local = LocalAudio {
-            session_id: 1,
-            version: 1,
-            addr: "127.0.0.1:10002".parse().unwrap(),
-            direction: Direction::SendRecv,
-            key: MasterKey::random(),
-        };
+        let local = local(Direction::SendRecv);
         let text = answer(&local, &chosen);
         assert!(text.contains("m=audio 10002 RTP/SAVP 8 101\r\n"), "{text}");
         let back = parse(&text).unwrap();
@@ -547,15 +541,20 @@ mod tests {
         assert!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\na=rtpmap:zz\r\n").is_err());
     }
 
-    #[test]
-    fn the_answer_round_trips_through_the_parser() {
-        let local = LocalAudio {
+    /// The gateway's side on 127.0.0.1:10002, with a fresh key.
+    fn local(direction: Direction) -> LocalAudio {
+        LocalAudio {
             session_id: 7,
             version: 1,
             addr: "127.0.0.1:10002".parse().unwrap(),
-            direction: Direction::RecvOnly,
+            direction,
             key: MasterKey::random(),
-        };
+        }
+    }
+
+    #[test]
+    fn the_answer_round_trips_through_the_parser() {
+        let local = local(Direction::RecvOnly);
         let remote = parse(SIPP_OFFER).unwrap();
         let chosen = negotiate(&remote, &[PhoneCodec::Pcma], SrtpPolicy::Optional).unwrap();
         let text = answer(&local, &chosen);
