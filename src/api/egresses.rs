@@ -1,11 +1,13 @@
 //! `POST/GET/DELETE /v1/egresses[/{id}]`: SFU tracks re-encoded to RTMP(S) destinations.
 
 use super::{ApiError, AppState};
+use crate::egress::layout::Layout;
 use crate::egress::output::Target;
-use crate::egress::session::{self, EgressDeps};
-use crate::egress::store::{AudioOut, TrackRef, VideoOut};
+use crate::egress::session::{self, EgressDeps, Sources};
+use crate::egress::store::{AudioOut, EgressSpec, TrackRef, VideoOut};
 use crate::error::ErrorClass;
 use crate::redact::Secret;
+use crate::rooms::validate_room_name;
 use crate::supervisor::SessionKind;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,20 +32,28 @@ pub(super) struct Output {
     hls: Option<String>,
 }
 
-/// `POST /v1/egresses` body.
+/// `POST /v1/egresses` body: the sources (`tracks` by name, or a `room` whose audio and video tracks are
+/// followed as participants join and leave), how several videos are laid out, the outputs and the encoding.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateEgress {
+    /// Tracks to take (1-16).
     #[serde(default)]
     tracks: Vec<TrackRef>,
+    /// Or a room to take every track of.
     room: Option<String>,
-    layout: Option<String>,
+    /// `grid` (default) or `speaker` (the loudest participant large).
+    #[serde(default)]
+    layout: Layout,
     outputs: Vec<Output>,
     #[serde(default)]
     video: VideoOut,
     #[serde(default)]
     audio: AudioOut,
 }
+
+/// Most tracks one egress takes by name.
+const MAX_TRACKS: usize = 16;
 
 fn invalid(field: &str, problem: &str) -> ApiError {
     ApiError::new(
@@ -54,14 +64,17 @@ fn invalid(field: &str, problem: &str) -> ApiError {
 }
 
 fn validate(request: &CreateEgress) -> Result<(), ApiError> {
-    if request.room.is_some() || request.layout.as_deref().is_some_and(|l| l != "single") {
-        return Err(invalid(
-            "room",
-            "room and grid egresses are not supported yet; name the tracks",
-        ));
-    }
-    if request.tracks.is_empty() || request.tracks.len() > 2 {
-        return Err(invalid("tracks", "name one video and/or one audio track"));
+    match &request.room {
+        Some(room) => {
+            if !request.tracks.is_empty() {
+                return Err(invalid("tracks", "give tracks or a room, not both"));
+            }
+            validate_room_name(room).map_err(|e| invalid("room", &e.to_string()))?;
+        }
+        None if request.tracks.is_empty() || request.tracks.len() > MAX_TRACKS => {
+            return Err(invalid("tracks", "name 1 to 16 tracks, or give a room"));
+        }
+        None => {}
     }
     if request.outputs.is_empty() || request.outputs.len() > 8 {
         return Err(invalid("outputs", "1 to 8 outputs"));
@@ -149,9 +162,18 @@ pub(super) async fn create(
             })
         })
         .collect();
-    let egress = state
-        .egresses
-        .create(request.tracks.clone(), &urls, request.video, request.audio);
+    let sources = match &request.room {
+        Some(room) => Sources::Room(room.clone()),
+        None => Sources::Tracks(request.tracks.clone()),
+    };
+    let spec = EgressSpec {
+        tracks: request.tracks,
+        room: request.room,
+        layout: request.layout,
+        video: request.video,
+        audio: request.audio,
+    };
+    let egress = state.egresses.create(spec, &urls);
     let deps = EgressDeps {
         store: state.egresses.clone(),
         client: state
@@ -160,12 +182,13 @@ pub(super) async fn create(
             .ok_or_else(|| ApiError::from_class(ErrorClass::Unavailable, "no SFU"))?,
         fragments: state.fragments.clone(),
         webhooks: state.webhooks.clone(),
+        rooms: state.rooms.clone(),
     };
-    let (id, tracks) = (egress.id.clone(), request.tracks);
+    let id = egress.id.clone();
     let spawned = state
         .supervisor
         .spawn_with_cost(SessionKind::Egress, id.clone(), state.egress_cost, move |ctx| {
-            session::run(ctx, deps, id, tracks, targets)
+            session::run(ctx, deps, id, sources, targets)
         });
     if let Err(e) = spawned {
         state

@@ -1,7 +1,11 @@
-//! Broadcast egress: SFU tracks decoded, composited over a slate, re-encoded to H.264 + AAC and sent to
-//! RTMP(S) destinations.
+//! Broadcast egress: SFU tracks (named ones, or a whole room's) decoded, composited over a slate in a grid
+//! or speaker layout, re-encoded to H.264 + AAC and sent to RTMP(S) destinations, files and HLS.
 
+pub mod branch;
+pub mod composite;
+pub mod layout;
 pub mod output;
 pub mod pipeline;
 pub mod session;
+pub mod speaker;
 pub mod store;

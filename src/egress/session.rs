@@ -1,17 +1,25 @@
-//! One egress: the session task that subscribes to its tracks through a `Peer`, feeds them into the egress
-//! pipeline (decode, composite, encode, mux once), and fans the FLV out to one small pipeline per output.
+//! One egress: the session task that subscribes to its tracks (named ones, or a room's, following it) through
+//! a `Peer`, feeds them into the egress pipeline (a decoding branch per track, composited, encoded, muxed
+//! once), and fans the FLV out to one small pipeline per output.
 //! An output that fails is retried on its own (`output.rs`); the main pipeline is restarted with backoff only
 //! if it fails itself.
 
+use super::composite::{Composite, Pushed};
 use super::pipeline;
 use super::store::{EgressState, EgressStore, TrackRef};
-use crate::media::frames::{Frame, FramePusher, appsink_frames};
+use crate::media::frames::{Frame, appsink_frames};
 use crate::media::{Fragments, PipelineGuard};
+use crate::rooms::follow::{Follower, TrackKey};
+use crate::rooms::pull::RoomPull;
+use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
+use crate::sfu::api::TrackKind;
 use crate::sfu::client::CallsClient;
-use crate::sfu::peer::{Codec, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec};
+use crate::sfu::peer::{Codec, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
 use gstreamer::prelude::*;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The first byte of an FLV video tag.
@@ -31,24 +39,26 @@ pub struct EgressDeps {
     pub fragments: Fragments,
     /// Event sink.
     pub webhooks: crate::webhooks::Webhooks,
+    /// The rooms a room egress follows.
+    pub rooms: Rooms,
 }
 
-/// The main pipeline of one attempt, its inputs and its FLV output.
+/// The main pipeline of one attempt, its sources and its FLV output.
 struct Running {
     guard: PipelineGuard,
     ended: tokio::sync::oneshot::Receiver<crate::media::PipelineEnd>,
-    vp8: FramePusher,
-    h264: FramePusher,
-    opus: FramePusher,
+    composite: Composite,
     flv: mpsc::Receiver<Frame>,
 }
 
 fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> {
     let egress = deps.store.get(id).ok_or("the egress was deleted")?;
-    let description = pipeline::describe(&deps.fragments, egress.video, egress.audio)?;
+    let description = pipeline::describe(&deps.fragments, egress.video)?;
     let guard = PipelineGuard::parse("egress", &description)?;
     for (name, property, value) in [
         ("encoder_v", "bitrate", egress.video.bitrate_kbps.to_string()),
+        // A keyframe every 2 s, as streaming services require.
+        ("encoder_v", "key-int-max", (egress.video.fps * 2).to_string()),
         ("encoder_a", "bitrate", (egress.audio.bitrate_kbps * 1000).to_string()),
     ] {
         if let Ok(element) = guard.element(name) {
@@ -59,13 +69,50 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
     }
     let (flv, _dropped) = appsink_frames(&guard, "flv", 1024)?;
     Ok(Running {
-        vp8: FramePusher::new(&guard, "vp8")?,
-        h264: FramePusher::new(&guard, "h264")?,
-        opus: FramePusher::new(&guard, "opus")?,
+        composite: Composite::new(guard.pipeline().clone(), egress.layout, egress.video),
         flv,
         ended: guard.start()?,
         guard,
     })
+}
+
+/// Keyframe requests, at most one per track per half second.
+#[derive(Default)]
+struct KeyframeAsks(HashMap<String, Instant>);
+
+impl KeyframeAsks {
+    async fn ask(&mut self, peer: &Peer, mid: &str) {
+        let now = Instant::now();
+        if self
+            .0
+            .get(mid)
+            .is_some_and(|last| now - *last < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.0.insert(mid.to_string(), now);
+        let _ = peer.request_keyframe(mid.to_string()).await;
+    }
+}
+
+/// The room events, or never (an egress of named tracks).
+async fn room_event(sub: &mut Option<RoomSubscription>) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
+    match sub {
+        Some(sub) => sub.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The room's newly pulled tracks, or never.
+async fn pulled(pull: &mut Option<RoomPull>) -> Vec<SubscribedTrack> {
+    match pull {
+        Some(pull) => pull.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn key(track: &SubscribedTrack) -> TrackKey {
+    (track.session_id.clone(), track.track_name.clone())
 }
 
 /// The egress's overall state from its outputs' states.
@@ -80,12 +127,48 @@ fn overall(store: &EgressStore, id: &str) {
     });
 }
 
+/// What an egress takes.
+#[derive(Debug, Clone)]
+pub enum Sources {
+    /// These tracks.
+    Tracks(Vec<TrackRef>),
+    /// Every audio and video track of this room, following joins and leaves.
+    Room(String),
+}
+
+/// Subscribes to named tracks; the egress fails if the SFU refuses.
+async fn subscribe_named(
+    deps: &EgressDeps,
+    id: &str,
+    peer: &Peer,
+    tracks: Vec<TrackRef>,
+) -> Result<Vec<SubscribedTrack>, SessionError> {
+    let specs = tracks
+        .into_iter()
+        .map(|t| RemoteTrackSpec {
+            session_id: t.session_id,
+            track_name: t.track_name,
+            preferred_rid: None,
+        })
+        .collect();
+    peer.subscribe(specs).await.map_err(|e| {
+        let reason = format!("cannot subscribe to the tracks: {e}");
+        deps.store.update(id, |egress| {
+            egress.state = EgressState::Failed;
+            egress.reason = Some(reason.clone());
+        });
+        deps.webhooks
+            .send("egress.failed", serde_json::json!({"egressId": id, "reason": reason}));
+        reason.into()
+    })
+}
+
 /// Runs an egress until it is stopped or deleted.
 pub async fn run(
     ctx: SessionCtx,
     deps: EgressDeps,
     id: String,
-    tracks: Vec<TrackRef>,
+    sources: Sources,
     outputs: Vec<super::output::Target>,
 ) -> Result<(), SessionError> {
     let (
@@ -95,30 +178,27 @@ pub async fn run(
             mut events,
         },
     ) = Peer::connect(deps.client.clone(), PeerConfig::default()).await?;
-    let specs = tracks
-        .iter()
-        .map(|t| RemoteTrackSpec {
-            session_id: t.session_id.clone(),
-            track_name: t.track_name.clone(),
-            preferred_rid: None,
-        })
-        .collect();
-    let subscribed = tokio::select! {
-        () = ctx.cancel_token().cancelled() => return Ok(()),
-        subscribed = peer.subscribe(specs) => match subscribed {
-            Ok(subscribed) => subscribed,
-            Err(e) => {
-                let reason = format!("cannot subscribe to the tracks: {e}");
-                deps.store.update(&id, |egress| {
-                    egress.state = EgressState::Failed;
-                    egress.reason = Some(reason.clone());
-                });
-                deps.webhooks.send("egress.failed", serde_json::json!({"egressId": id, "reason": reason}));
-                return Err(reason.into());
-            }
-        },
-    };
-    tracing::info!(egress = %id, tracks = subscribed.len(), "egress subscribed");
+    let peer = Arc::new(peer);
+    // The subscribed tracks by mid.
+    let mut tracks: HashMap<String, TrackKey> = HashMap::new();
+    let (mut room, mut pull) = (None, None);
+    match sources {
+        Sources::Tracks(named) => {
+            let subscribed = tokio::select! {
+                () = ctx.cancel_token().cancelled() => return Ok(()),
+                subscribed = subscribe_named(&deps, &id, &peer, named) => subscribed?,
+            };
+            tracks.extend(subscribed.iter().map(|t| (t.mid.clone(), key(t))));
+        }
+        Sources::Room(name) => {
+            let subscription = deps.rooms.subscribe(&name);
+            let mut room_pull = RoomPull::new(peer.clone(), Follower::new(&[TrackKind::Audio, TrackKind::Video]));
+            room_pull.snapshot(&subscription.snapshot);
+            (room, pull) = (Some(subscription), Some(room_pull));
+        }
+    }
+    let mut keyframes = KeyframeAsks::default();
+    tracing::info!(egress = %id, tracks = tracks.len(), "egress subscribed");
     deps.webhooks
         .send("egress.started", serde_json::json!({"egressId": id}));
     let mut backoff = Duration::from_millis(500);
@@ -131,14 +211,15 @@ pub async fn run(
             Err(e) => break Err(e),
         };
         // Ask for keyframes at once so the decoders start without waiting for the next one.
-        for track in &subscribed {
-            let _ = peer.request_keyframe(track.mid.clone()).await;
+        for mid in tracks.keys() {
+            keyframes.ask(&peer, mid).await;
         }
         let outputs_stop = ctx.cancel_token().child_token();
         // Outputs stop with this attempt, however it ends.
         let _outputs_guard = outputs_stop.clone().drop_guard();
         let mut senders: Vec<mpsc::Sender<Frame>> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut levels = tokio::time::interval(super::speaker::TICK);
         let mut frames = 0u64;
         // Frame in (appsrc, timestamped on arrival) → its FLV video tag out: the delay the egress adds.
         let added_latency = metrics::histogram!("egress_added_latency_seconds");
@@ -172,25 +253,63 @@ pub async fn run(
                 frame = media_in.recv() => {
                     let Some(frame) = frame else { break 'attempts Err("the SFU peer stopped".into()) };
                     frames += 1;
-                    if !frame.contiguous {
-                        let _ = peer.request_keyframe(frame.mid.clone()).await;
+                    let (Some(track), Some(codec)) = (tracks.get(&frame.mid), frame.codec) else { continue };
+                    if !frame.contiguous && codec != Codec::Opus {
+                        keyframes.ask(&peer, &frame.mid).await;
                     }
-                    let pusher = match frame.codec {
-                        Some(Codec::Vp8) => &running.vp8,
-                        Some(Codec::H264) => &running.h264,
-                        Some(Codec::Opus) => &running.opus,
-                        None => continue,
-                    };
-                    pusher.push_untimed(&frame.data);
+                    match running.composite.push(&frame.mid, &track.0, codec, frame.keyframe, &frame.data) {
+                        Ok(Pushed::Ok) => {}
+                        Ok(Pushed::NeedsKeyframe) => keyframes.ask(&peer, &frame.mid).await,
+                        Err(e) => break e.to_string(),
+                    }
                 }
-                event = events.recv() => if let Some(PeerEvent::Failed { reason }) = event {
-                    break 'attempts Err(reason.into());
+                event = events.recv() => match event {
+                    Some(PeerEvent::Failed { reason }) => break 'attempts Err(reason.into()),
+                    Some(PeerEvent::Reconnected { subscribed, .. }) => {
+                        // A new SFU session: the tracks came back on new mids.
+                        running.composite.clear();
+                        tracks = subscribed.iter().map(|t| (t.mid.clone(), key(t))).collect();
+                        for mid in tracks.keys() {
+                            keyframes.ask(&peer, mid).await;
+                        }
+                    }
+                    _ => {}
                 },
+                new = pulled(&mut pull) => {
+                    for track in new {
+                        tracing::debug!(egress = %id, mid = %track.mid, "egress: room track pulled");
+                        keyframes.ask(&peer, &track.mid).await;
+                        tracks.insert(track.mid.clone(), key(&track));
+                    }
+                }
+                event = room_event(&mut room) => {
+                    let (Some(sub), Some(pull)) = (room.as_mut(), pull.as_mut()) else { continue };
+                    let gone = match event {
+                        Ok(event) => pull.event(&event),
+                        Err(SubscriptionError::Lagged { .. }) => pull.snapshot(&sub.resync().clone()),
+                        Err(SubscriptionError::Closed) => break 'attempts Ok(()),
+                    };
+                    let mids: Vec<String> = tracks.iter().filter(|(_, k)| gone.contains(k)).map(|(mid, _)| mid.clone()).collect();
+                    for mid in &mids {
+                        tracks.remove(mid);
+                        running.composite.remove(mid);
+                    }
+                    pull.close(mids);
+                }
+                _ = levels.tick() => running.composite.sample_levels(),
                 _ = tick.tick() => {
                     if deps.store.get(&id).is_none() {
                         break 'attempts Ok(());
                     }
-                    deps.store.update(&id, |e| e.frames_in = frames);
+                    let mut current: Vec<TrackRef> = tracks.values().map(|(session_id, track_name)| TrackRef {
+                        session_id: session_id.clone(),
+                        track_name: track_name.clone(),
+                    }).collect();
+                    current.sort_by(|a, b| (&a.session_id, &a.track_name).cmp(&(&b.session_id, &b.track_name)));
+                    deps.store.update(&id, |e| {
+                        e.frames_in = frames;
+                        e.tracks = current;
+                    });
                     if !senders.is_empty() {
                         overall(&deps.store, &id);
                         ctx.set_state(SessionState::Active);

@@ -1,6 +1,7 @@
 //! Egresses: SFU tracks re-encoded to RTMP(S) destinations. The store is what the API shows; each egress's
 //! session writes its state here.
 
+use super::layout::Layout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,8 +99,13 @@ pub struct Egress {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Source tracks.
+    /// Source tracks (for a room egress: the room's tracks being taken now).
     pub tracks: Vec<TrackRef>,
+    /// The room followed, for a room egress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// How several videos share the picture.
+    pub layout: Layout,
     /// Destinations.
     pub outputs: Vec<OutputView>,
     /// Video settings.
@@ -108,6 +114,21 @@ pub struct Egress {
     pub audio: AudioOut,
     /// Frames received from the SFU.
     pub frames_in: u64,
+}
+
+/// What an egress takes and makes.
+#[derive(Debug, Clone, Default)]
+pub struct EgressSpec {
+    /// Named source tracks.
+    pub tracks: Vec<TrackRef>,
+    /// Or the room whose tracks to take.
+    pub room: Option<String>,
+    /// How several videos share the picture.
+    pub layout: Layout,
+    /// Video settings.
+    pub video: VideoOut,
+    /// Audio settings.
+    pub audio: AudioOut,
 }
 
 /// An RTMP URL with its last path segment (the stream key) replaced.
@@ -131,13 +152,22 @@ impl EgressStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new egress.
-    pub fn create(&self, tracks: Vec<TrackRef>, urls: &[String], video: VideoOut, audio: AudioOut) -> Egress {
+    /// Registers a new egress sending to `urls` (as shown: file and HLS outputs by name).
+    pub fn create(&self, spec: EgressSpec, urls: &[String]) -> Egress {
+        let EgressSpec {
+            tracks,
+            room,
+            layout,
+            video,
+            audio,
+        } = spec;
         let egress = Egress {
             id: format!("eg_{:016x}", rand::random::<u64>()),
             state: EgressState::Starting,
             reason: None,
             tracks,
+            room,
+            layout,
             outputs: urls
                 .iter()
                 .map(|url| OutputView {
@@ -195,12 +225,7 @@ mod tests {
         );
         assert_eq!(redact_url("rtmp://host"), "rtmp://host");
         let store = EgressStore::default();
-        let egress = store.create(
-            Vec::new(),
-            &["rtmp://h/live/secretkey".into()],
-            VideoOut::default(),
-            AudioOut::default(),
-        );
+        let egress = store.create(EgressSpec::default(), &["rtmp://h/live/secretkey".into()]);
         let json = serde_json::to_string(&store.get(&egress.id).unwrap()).unwrap();
         assert!(!json.contains("secretkey"), "{json}");
     }

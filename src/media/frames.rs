@@ -90,6 +90,11 @@ impl FramePusher {
         Ok(Self { appsrc })
     }
 
+    /// The pusher for an appsrc found some other way (e.g. in a bin added to a running pipeline).
+    pub fn from_appsrc(appsrc: gst_app::AppSrc) -> Self {
+        Self { appsrc }
+    }
+
     /// Pushes one buffer with timestamp `pts_ns`; false when the pipeline refuses it.
     pub fn push(&self, data: &[u8], pts_ns: u64) -> bool {
         let mut buffer = gst::Buffer::from_slice(data.to_vec());

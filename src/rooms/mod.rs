@@ -21,8 +21,10 @@
 //! resolver's webhook call.
 
 mod diff;
+pub mod follow;
 mod membership;
 mod model;
+pub mod pull;
 mod registry;
 mod resolver;
 mod subscription;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod egress;
 
 pub mod media;
 pub mod nginx;

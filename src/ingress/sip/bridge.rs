@@ -3,13 +3,13 @@
 
 use super::call::{CallDeps, Ended, SfuSide, hang_up, terminated};
 use super::dispatch::Destination;
-use super::follow::TrackKey;
 use super::leg::{Leg, Received};
 use super::pin::{PinEntry, PinOutcome, prompt_tone};
 use super::roommix::{MixListener, RoomFrame};
 use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
 use super::store::{CallCommand, CallState};
 use crate::config::SrtpPolicy;
+use crate::rooms::follow::TrackKey;
 use crate::rooms::{Membership, Participant, ParticipantSource, PublishedTrack};
 use crate::sfu::api::TrackKind;
 use crate::sfu::peer::{OutFrame, Peer, PeerEvent, PeerStreams};

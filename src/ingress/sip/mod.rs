@@ -11,7 +11,6 @@ pub mod bridge;
 pub mod call;
 pub mod dialout;
 pub mod dispatch;
-pub mod follow;
 pub mod g711;
 pub mod gate;
 pub mod jitter;

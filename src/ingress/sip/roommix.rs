@@ -7,16 +7,17 @@
 //! mix cannot go on (its SFU session failed for good, the room was deleted) every listener learns why and
 //! hangs up.
 
-use super::follow::{Follower, TrackKey};
 use super::jitter::JitterStats;
 use super::mixer::{MixFrame, Mixer};
+use crate::rooms::follow::{Follower, TrackKey};
+use crate::rooms::pull::RoomPull;
 use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
 use crate::sfu::client::CallsClient;
-use crate::sfu::peer::{Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::sfu::peer::{Peer, PeerConfig, PeerEvent, PeerStreams, SubscribedTrack};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -254,14 +255,9 @@ impl MixTask {
             mut media_in,
             mut events,
         } = streams;
-        let mut follower = Follower::default();
+        let mut pull = RoomPull::new(peer, Follower::audio());
         let mut decoding = Decoding::default();
-        let (done_tx, mut done) = mpsc::channel(16);
-        let changes = follower.snapshot(&self.subscription.resync().clone());
-        subscribe(&peer, changes.add, Duration::ZERO, &done_tx);
-        // Tracks the SFU would not hand out yet (a publisher sends no media until its phone speaks), with
-        // the number of tries so far.
-        let mut retries: HashMap<TrackKey, u32> = HashMap::new();
+        pull.snapshot(&self.subscription.resync().clone());
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         let why = loop {
@@ -295,45 +291,18 @@ impl MixTask {
                     Some(_) => {}
                     None => break "SFU peer stopped".into(),
                 },
-                result = done.recv() => {
-                    let Some((wanted, result)) = result else { continue };
-                    match result {
-                        Ok(subscribed) => {
-                            let mut unwanted = Vec::new();
-                            let mut got = Vec::new();
-                            for track in subscribed {
-                                let key = (track.session_id.clone(), track.track_name.clone());
-                                if follower.wants(&key) {
-                                    retries.remove(&key);
-                                    decoding.add(track);
-                                } else {
-                                    unwanted.push(track.mid);
-                                }
-                                got.push(key);
-                            }
-                            close_mids(&peer, unwanted);
-                            let missing = wanted.into_iter().filter(|k| !got.contains(k) && follower.wants(k)).collect();
-                            retry(&peer, missing, &mut retries, &done_tx);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, tracks = wanted.len(), "sip: subscribing to room audio failed");
-                            let missing = wanted.into_iter().filter(|k| follower.wants(k)).collect();
-                            retry(&peer, missing, &mut retries, &done_tx);
-                        }
+                subscribed = pull.next() => {
+                    for track in subscribed {
+                        decoding.add(track);
                     }
                 }
                 event = self.subscription.recv() => {
                     let changes = match event {
-                        Ok(event) => follower.event(&event),
-                        Err(SubscriptionError::Lagged { .. }) => follower.snapshot(&self.subscription.resync().clone()),
+                        Ok(event) => pull.event(&event),
+                        Err(SubscriptionError::Lagged { .. }) => pull.snapshot(&self.subscription.resync().clone()),
                         Err(SubscriptionError::Closed) => break "room closed".into(),
                     };
-                    for key in &changes.remove {
-                        retries.remove(key);
-                    }
-                    let closing = changes.remove.iter().filter_map(|key| decoding.remove(key)).collect();
-                    close_mids(&peer, closing);
-                    subscribe(&peer, changes.add, Duration::ZERO, &done_tx);
+                    pull.close(changes.iter().filter_map(|key| decoding.remove(key)).collect());
                 }
                 _ = stats_tick.tick() => {
                     let mut stats = lock(&self.stats);
@@ -347,50 +316,4 @@ impl MixTask {
         decoding.clear();
         why
     }
-}
-
-/// Subscription results, reported back to the mix task.
-type Subscribed = (Vec<TrackKey>, Result<Vec<SubscribedTrack>, String>);
-
-/// Asks again, later, for tracks the SFU did not hand out: every 200 ms for the first 5 s (a phone that
-/// starts speaking is heard at once), then every 2 s.
-fn retry(peer: &Arc<Peer>, keys: Vec<TrackKey>, tries: &mut HashMap<TrackKey, u32>, done: &mpsc::Sender<Subscribed>) {
-    for key in keys {
-        let n = tries.entry(key.clone()).or_insert(0);
-        *n += 1;
-        let delay = Duration::from_millis(if *n <= 25 { 200 } else { 2_000 });
-        subscribe(peer, vec![key], delay, done);
-    }
-}
-
-fn subscribe(peer: &Arc<Peer>, keys: Vec<TrackKey>, delay: Duration, done: &mpsc::Sender<Subscribed>) {
-    if keys.is_empty() {
-        return;
-    }
-    let specs = keys
-        .iter()
-        .map(|(session_id, track_name)| RemoteTrackSpec {
-            session_id: session_id.clone(),
-            track_name: track_name.clone(),
-            preferred_rid: None,
-        })
-        .collect();
-    let (peer, done) = (peer.clone(), done.clone());
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let result = peer.subscribe(specs).await.map_err(|e| e.to_string());
-        let _ = done.send((keys, result)).await;
-    });
-}
-
-fn close_mids(peer: &Arc<Peer>, mids: Vec<String>) {
-    if mids.is_empty() {
-        return;
-    }
-    let peer = peer.clone();
-    tokio::spawn(async move {
-        if let Err(e) = peer.close(mids).await {
-            tracing::debug!(error = %e, "sip: closing room tracks failed");
-        }
-    });
 }

@@ -1,16 +1,18 @@
-//! Which audio tracks a room's mix hears (sans-IO): every audio track of every participant, following joins,
-//! leaves, new and removed tracks. (Each phone takes its own part out of the mix, see `mixer.rs`.)
+//! Which tracks of a room a gateway session takes (sans-IO): every track of the kinds it wants, of every
+//! participant, following joins, leaves, new and removed tracks. The phones' room mix follows the audio
+//! tracks; a room egress follows audio and video.
 
-use crate::rooms::{RoomEvent, RoomEventKind, RoomSnapshot};
+use super::{RoomEvent, RoomEventKind, RoomSnapshot};
 use crate::sfu::api::TrackKind;
 use std::collections::BTreeSet;
 
 /// A publication: (SFU session id, track name).
 pub type TrackKey = (String, String);
 
-/// The set of tracks to hear, and the changes to it.
-#[derive(Debug, Default)]
+/// The set of tracks to take, and the changes to it.
+#[derive(Debug)]
 pub struct Follower {
+    kinds: Vec<TrackKind>,
     wanted: BTreeSet<TrackKey>,
 }
 
@@ -24,6 +26,19 @@ pub struct Changes {
 }
 
 impl Follower {
+    /// Follows the tracks of `kinds`.
+    pub fn new(kinds: &[TrackKind]) -> Self {
+        Self {
+            kinds: kinds.to_vec(),
+            wanted: BTreeSet::new(),
+        }
+    }
+
+    /// Follows the audio tracks.
+    pub fn audio() -> Self {
+        Self::new(&[TrackKind::Audio])
+    }
+
     /// Whether a track is (still) wanted.
     pub fn wants(&self, key: &TrackKey) -> bool {
         self.wanted.contains(key)
@@ -37,7 +52,7 @@ impl Follower {
             .flat_map(|p| {
                 p.tracks
                     .iter()
-                    .filter(|t| t.kind == TrackKind::Audio)
+                    .filter(|t| self.kinds.contains(&t.kind))
                     .map(|t| (p.session_id.clone(), t.track_name.clone()))
             })
             .collect();
@@ -54,14 +69,14 @@ impl Follower {
         let mut changes = Changes::default();
         match &event.kind {
             RoomEventKind::ParticipantJoined { participant } => {
-                for track in participant.tracks.iter().filter(|t| t.kind == TrackKind::Audio) {
+                for track in participant.tracks.iter().filter(|t| self.kinds.contains(&t.kind)) {
                     let key = (participant.session_id.clone(), track.track_name.clone());
                     if self.wanted.insert(key.clone()) {
                         changes.add.push(key);
                     }
                 }
             }
-            RoomEventKind::TrackAdded { session_id, track, .. } if track.kind == TrackKind::Audio => {
+            RoomEventKind::TrackAdded { session_id, track, .. } if self.kinds.contains(&track.kind) => {
                 let key = (session_id.clone(), track.track_name.clone());
                 if self.wanted.insert(key.clone()) {
                     changes.add.push(key);
@@ -115,7 +130,7 @@ mod tests {
 
     #[test]
     fn hears_every_audio_track_following_joins_and_leaves() {
-        let mut follower = Follower::default();
+        let mut follower = Follower::audio();
         let snapshot = RoomSnapshot {
             name: "r".into(),
             participants: vec![
@@ -170,5 +185,20 @@ mod tests {
             version: 9,
         };
         assert_eq!(follower.snapshot(&empty), Changes::default());
+    }
+
+    #[test]
+    fn an_audio_and_video_follower_takes_both_kinds() {
+        let mut follower = Follower::new(&[TrackKind::Audio, TrackKind::Video]);
+        let joined = follower.event(&event(RoomEventKind::ParticipantJoined {
+            participant: participant("alice", A, &[("mic", TrackKind::Audio), ("cam", TrackKind::Video)]),
+        }));
+        assert_eq!(joined.add.len(), 2);
+        let screen = follower.event(&event(RoomEventKind::TrackAdded {
+            participant_id: "alice".into(),
+            session_id: A.into(),
+            track: PublishedTrack::new("screen", TrackKind::Video),
+        }));
+        assert_eq!(screen.add, [(A.to_string(), "screen".to_string())]);
     }
 }

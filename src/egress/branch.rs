@@ -1,0 +1,200 @@
+//! One source track inside a running egress pipeline: its own appsrc and decoder (and resampler for audio),
+//! added while the pipeline plays and linked to a request pad of the compositor `mix` or the audio mixer
+//! `amix`; placed in its layout cell, moved when the layout changes, taken out when the track leaves. Each
+//! branch decodes on its own streaming thread; the compositor scales each video into its cell, keeping its
+//! aspect ratio (a pad property, so a new layout applies at the next output frame, with no renegotiation).
+
+use super::layout::Cell;
+use super::pipeline::AUDIO_CAPS;
+use crate::media::MediaError;
+use crate::media::frames::FramePusher;
+use crate::sfu::peer::Codec;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A decoding branch of one track.
+pub struct Branch {
+    bin: gst::Bin,
+    /// The mixer's request pad it feeds.
+    pad: gst::Pad,
+    mixer: gst::Element,
+    pusher: FramePusher,
+    /// The audio's loudness (audio only), see [`Level`].
+    level: Option<Level>,
+}
+
+/// The loudness of an audio branch: the mean square of its samples (full scale = 1), smoothed over about
+/// 300 ms, written by the branch's streaming thread and read by the session.
+#[derive(Clone, Default)]
+pub struct Level(Arc<AtomicU64>);
+
+impl Level {
+    /// The current smoothed mean square.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Folds in one buffer of S16 samples.
+    fn add(&self, samples: &[u8]) {
+        let n = samples.len() / 2;
+        if n == 0 {
+            return;
+        }
+        let sum: f64 = samples
+            .chunks_exact(2)
+            .map(|b| {
+                let v = f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0;
+                v * v
+            })
+            .sum();
+        // 10-20 ms buffers: a weight of 0.05 is a time constant of a few hundred ms.
+        let smoothed = self.get() * 0.95 + sum / n as f64 * 0.05;
+        self.0.store(smoothed.to_bits(), Ordering::Relaxed);
+    }
+}
+
+fn build_error(message: impl Into<String>) -> MediaError {
+    MediaError::Build {
+        role: "egress".into(),
+        message: message.into(),
+    }
+}
+
+/// The launch description of a branch for `codec`.
+fn describe(codec: Codec) -> String {
+    let src = "appsrc name=src is-live=true do-timestamp=true format=time";
+    match codec {
+        Codec::Vp8 => format!("{src} caps=video/x-vp8 ! queue ! vp8dec"),
+        Codec::H264 => format!(
+            "{src} caps=\"video/x-h264,stream-format=byte-stream,alignment=au\" ! queue ! h264parse ! avdec_h264"
+        ),
+        Codec::Opus => format!(
+            "{src} caps=\"audio/x-opus,channel-mapping-family=(int)0,channels=(int)2,rate=(int)48000\" ! queue ! \
+             opusdec plc=true ! audioconvert ! audioresample ! capsfilter caps=\"{AUDIO_CAPS}\""
+        ),
+    }
+}
+
+impl Branch {
+    /// Adds a branch for `codec` to the playing `pipeline` (video into `cell` of the compositor `mix`, audio
+    /// into the mixer `amix`).
+    pub fn add(pipeline: &gst::Pipeline, codec: Codec, cell: Cell) -> Result<Self, MediaError> {
+        let video = codec != Codec::Opus;
+        let mixer_name = if video { "mix" } else { "amix" };
+        let mixer = pipeline
+            .by_name(mixer_name)
+            .ok_or_else(|| build_error(format!("no {mixer_name} in the pipeline")))?;
+        let bin = gst::parse::bin_from_description(&describe(codec), true)
+            .map_err(|e| build_error(format!("branch for {codec:?}: {e}")))?;
+        let appsrc = bin
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| build_error("branch without its appsrc"))?;
+        let src = bin
+            .static_pad("src")
+            .ok_or_else(|| build_error("branch without a src pad"))?;
+        let pad = mixer
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| build_error(format!("{mixer_name} gave no pad")))?;
+        pipeline
+            .add(&bin)
+            .map_err(|e| build_error(format!("adding the branch: {e}")))?;
+        let level = (!video).then(|| {
+            let level = Level::default();
+            let writer = level.clone();
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(buffer) = info.buffer() {
+                    if let Ok(map) = buffer.map_readable() {
+                        writer.add(map.as_slice());
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+            level
+        });
+        let branch = Self {
+            bin,
+            pad,
+            mixer,
+            pusher: FramePusher::from_appsrc(appsrc),
+            level,
+        };
+        if let Err(e) = src.link(&branch.pad) {
+            branch.remove(pipeline);
+            return Err(build_error(format!("linking the branch: {e}")));
+        }
+        if video {
+            // Above the slate (zorder 0), scaled into its cell with black bars rather than stretched.
+            branch.pad.set_property("zorder", 1u32);
+            branch.pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+            branch.place(cell);
+        }
+        if let Err(e) = branch.bin.sync_state_with_parent() {
+            branch.remove(pipeline);
+            return Err(build_error(format!("starting the branch: {e}")));
+        }
+        Ok(branch)
+    }
+
+    /// Moves (and rescales) the video to `cell`.
+    pub fn place(&self, cell: Cell) {
+        self.pad.set_property("xpos", cell.x as i32);
+        self.pad.set_property("ypos", cell.y as i32);
+        self.pad.set_property("width", cell.width as i32);
+        self.pad.set_property("height", cell.height as i32);
+    }
+
+    /// The audio's loudness; `None` for video.
+    pub fn level(&self) -> Option<&Level> {
+        self.level.as_ref()
+    }
+
+    /// Hands one encoded frame to the branch (timestamped on arrival); false if the pipeline refused it.
+    pub fn push(&self, data: &[u8]) -> bool {
+        self.pusher.push_untimed(data)
+    }
+
+    /// Stops the branch and takes it out of the pipeline; the mixers go on with the others.
+    pub fn remove(self, pipeline: &gst::Pipeline) {
+        // Stopped first, so its streaming thread is gone before the link goes (an unlinked push would be a
+        // "not-linked" error that stops the whole pipeline).
+        let _ = self.bin.set_state(gst::State::Null);
+        if let Some(src) = self.bin.static_pad("src") {
+            let _ = src.unlink(&self.pad);
+        }
+        self.mixer.release_request_pad(&self.pad);
+        let _ = pipeline.remove(&self.bin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(amplitude: f64) -> Vec<u8> {
+        (0..960)
+            .flat_map(|i| {
+                let v = (amplitude * 32767.0 * (i as f64 * 0.1).sin()) as i16;
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_level_follows_the_loudness() {
+        let level = Level::default();
+        for _ in 0..200 {
+            level.add(&tone(0.5));
+        }
+        // A sine of amplitude 0.5 has a mean square of 0.125.
+        assert!((level.get() - 0.125).abs() < 0.01, "{}", level.get());
+        for _ in 0..200 {
+            level.add(&tone(0.0));
+        }
+        assert!(level.get() < 0.001, "{}", level.get());
+        level.add(&[]);
+    }
+}

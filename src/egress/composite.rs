@@ -1,0 +1,171 @@
+//! The sources of one running egress pipeline: a branch per track, created on the track's first usable frame
+//! (a video waits for a keyframe), laid out again whenever a video comes or goes or the speaker changes.
+
+use super::branch::Branch;
+use super::layout::{Layout, cells};
+use super::speaker::SpeakerPicker;
+use super::store::VideoOut;
+use crate::media::MediaError;
+use crate::sfu::peer::Codec;
+use gstreamer as gst;
+use std::collections::HashMap;
+
+/// What became of a pushed frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Into its branch.
+    Ok,
+    /// Dropped: a video that has not had a keyframe yet (ask for one).
+    NeedsKeyframe,
+}
+
+/// One branch and whose it is.
+struct Source {
+    branch: Branch,
+    /// The publisher's SFU session: a participant's audio and video share it.
+    owner: String,
+}
+
+/// The branches of a running pipeline and their layout. Dropping it leaves the branches in the pipeline (which
+/// is stopped as a whole by its guard).
+pub struct Composite {
+    pipeline: gst::Pipeline,
+    layout: Layout,
+    video: VideoOut,
+    sources: HashMap<String, Source>,
+    /// Video mids in the order they arrived (their order in the grid).
+    order: Vec<String>,
+    picker: SpeakerPicker,
+    speaker: Option<String>,
+}
+
+impl Composite {
+    /// No source yet in `pipeline`.
+    pub fn new(pipeline: gst::Pipeline, layout: Layout, video: VideoOut) -> Self {
+        Self {
+            pipeline,
+            layout,
+            video,
+            sources: HashMap::new(),
+            order: Vec::new(),
+            picker: SpeakerPicker::default(),
+            speaker: None,
+        }
+    }
+
+    /// Hands a frame of track `mid` (published by session `owner`) to its branch, creating the branch first if
+    /// this is the track's first usable frame.
+    pub fn push(
+        &mut self,
+        mid: &str,
+        owner: &str,
+        codec: Codec,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<Pushed, MediaError> {
+        if let Some(source) = self.sources.get(mid) {
+            source.branch.push(data);
+            return Ok(Pushed::Ok);
+        }
+        let video = codec != Codec::Opus;
+        if video && !keyframe {
+            return Ok(Pushed::NeedsKeyframe);
+        }
+        if video {
+            self.order.push(mid.to_string());
+        }
+        let cell = self.cells().last().copied().unwrap_or(super::layout::Cell {
+            x: 0,
+            y: 0,
+            width: self.video.width,
+            height: self.video.height,
+        });
+        let branch = match Branch::add(&self.pipeline, codec, cell) {
+            Ok(branch) => branch,
+            Err(e) => {
+                self.order.retain(|m| m != mid);
+                return Err(e);
+            }
+        };
+        tracing::debug!(mid, ?codec, "egress: source added");
+        branch.push(data);
+        self.sources.insert(
+            mid.to_string(),
+            Source {
+                branch,
+                owner: owner.to_string(),
+            },
+        );
+        if video {
+            self.relayout();
+        }
+        Ok(Pushed::Ok)
+    }
+
+    /// Takes track `mid` out (it left the room or was resubscribed).
+    pub fn remove(&mut self, mid: &str) {
+        if let Some(source) = self.sources.remove(mid) {
+            source.branch.remove(&self.pipeline);
+            tracing::debug!(mid, "egress: source removed");
+        }
+        let before = self.order.len();
+        self.order.retain(|m| m != mid);
+        if self.order.len() != before {
+            self.relayout();
+        }
+    }
+
+    /// Takes every source out.
+    pub fn clear(&mut self) {
+        let mids: Vec<String> = self.sources.keys().cloned().collect();
+        for mid in mids {
+            self.remove(&mid);
+        }
+    }
+
+    /// Samples the audio levels (every [`super::speaker::TICK`]); with the speaker layout, enlarges a new speaker.
+    pub fn sample_levels(&mut self) {
+        if self.layout != Layout::Speaker {
+            return;
+        }
+        let levels: Vec<(String, f64)> = self
+            .sources
+            .values()
+            .filter_map(|s| s.branch.level().map(|l| (s.owner.clone(), l.get())))
+            .collect();
+        let speaker = self.picker.update(&levels).map(str::to_string);
+        if speaker != self.speaker {
+            tracing::debug!(speaker = ?speaker, "egress: speaker changed");
+            self.speaker = speaker;
+            self.relayout();
+        }
+    }
+
+    /// The cells of the current videos, in `order`.
+    fn cells(&self) -> Vec<super::layout::Cell> {
+        let speaker = self
+            .speaker
+            .as_ref()
+            .and_then(|who| {
+                self.order
+                    .iter()
+                    .position(|mid| self.sources.get(mid).is_some_and(|s| &s.owner == who))
+            })
+            .unwrap_or(0);
+        cells(
+            self.layout,
+            self.order.len(),
+            speaker,
+            self.video.width,
+            self.video.height,
+        )
+    }
+
+    fn relayout(&self) {
+        for (mid, cell) in self.order.iter().zip(self.cells()) {
+            if let Some(source) = self.sources.get(mid) {
+                source.branch.place(cell);
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Egress helpers: live RTMP sources, the egress API, and what a recording shows and sounds like.
+
+use super::nginx::NginxRtmp;
+use super::rtmp::{AAC_48K, Killed, Setup, TOKEN, ffmpeg};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+/// Publishes `name` with ffmpeg (14 s of `video` + AAC) and waits until its `tracks` are in the SFU; returns
+/// its SFU session and the publisher.
+pub async fn live_source(setup: &Setup, name: &str, video: &[&str], tracks: usize) -> (String, Killed) {
+    let ingress = setup.create_ingress(name).await;
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+    let publisher = Killed(ffmpeg(&url, 14, video, AAC_48K));
+    let live = setup
+        .wait_ingress(&id, "live", |i| {
+            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == tracks)
+        })
+        .await;
+    (live["sfu"]["sessionId"].as_str().unwrap().to_string(), publisher)
+}
+
+/// `POST /v1/egresses` (201); returns the new id.
+pub async fn create_egress(setup: &Setup, body: Value) -> String {
+    let response = setup
+        .http
+        .post(format!("{}/v1/egresses", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// `GET /v1/egresses/{id}`.
+pub async fn get_egress(setup: &Setup, id: &str) -> Value {
+    let response = setup
+        .http
+        .get(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// `DELETE /v1/egresses/{id}` (204).
+pub async fn delete_egress(setup: &Setup, id: &str) {
+    let deleted = setup
+        .http
+        .delete(format!("{}/v1/egresses/{id}", setup.gateway.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+}
+
+/// Deletes egress `id`, then waits (bounded) for nginx to close its recording of `stream`.
+pub async fn stop_and_wait(setup: &Setup, id: &str, nginx: &NginxRtmp, stream: &str) -> std::path::PathBuf {
+    delete_egress(setup, id).await;
+    nginx.wait_recording(stream, Duration::from_secs(15))
+}
+
+/// Grey levels (min, max) of one decoded frame at `seconds`, and the RMS of one second of audio there.
+pub fn picture_and_sound(path: &std::path::Path, seconds: &str) -> ((u8, u8), f64) {
+    let frame = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", seconds, "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap()
+        .stdout;
+    let levels = frame.iter().fold((255u8, 0u8), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", seconds, "-t", "1", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-"])
+        .output()
+        .unwrap()
+        .stdout;
+    let samples: Vec<f64> = pcm
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])))
+        .collect();
+    let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt() / 32768.0;
+    (levels, rms)
+}
