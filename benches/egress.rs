@@ -1,6 +1,8 @@
 //! `scripts/bench egress`: N concurrent single-track 720p30 egresses (H.264 + Opus from the SFU → decode →
-//! scale → x264 + AAC → FLV → an RTMP destination) beside ffmpeg doing the same decode + encode in the same
-//! invocation.
+//! x264 + AAC → FLV → an RTMP destination) beside ffmpeg doing the same decode + encode in the same
+//! invocation. With `--composite K`, each egress is a room egress of K 720p30 participants in a grid (K
+//! decodes, scaled into their cells, one 720p30 encode), and ffmpeg decodes the K inputs, scales and overlays
+//! them in the same grid (`egress::layout`) and encodes the same.
 //!
 //! The source is an RTMP ingest (ffmpeg `-re -c copy` from a 720p30 3 Mbit/s file encoded once) published
 //! into an embedded SFU that runs in a *separate* gateway process, together with the ingest; the gateway under
@@ -11,6 +13,7 @@
 mod util;
 
 use serde_json::{Value, json};
+use sfu_gateway::egress::layout::{Layout, cells};
 use std::time::{Duration, Instant};
 use util::{Proc, cores, ffmpeg, sample_all};
 
@@ -34,8 +37,10 @@ async fn json(request: reqwest::RequestBuilder) -> Value {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let flags = util::flags(&[("egresses", 1), ("seconds", 20)]);
+    let flags = util::flags(&[("egresses", 1), ("seconds", 20), ("composite", 0)]);
     let (n, seconds) = (flags["egresses"] as usize, flags["seconds"]);
+    // Participants per egress: 0 = one named source (the single-track case).
+    let composite = flags["composite"] as usize;
     util::prepare_input(INPUT, "1280x720", "3M");
     let binary = env!("CARGO_BIN_EXE_sfu-gateway");
     let http = reqwest::Client::new();
@@ -59,34 +64,14 @@ async fn main() {
         format!("http://{}", found[1]),
         &found[2],
     );
-    let ingress = json(
-        http.post(format!("{source_api}/v1/ingresses"))
-            .json(&json!({"name": "src", "video": {"mode": "passthrough"}})),
-    )
-    .await;
-    let key = ingress["streamKey"].as_str().expect("stream key");
-    let ingress_id = ingress["id"].as_str().expect("ingress id");
-    let _publisher = ffmpeg(&[
-        "-re",
-        "-stream_loop",
-        "-1",
-        "-i",
-        INPUT,
-        "-c",
-        "copy",
-        "-f",
-        "flv",
-        &format!("rtmp://{rtmp}/live/{key}"),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let session = loop {
-        let live = json(http.get(format!("{source_api}/v1/ingresses/{ingress_id}"))).await;
-        if live["state"] == "live" && live["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2) {
-            break live["sfu"]["sessionId"].as_str().expect("session").to_string();
-        }
-        assert!(Instant::now() < deadline, "the source never went live: {live}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // One source, or `composite` sources in the room `bench`.
+    let mut publishers = Vec::new();
+    let mut session = String::new();
+    for i in 0..composite.max(1) {
+        let (publisher, id) = publish(&http, &source_api, rtmp, i, composite > 0).await;
+        session = id;
+        publishers.push(publisher);
+    }
 
     // The gateway under test: egresses only.
     let (gw, found) = util::gateway(
@@ -108,12 +93,16 @@ async fn main() {
     let mut destinations = Vec::new();
     for _ in 0..n {
         let (sink, url) = destination().await;
-        let created = json(http.post(format!("{api}/v1/egresses")).json(&json!({
-            "tracks": [{"sessionId": session, "trackName": "src-video"}, {"sessionId": session, "trackName": "src-audio"}],
+        let mut body = json!({
             "outputs": [{"url": url}],
             "video": {"width": 1280, "height": 720, "fps": 30, "bitrateKbps": 2500},
-        })))
-        .await;
+        });
+        if composite > 0 {
+            body["room"] = json!("bench");
+        } else {
+            body["tracks"] = json!([{"sessionId": session, "trackName": "src0-video"}, {"sessionId": session, "trackName": "src0-audio"}]);
+        }
+        let created = json(http.post(format!("{api}/v1/egresses")).json(&body)).await;
         let id = created["id"].as_str().expect("egress id").to_string();
         destinations.push((sink, id));
     }
@@ -146,14 +135,107 @@ async fn main() {
     let mut pids = Vec::new();
     for _ in 0..n {
         let (sink, url) = destination().await;
-        let encoder = ffmpeg(&[
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            INPUT,
-            "-vf",
-            "scale=1280:720",
+        let args = baseline_args(composite, &url);
+        let encoder = ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        pids.push(encoder.0.id());
+        baseline.push((sink, encoder));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
+    let start = sample_all(&pids);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end = sample_all(&pids);
+    let (ff_cores, ff_rss) = (cores(&start, &end), end.rss / n as f64);
+    drop(baseline);
+
+    let mib = |b: f64| b / 1_048_576.0;
+    let what = if composite > 0 {
+        format!("{composite}-participant 720p30 grid composite")
+    } else {
+        "single-track 720p30".to_string()
+    };
+    println!("## egress benchmark ({n} {what} egress(es), {seconds} s)");
+    println!();
+    println!("| figure | gateway | baseline (ffmpeg) | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| CPU per {what} egress (H.264 + Opus in → x264 2.5 Mbit/s + AAC 128 kbit/s FLV out) | {:.1} % | {:.1} % | {:.2} |",
+        gw_cores / n as f64 * 100.0,
+        ff_cores / n as f64 * 100.0,
+        gw_cores / ff_cores.max(1e-9)
+    );
+    println!(
+        "| RSS per egress | {:.1} MiB (added to the idle process) | {:.1} MiB (whole ffmpeg) | |",
+        mib(gw_rss),
+        mib(ff_rss)
+    );
+    println!(
+        "| added latency p50 / p95 (frame in → FLV video tag out) | {p50:.0} / {p95:.0} ms | not instrumented | |"
+    );
+}
+
+/// Publishes source `i` (the input file, copied) through an RTMP ingest of the SFU process, in the room
+/// `bench` if `in_room`; waits until it is live and returns the publisher and its SFU session.
+async fn publish(http: &reqwest::Client, source_api: &str, rtmp: &str, i: usize, in_room: bool) -> (Proc, String) {
+    let mut body = json!({"name": format!("src{i}"), "video": {"mode": "passthrough"}});
+    if in_room {
+        body["room"] = json!("bench");
+    }
+    let ingress = json(http.post(format!("{source_api}/v1/ingresses")).json(&body)).await;
+    let key = ingress["streamKey"].as_str().expect("stream key");
+    let ingress_id = ingress["id"].as_str().expect("ingress id");
+    let publisher = ffmpeg(&[
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        INPUT,
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        &format!("rtmp://{rtmp}/live/{key}"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = json(http.get(format!("{source_api}/v1/ingresses/{ingress_id}"))).await;
+        if live["state"] == "live" && live["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2) {
+            let session = live["sfu"]["sessionId"].as_str().expect("session").to_string();
+            return (publisher, session);
+        }
+        assert!(Instant::now() < deadline, "the source never went live: {live}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// ffmpeg doing what an egress does: decode the input(s) (`composite` of them, laid out in the egress's grid,
+/// or one), encode with the egress's x264 and AAC settings (`pipelines/video-encode-h264.gst`,
+/// `audio-encode-aac.gst`), send FLV to `url`.
+fn baseline_args(composite: usize, url: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for _ in 0..composite.max(1) {
+        args.extend(["-re", "-stream_loop", "-1", "-i", INPUT].map(String::from));
+    }
+    if composite > 0 {
+        let mut graph = String::from("color=black:s=1280x720:r=30[bg0];");
+        for (i, cell) in cells(Layout::Grid, composite, 0, 1280, 720).iter().enumerate() {
+            graph.push_str(&format!(
+                "[{i}:v]scale={}:{}[s{i}];[bg{i}][s{i}]overlay={}:{}:shortest=1[bg{}];",
+                cell.width,
+                cell.height,
+                cell.x,
+                cell.y,
+                i + 1
+            ));
+        }
+        let inputs: String = (0..composite).map(|i| format!("[{i}:a]")).collect();
+        graph.push_str(&format!("{inputs}amix=inputs={composite}[a]"));
+        args.extend(["-filter_complex".into(), graph]);
+        args.extend(["-map".into(), format!("[bg{composite}]"), "-map".into(), "[a]".into()]);
+    } else {
+        args.extend(["-vf", "scale=1280:720"].map(String::from));
+    }
+    args.extend(
+        [
             "-r",
             "30",
             "-c:v",
@@ -180,35 +262,9 @@ async fn main() {
             "2",
             "-f",
             "flv",
-            &url,
-        ]);
-        pids.push(encoder.0.id());
-        baseline.push((sink, encoder));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
-    let start = sample_all(&pids);
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let end = sample_all(&pids);
-    let (ff_cores, ff_rss) = (cores(&start, &end), end.rss / n as f64);
-    drop(baseline);
-
-    let mib = |b: f64| b / 1_048_576.0;
-    println!("## egress benchmark ({n} single-track 720p30 egress(es), {seconds} s)");
-    println!();
-    println!("| figure | gateway | baseline (ffmpeg) | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| CPU per 720p30 egress (H.264 + Opus in → x264 2.5 Mbit/s + AAC 128 kbit/s FLV out) | {:.1} % | {:.1} % | {:.2} |",
-        gw_cores / n as f64 * 100.0,
-        ff_cores / n as f64 * 100.0,
-        gw_cores / ff_cores.max(1e-9)
+            url,
+        ]
+        .map(String::from),
     );
-    println!(
-        "| RSS per egress | {:.1} MiB (added to the idle process) | {:.1} MiB (whole ffmpeg) | |",
-        mib(gw_rss),
-        mib(ff_rss)
-    );
-    println!(
-        "| added latency p50 / p95 (frame in → FLV video tag out) | {p50:.0} / {p95:.0} ms | not instrumented | |"
-    );
+    args
 }
