@@ -66,12 +66,13 @@ async fn main() {
     );
     // One source, or `composite` sources in the room `bench`.
     let mut publishers = Vec::new();
-    let mut session = String::new();
+    let mut sessions = Vec::new();
     for i in 0..composite.max(1) {
-        let (publisher, id) = publish(&http, &source_api, rtmp, i, composite > 0).await;
-        session = id;
+        let (publisher, id) = publish(&http, &source_api, rtmp, i).await;
+        sessions.push(id);
         publishers.push(publisher);
     }
+    let session = sessions[0].clone();
 
     // The gateway under test: egresses only.
     let (gw, found) = util::gateway(
@@ -88,6 +89,23 @@ async fn main() {
     );
     let api = format!("http://{}", found[0]);
     let pid = [gw.0.id()];
+    // The room as the application would register it with the gateway (the sources' SFU sessions).
+    if composite > 0 {
+        for (i, session) in sessions.iter().enumerate() {
+            let tracks = json!([{"trackName": format!("src{i}-video"), "kind": "video"}, {"trackName": format!("src{i}-audio"), "kind": "audio"}]);
+            let reply = http
+                .put(format!("{api}/v1/rooms/bench/participants/src{i}"))
+                .json(&json!({"sessionId": session, "tracks": tracks}))
+                .send()
+                .await
+                .expect("register a participant");
+            assert!(
+                reply.status().is_success(),
+                "participant not registered: {}",
+                reply.status()
+            );
+        }
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = sample_all(&pid).rss;
     let mut destinations = Vec::new();
@@ -110,7 +128,8 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let egress = json(http.get(format!("{api}/v1/egresses/{id}"))).await;
-            if egress["state"] == "active" {
+            let sources = egress["tracks"].as_array().map_or(0, Vec::len);
+            if egress["state"] == "active" && sources == 2 * composite.max(1) {
                 break;
             }
             assert!(Instant::now() < deadline, "the egress never became active: {egress}");
@@ -173,13 +192,10 @@ async fn main() {
     );
 }
 
-/// Publishes source `i` (the input file, copied) through an RTMP ingest of the SFU process, in the room
-/// `bench` if `in_room`; waits until it is live and returns the publisher and its SFU session.
-async fn publish(http: &reqwest::Client, source_api: &str, rtmp: &str, i: usize, in_room: bool) -> (Proc, String) {
-    let mut body = json!({"name": format!("src{i}"), "video": {"mode": "passthrough"}});
-    if in_room {
-        body["room"] = json!("bench");
-    }
+/// Publishes source `i` (the input file, copied) through an RTMP ingest of the SFU process; waits until it is
+/// live and returns the publisher and its SFU session.
+async fn publish(http: &reqwest::Client, source_api: &str, rtmp: &str, i: usize) -> (Proc, String) {
+    let body = json!({"name": format!("src{i}"), "video": {"mode": "passthrough"}});
     let ingress = json(http.post(format!("{source_api}/v1/ingresses")).json(&body)).await;
     let key = ingress["streamKey"].as_str().expect("stream key");
     let ingress_id = ingress["id"].as_str().expect("ingress id");

@@ -106,6 +106,7 @@ fn feed(sender: tokio::sync::mpsc::Sender<OutFrame>, track: &'static str, frames
                 rtp_time,
                 data: frame.data.clone(),
                 rid: None,
+                capture: None,
             };
             if sender.send(out).await.is_err() {
                 return;

@@ -186,6 +186,7 @@ async fn publisher(sfu: &CallsClient, api: &str, room: usize, tone: Arc<Vec<Vec<
                 rtp_time: n * 960,
                 data,
                 rid: None,
+                capture: None,
             });
         }
     });

@@ -65,7 +65,7 @@ fn build_error(message: impl Into<String>) -> MediaError {
 
 /// The launch description of a branch for `codec`.
 fn describe(codec: Codec) -> String {
-    let src = "appsrc name=src is-live=true do-timestamp=true format=time";
+    let src = "appsrc name=src is-live=true format=time";
     match codec {
         Codec::Vp8 => format!("{src} caps=video/x-vp8 ! queue ! vp8dec"),
         Codec::H264 => format!(
@@ -152,9 +152,10 @@ impl Branch {
         self.level.as_ref()
     }
 
-    /// Hands one encoded frame to the branch (timestamped on arrival); false if the pipeline refused it.
-    pub fn push(&self, data: &[u8]) -> bool {
-        self.pusher.push_untimed(data)
+    /// Hands one encoded frame to the branch, to be presented at running time `pts_ns`; false if the pipeline
+    /// refused it.
+    pub fn push(&self, data: &[u8], pts_ns: u64) -> bool {
+        self.pusher.push(data, pts_ns)
     }
 
     /// Stops the branch and takes it out of the pipeline; the mixers go on with the others.

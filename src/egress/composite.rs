@@ -53,18 +53,18 @@ impl Composite {
         }
     }
 
-    /// Hands a frame of track `mid` (published by session `owner`) to its branch, creating the branch first if
-    /// this is the track's first usable frame.
+    /// Hands a frame of track `mid` (published by session `owner`), to be presented at running time
+    /// `pts_ns`, to its branch, creating the branch first if this is the track's first usable frame.
     pub fn push(
         &mut self,
         mid: &str,
         owner: &str,
-        codec: Codec,
-        keyframe: bool,
-        data: &[u8],
+        frame: (Codec, bool, &[u8]),
+        pts_ns: u64,
     ) -> Result<Pushed, MediaError> {
+        let (codec, keyframe, data) = frame;
         if let Some(source) = self.sources.get(mid) {
-            source.branch.push(data);
+            source.branch.push(data, pts_ns);
             return Ok(Pushed::Ok);
         }
         let video = codec != Codec::Opus;
@@ -88,7 +88,7 @@ impl Composite {
             }
         };
         tracing::debug!(mid, ?codec, "egress: source added");
-        branch.push(data);
+        branch.push(data, pts_ns);
         self.sources.insert(
             mid.to_string(),
             Source {

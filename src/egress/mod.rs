@@ -9,3 +9,4 @@ pub mod pipeline;
 pub mod session;
 pub mod speaker;
 pub mod store;
+pub mod sync;

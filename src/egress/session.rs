@@ -7,6 +7,7 @@
 use super::composite::{Composite, Pushed};
 use super::pipeline;
 use super::store::{EgressState, EgressStore, TrackRef};
+use super::sync::PlayoutClock;
 use crate::media::frames::{Frame, appsink_frames};
 use crate::media::{Fragments, PipelineGuard};
 use crate::rooms::follow::{Follower, TrackKey};
@@ -14,7 +15,7 @@ use crate::rooms::pull::RoomPull;
 use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
 use crate::sfu::api::TrackKind;
 use crate::sfu::client::CallsClient;
-use crate::sfu::peer::{Codec, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::sfu::peer::{Codec, InFrame, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
 use gstreamer::prelude::*;
 use std::collections::HashMap;
@@ -48,7 +49,22 @@ struct Running {
     guard: PipelineGuard,
     ended: tokio::sync::oneshot::Receiver<crate::media::PipelineEnd>,
     composite: Composite,
+    clock: PlayoutClock,
     flv: mpsc::Receiver<Frame>,
+}
+
+impl Running {
+    /// The presentation time of a received frame: its capture time plus the common playout delay, or its
+    /// arrival time before its track's first sender report (`sync.rs`).
+    fn pts(&mut self, frame: &InFrame) -> u64 {
+        let now = self.guard.pipeline().current_running_time().map_or(0, |t| t.nseconds());
+        let arrival = now.saturating_sub(frame.received.elapsed().as_nanos() as u64);
+        let capture = frame.capture.map(|c| {
+            let ago = std::time::SystemTime::now().duration_since(c).unwrap_or_default();
+            i128::from(now) - ago.as_nanos() as i128
+        });
+        self.clock.pts(arrival, capture)
+    }
 }
 
 fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> {
@@ -70,6 +86,7 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
     let (flv, _dropped) = appsink_frames(&guard, "flv", 1024)?;
     Ok(Running {
         composite: Composite::new(guard.pipeline().clone(), egress.layout, egress.video),
+        clock: PlayoutClock::default(),
         flv,
         ended: guard.start()?,
         guard,
@@ -257,7 +274,8 @@ pub async fn run(
                     if !frame.contiguous && codec != Codec::Opus {
                         keyframes.ask(&peer, &frame.mid).await;
                     }
-                    match running.composite.push(&frame.mid, &track.0, codec, frame.keyframe, &frame.data) {
+                    let pts = running.pts(&frame);
+                    match running.composite.push(&frame.mid, &track.0, (codec, frame.keyframe, &frame.data), pts) {
                         Ok(Pushed::Ok) => {}
                         Ok(Pushed::NeedsKeyframe) => keyframes.ask(&peer, &frame.mid).await,
                         Err(e) => break e.to_string(),

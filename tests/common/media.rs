@@ -173,6 +173,7 @@ pub fn pump(
                 rtp_time: frame.ticks(clock),
                 data: frame.data,
                 rid: None,
+                capture: None,
             };
             let _ = peer_sender.try_send(out);
         }

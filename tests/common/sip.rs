@@ -560,6 +560,7 @@ impl Sip {
                     rtp_time: n * 960,
                     data,
                     rid: None,
+                    capture: None,
                 });
             }
         });

@@ -122,6 +122,9 @@ struct Ingest {
     audio_track: String,
     peer: Peer,
     clock: Clock,
+    /// The instant of media time 0 on the continuous clock: a frame at `ms` was captured at `epoch + ms`
+    /// (sent as each frame's capture time, so the SFU's sender reports line audio and video up).
+    epoch: Option<Instant>,
     video: Option<Video>,
     audio: Option<Audio>,
     published: Vec<IngressTrack>,
@@ -181,13 +184,43 @@ impl Ingest {
         }
     }
 
-    fn send(&mut self, track: &str, rtp_time: u64, data: Vec<u8>) -> bool {
+    fn send(&mut self, track: &str, rtp_time: u64, capture: Option<Instant>, data: Vec<u8>) -> bool {
         self.peer.send_frame(OutFrame {
             track: track.to_string(),
             rtp_time,
             data,
             rid: None,
+            capture,
         })
+    }
+
+    /// The capture instant of media time `ms`. A tag arriving at `arrived` anchors the clock when there is no
+    /// anchor yet or the old one no longer fits (its capture would be in the future or over a second old: a
+    /// reconnect, or a publisher clock running off).
+    fn capture_of(&mut self, ms: i64, arrived: Option<Instant>) -> Option<Instant> {
+        let at = |epoch: Instant| {
+            let offset = Duration::from_millis(ms.unsigned_abs());
+            if ms >= 0 {
+                epoch.checked_add(offset)
+            } else {
+                epoch.checked_sub(offset)
+            }
+        };
+        if let Some(arrived) = arrived {
+            let fits = self
+                .epoch
+                .and_then(at)
+                .is_some_and(|c| c <= arrived && arrived - c < Duration::from_secs(1));
+            if !fits {
+                let offset = Duration::from_millis(ms.unsigned_abs());
+                self.epoch = if ms >= 0 {
+                    arrived.checked_sub(offset)
+                } else {
+                    arrived.checked_add(offset)
+                };
+            }
+        }
+        self.epoch.and_then(at)
     }
 
     async fn video_tag(&mut self, ts: u32, body: &[u8], arrived: Instant) {
@@ -329,7 +362,8 @@ impl Ingest {
             video.last_keyframe = Some(annex_b.clone());
         }
         let track = self.video_track.clone();
-        let sent = self.send(&track, (pts.max(0) as u64) * 90, annex_b);
+        let capture = self.capture_of(pts, Some(arrived));
+        let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, annex_b);
         self.latency.record("passthrough", arrived);
         self.update_store(|i| {
             if sent {
@@ -367,11 +401,13 @@ impl Ingest {
         if let Some(arrived) = latency {
             self.latency.record("transcode", arrived);
         }
+        let capture = self.capture_of((frame.pts_ns / 1_000_000) as i64, None);
         let sent = self.peer.send_frame(OutFrame {
             track: self.video_track.clone(),
             rtp_time: frame.ticks(90_000),
             data: frame.data,
             rid,
+            capture,
         });
         self.update_store(|i| {
             if sent {
@@ -412,6 +448,7 @@ impl Ingest {
             }
             AudioTag::AacFrame(data) => {
                 let pts = self.clock.map(ts);
+                self.capture_of(pts, Some(Instant::now()));
                 self.bytes_this_second += data.len() as u64;
                 self.update_store(|i| i.stats.audio_frames_in += 1);
                 if let Some(audio) = &self.audio {
@@ -424,7 +461,9 @@ impl Ingest {
 
     fn transcoded_audio(&mut self, frame: Frame) {
         let track = self.audio_track.clone();
-        let sent = self.send(&track, frame.ticks(48_000), frame.data);
+        // The Opus encoder's delay is not the capture's: the frame keeps the time of the AAC it came from.
+        let capture = self.capture_of((frame.pts_ns / 1_000_000) as i64, None);
+        let sent = self.send(&track, frame.ticks(48_000), capture, frame.data);
         self.update_store(|i| {
             if sent {
                 i.stats.audio_frames_out += 1
@@ -440,11 +479,11 @@ impl Ingest {
         let now_ms = self.clock.last_out_ms.max(0) as u64;
         if self.audio.is_some() {
             let track = self.audio_track.clone();
-            self.send(&track, now_ms * 48, OPUS_SILENCE.to_vec());
+            self.send(&track, now_ms * 48, None, OPUS_SILENCE.to_vec());
         }
         if let Some(keyframe) = self.video.as_ref().and_then(|v| v.last_keyframe.clone()) {
             let track = self.video_track.clone();
-            self.send(&track, now_ms * 90, keyframe);
+            self.send(&track, now_ms * 90, None, keyframe);
         }
     }
 }
@@ -504,6 +543,7 @@ pub async fn run(
         deps,
         peer,
         clock: Clock::default(),
+        epoch: None,
         video: None,
         audio: None,
         published: Vec::new(),

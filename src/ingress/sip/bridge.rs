@@ -124,7 +124,7 @@ pub(super) async fn bridge(
                     Received::Audio => {
                         if room.is_some() && !frames.is_empty() {
                             for frame in frames.drain(..) {
-                                peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None });
+                                peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None, capture: None });
                             }
                             uplink_delay.record(arrived.elapsed().as_secs_f64());
                         }

@@ -5,6 +5,7 @@
 
 use super::session::{ApiFailure, RemoteTrack, Session};
 use crate::sfu::api;
+use crate::sfu::peer::clock;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -480,8 +481,15 @@ fn write_frame(subscriber: &mut Session, mid: Mid, data: &MediaData) -> bool {
     let Some(pt) = writer.match_params(data.params) else {
         return false;
     };
+    // Sent with the publisher's capture time (from its sender reports) rather than our arrival time, so our
+    // own sender reports to the subscriber keep the publisher's audio/video alignment (lip-sync).
+    let wallclock = data
+        .last_sender_info
+        .and_then(|sr| clock::capture_time(sr.ntp_time, sr.rtp_time.numer(), data.time.numer(), data.time.denom()))
+        .map(clock::instant_of)
+        .unwrap_or(data.network_time);
     let writer = subscriber.rtc.writer(mid);
-    match writer.map(|w| w.write(pt, data.network_time, data.time, data.data.clone())) {
+    match writer.map(|w| w.write(pt, wallclock, data.time, data.data.clone())) {
         Some(Ok(())) => true,
         Some(Err(e)) => {
             tracing::trace!(error = %e, "embedded sfu: write failed");

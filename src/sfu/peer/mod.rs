@@ -3,13 +3,14 @@
 //! frames, H.264 access units in Annex-B) over bounded channels: when a channel is full the frame is
 //! dropped and counted, never waited for.
 
+pub mod clock;
 mod task;
 
 use crate::sfu::api::TrackKind;
 use crate::sfu::client::{CallsClient, ClientError};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -107,6 +108,9 @@ pub struct OutFrame {
     pub data: Vec<u8>,
     /// The simulcast layer it belongs to (`None` for a single-stream track).
     pub rid: Option<String>,
+    /// When it was captured, if not just now: the sender reports map its media time to this wallclock, so
+    /// receivers can line tracks up (lip-sync) whatever each track's processing delay before sending.
+    pub capture: Option<Instant>,
 }
 
 /// A received frame.
@@ -124,6 +128,8 @@ pub struct InFrame {
     pub contiguous: bool,
     /// When it arrived.
     pub received: Instant,
+    /// When it was captured, from its track's RTCP sender reports (`None` before the first report).
+    pub capture: Option<SystemTime>,
     /// The encoded frame (H.264 in Annex-B).
     pub data: Arc<[u8]>,
 }

@@ -2,7 +2,7 @@
 
 use super::{
     Codec, Command, InFrame, LocalTrackSpec, OutFrame, PeerConfig, PeerError, PeerEvent, PeerStats, PublishedTrack,
-    RemoteTrackSpec, SubscribedTrack,
+    RemoteTrackSpec, SubscribedTrack, clock,
 };
 use crate::sfu::api::{self, CloseTrackObject, SessionDescription, SimulcastPreferences, TrackObject};
 use crate::sfu::client::{CallsClient, ClientError};
@@ -369,6 +369,9 @@ impl PeerTask {
                     keyframe: data.is_keyframe(),
                     contiguous: data.contiguous,
                     received: data.network_time,
+                    capture: data.last_sender_info.and_then(|sr| {
+                        clock::capture_time(sr.ntp_time, sr.rtp_time.numer(), data.time.numer(), data.time.denom())
+                    }),
                     data: data.data,
                 };
                 if self.channels.media_in.try_send(frame).is_ok() {
@@ -434,7 +437,8 @@ impl PeerTask {
             Some(rid) => writer.rid(Rid::from(rid.as_str())),
             None => writer,
         };
-        if let Err(e) = writer.write(pt, Instant::now(), time, frame.data) {
+        let wallclock = frame.capture.unwrap_or_else(Instant::now);
+        if let Err(e) = writer.write(pt, wallclock, time, frame.data) {
             tracing::debug!(error = %e, "peer: write failed");
             self.stats.frames_dropped += 1;
         }
