@@ -238,7 +238,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut levels = tokio::time::interval(super::speaker::TICK);
         let mut frames = 0u64;
-        // Frame in (appsrc, timestamped on arrival) → its FLV video tag out: the delay the egress adds.
+        // Frame captured (or, before sender reports, received) → its FLV video tag out.
         let added_latency = metrics::histogram!("egress_added_latency_seconds");
         let ended = loop {
             tokio::select! {
@@ -248,7 +248,11 @@ pub async fn run(
                     let Some(flv) = flv else { continue };
                     if !flv.header && flv.data.first() == Some(&FLV_VIDEO_TAG) {
                         if let Some(now) = running.guard.pipeline().current_running_time() {
-                            added_latency.record(now.nseconds().saturating_sub(flv.pts_ns) as f64 / 1e9);
+                            // A frame is presented at capture + the playout delay: out − presentation + delay
+                            // is capture → out, an upper bound of what the egress adds (it includes the path
+                            // to the gateway); before any sender report, arrival → out.
+                            let hold = running.clock.delay().map_or(0, |d| d.as_nanos() as u64);
+                            added_latency.record((now.nseconds() + hold).saturating_sub(flv.pts_ns) as f64 / 1e9);
                         }
                     }
                     if senders.is_empty() {

@@ -110,7 +110,10 @@ impl EmbeddedSfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .enable_h264(true);
+            .enable_h264(true)
+            // Sender reports every second for audio too (str0m's default is 5 s): subscribers line tracks up
+            // from them, so they should not wait long for the first.
+            .set_rtcp_report_interval_audio(Duration::from_secs(1));
         let timers = core::CoreTimers {
             track_idle: config.track_idle_timeout,
             // Unconnected or disconnected sessions outlive their tracks, as on the real SFU.

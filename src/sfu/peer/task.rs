@@ -87,7 +87,9 @@ fn build_rtc(local_addr: SocketAddr, config: &PeerConfig, now: Instant) -> std::
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true)
-        .set_stats_interval(Some(Duration::from_secs(1)));
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        // Sender reports carry the capture times receivers sync by: every second for audio too (default 5 s).
+        .set_rtcp_report_interval_audio(Duration::from_secs(1));
     builder.set_max_stun_rto(config.stun_max_rto);
     builder.set_max_stun_retransmits(config.stun_max_retransmits);
     let mut rtc = builder.build(now);
