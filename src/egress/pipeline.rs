@@ -28,12 +28,15 @@ pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaE
     };
     let (w, h, fps) = (video.width, video.height, video.fps);
     // I420 end to end: decoders give it and x264 takes it, so the compositor never converts (its default
-    // would be AYUV: two full-frame conversions per frame, most of an egress's CPU).
+    // would be AYUV: two full-frame conversions per frame, most of an egress's CPU). The slate only has to
+    // keep the output going: a 16x16 black corner over the compositor's black background, not a full frame
+    // generated and copied 30 times a second.
     let raw = format!("video/x-raw,format=I420,width={w},height={h}");
     let d = format!(
         "compositor name=mix background=black latency={LATENCY_NS} ! capsfilter caps=\"{raw},framerate={fps}/1\" ! \
          {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! appsink name=flv sync=false \
-         videotestsrc is-live=true pattern=black ! capsfilter caps=\"{raw},framerate={fps}/1\" ! mix. \
+         videotestsrc is-live=true pattern=black ! \
+         capsfilter caps=\"video/x-raw,format=I420,width=16,height=16,framerate={fps}/1\" ! mix. \
          audiomixer name=amix latency={LATENCY_NS} ! {} ! aacparse ! mux. \
          audiotestsrc is-live=true wave=silence ! capsfilter caps=\"{AUDIO_CAPS}\" ! amix.",
         fragment("video-encode-h264", "v")?,
