@@ -134,6 +134,8 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
     // Late offer: no SDP in the INVITE, our offer in the 200, the phone's answer in the ACK.
     let phone_media = PhoneMedia::bind().await;
     let answer = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
+    let moved_media = PhoneMedia::bind().await;
+    let moved = sip::sdp(&[PCMU, EVENTS], &moved_media.port().to_string(), "sendrecv");
     let late = scenario(&[
         invite("", ""),
         "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n\
@@ -141,6 +143,10 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
          <log message=\"[$offer]\"/></action></recv>\n"
             .into(),
         ack(false, &answer),
+        pause(3_000),
+        // A re-INVITE without SDP: the gateway offers again in the 200, the phone answers in the ACK with a
+        // new media port.
+        in_dialog("INVITE", "", "", 200).replacen(&ack(false, ""), &ack(false, &moved), 1),
         pause(3_000),
         in_dialog("BYE", "", "", 200),
     ]);
@@ -152,6 +158,13 @@ async fn reinvite_holds_and_resumes_and_an_invite_without_sdp_gets_its_answer_in
     assert!(
         pcm.len() >= 6_400,
         "the gateway sends to the address of the ACK's answer: {} samples",
+        pcm.len()
+    );
+    // (The re-INVITE comes 3 s after the call is answered.)
+    let (pcm, _) = moved_media.receive(true, Duration::from_secs(5)).await;
+    assert!(
+        pcm.len() >= 6_400,
+        "after the re-INVITE, the gateway sends where the new ACK's answer says: {} samples",
         pcm.len()
     );
     assert_ok(phone.finish(Duration::from_secs(20)));

@@ -61,6 +61,8 @@ pub(super) async fn bridge(
         session_expires,
     } = media;
     let mut refreshed = Instant::now();
+    // The CSeq of a re-INVITE without SDP we answered with an offer: its ACK carries the answer.
+    let mut awaiting_ack: Option<u32> = None;
     let mut transfer: Option<String> = None;
     let id = ctx.id().to_string();
     let SfuSide { peer, streams, track } = sfu;
@@ -187,6 +189,10 @@ pub(super) async fn bridge(
                         let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs, deps.srtp);
                         match answer {
                             Some(body) => {
+                                if request.body.is_empty() && request.method == Method::Invite {
+                                    // We offered in the 200: the answer comes in this re-INVITE's ACK.
+                                    awaiting_ack = request.cseq_header().ok().and_then(|c| c.seq().ok());
+                                }
                                 let mut headers = vec![Header::ContentType("application/sdp".into())];
                                 if let Some(expires) = session_expires {
                                     headers.extend(super::timer::answer_headers(expires.as_secs() as u32));
@@ -210,6 +216,23 @@ pub(super) async fn bridge(
                         if let Some(digit) = info_digit(&request) {
                             if let Some(ended) = on_digit(deps, &id, digit, "info", &mut pin, &mut prompt, leg.codec(), &destination, &participant_id, &peer, &track, &mut room, ctx, dialog).await {
                                 return ended;
+                            }
+                        }
+                    }
+                    DialogState::Confirmed(..) => {
+                        // The ACK of a re-INVITE we offered in (matched by CSeq: `Confirmed` also follows
+                        // other requests, and the last ACK stays until the next one).
+                        let ack = dialog.last_remote_ack().filter(|ack| {
+                            awaiting_ack.is_some() && ack.cseq_header().ok().and_then(|c| c.seq().ok()) == awaiting_ack
+                        });
+                        if let Some(ack) = ack {
+                            awaiting_ack = None;
+                            if apply_answer(&mut leg, &mut local, &ack.body, deps.srtp) {
+                                let state = if leg.on_hold() { CallState::OnHold } else if pin.is_some() { CallState::Pin } else { CallState::Answered };
+                                deps.store.update(&id, |c| c.state = state);
+                                tracing::info!(hold = leg.on_hold(), "call re-negotiated (answer in the ACK)");
+                            } else {
+                                tracing::warn!("sip: no usable answer in the re-INVITE's ACK; media unchanged");
                             }
                         }
                     }
@@ -350,6 +373,21 @@ fn renegotiate(
     leg.update(&remote, negotiated, Instant::now()).ok()?;
     local.direction = remote.direction.answer();
     Some(sdp::answer(local, &negotiated))
+}
+
+/// Applies the answer to our re-INVITE offer (same codec, same keys); false when it is not usable.
+fn apply_answer(leg: &mut Leg, local: &mut LocalAudio, body: &[u8], srtp: SrtpPolicy) -> bool {
+    let Ok(remote) = sdp::parse(&String::from_utf8_lossy(body)) else {
+        return false;
+    };
+    let Ok(negotiated) = sdp::negotiate(&remote, &[leg.codec()], srtp) else {
+        return false;
+    };
+    if leg.update(&remote, negotiated, Instant::now()).is_err() {
+        return false;
+    }
+    local.direction = remote.direction.answer();
+    true
 }
 
 /// The digit of a SIP INFO (application/dtmf-relay `Signal=5`, or application/dtmf `5`).
