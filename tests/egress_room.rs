@@ -20,18 +20,23 @@ const H: usize = 360;
 /// Publishes `color` (320x180, 15 fps, a keyframe a second) and the audio of `audio` (a lavfi source) into
 /// `room` as ingress `name`; waits until it is live with both tracks.
 async fn publish(setup: &Setup, name: &str, room: &str, color: &str, audio: &str) -> Killed {
+    publish_with(setup, json!({"name": name, "room": room}), "320x180", color, audio).await
+}
+
+/// Like [`publish`], with the ingress created from `body` and a picture of `size`.
+async fn publish_with(setup: &Setup, body: serde_json::Value, size: &str, color: &str, audio: &str) -> Killed {
     let response = setup
         .http
         .post(format!("{}/v1/ingresses", setup.gateway.api))
         .bearer_auth(TOKEN)
-        .json(&json!({"name": name, "room": room}))
+        .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
     let ingress: serde_json::Value = response.json().await.unwrap();
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let source = format!("color=c={color}:size=320x180:rate=15");
+    let source = format!("color=c={color}:size={size}:rate=15");
     let child = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -260,4 +265,73 @@ async fn the_speaker_layout_enlarges_whoever_is_loud() {
         .unwrap_or_else(|| panic!("red is never the speaker: {summary:#?}"));
     first(&frames, a, |f| speaking(f, "lime", &["red", "blue"]))
         .unwrap_or_else(|| panic!("lime never takes over: {summary:#?}"));
+}
+
+/// The egress's view of one video source, once `check` holds (bounded wait).
+async fn wait_source(
+    setup: &Setup,
+    id: &str,
+    track: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let egress = get_egress(setup, id).await;
+        let source = egress["sources"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["trackName"] == track).cloned());
+        if let Some(source) = source.filter(|s| check(s)) {
+            return source;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{track} never as expected: {egress}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_source_is_taken_at_the_layer_its_cell_needs() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    // 640x360 transcoded into three layers: a 640x360, b 320x180, c 160x90.
+    let body = json!({"name": "red", "room": "layers", "video": {"layers": 3}});
+    let _red = publish_with(&setup, body, "640x360", "red", TONE).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "room": "layers",
+            "outputs": [{"url": nginx.url("layers")}],
+            "video": {"width": W, "height": H, "fps": 15, "bitrateKbps": 800},
+        }),
+    )
+    .await;
+    // Alone, it fills the picture: the best layer.
+    let full = wait_source(&setup, &id, "red-video", |s| s["height"] == 360).await;
+    assert_eq!(full["rid"], "a", "{full}");
+    // In a 2 x 2 grid its cell is 320x180: the half-size layer is enough.
+    let _lime = publish(&setup, "lime", "layers", "lime", TONE).await;
+    let _blue = publish(&setup, "blue", "layers", "blue", TONE).await;
+    let _yellow = publish(&setup, "yellow", "layers", "yellow", TONE).await;
+    wait_tracks(&setup, &id, 8).await;
+    let half = wait_source(&setup, &id, "red-video", |s| s["height"] == 180).await;
+    assert_eq!(
+        (half["rid"].as_str(), half["width"].as_u64()),
+        (Some("b"), Some(320)),
+        "{half}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recording = stop_and_wait(&setup, &id, &nginx, "layers").await;
+    assert_eq!(decode_errors(&recording), "");
+    // Red is still in its cell after the switch.
+    let frames = frames(&recording);
+    let four = [(160, 90), (480, 90), (160, 270), (480, 270)];
+    let last = frames.last().expect("frames");
+    assert_eq!(
+        set(&colors(last, &four)),
+        set(&["red", "lime", "blue", "yellow"]),
+        "{:?}",
+        colors(last, &four)
+    );
 }

@@ -147,6 +147,14 @@ impl Branch {
         self.pad.set_property("height", cell.height as i32);
     }
 
+    /// The size of the decoded video (what the source currently sends), once known.
+    pub fn decoded_size(&self) -> Option<(u32, u32)> {
+        let caps = self.bin.static_pad("src")?.current_caps()?;
+        let s = caps.structure(0)?;
+        let (w, h) = (s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?);
+        Some((w as u32, h as u32))
+    }
+
     /// The audio's loudness; `None` for video.
     pub fn level(&self) -> Option<&Level> {
         self.level.as_ref()

@@ -2,10 +2,11 @@
 //! (a video waits for a keyframe), laid out again whenever a video comes or goes or the speaker changes.
 
 use super::branch::Branch;
-use super::layout::{Layout, cells};
+use super::layout::{Layout, cells, layer_for};
 use super::speaker::SpeakerPicker;
-use super::store::VideoOut;
+use super::store::{SourceView, VideoOut};
 use crate::media::MediaError;
+use crate::rooms::follow::TrackKey;
 use crate::sfu::peer::Codec;
 use gstreamer as gst;
 use std::collections::HashMap;
@@ -19,11 +20,22 @@ pub enum Pushed {
     NeedsKeyframe,
 }
 
+/// A subscribed track: whose it is and its simulcast layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// (publisher's SFU session, track name): a participant's audio and video share the session.
+    pub key: TrackKey,
+    /// Simulcast layers, best first (empty: not simulcast, or not known).
+    pub rids: Vec<String>,
+}
+
 /// One branch and whose it is.
 struct Source {
     branch: Branch,
-    /// The publisher's SFU session: a participant's audio and video share it.
-    owner: String,
+    info: TrackInfo,
+    video: bool,
+    /// The layer last asked for.
+    rid: Option<String>,
 }
 
 /// The branches of a running pipeline and their layout. Dropping it leaves the branches in the pipeline (which
@@ -37,6 +49,8 @@ pub struct Composite {
     order: Vec<String>,
     picker: SpeakerPicker,
     speaker: Option<String>,
+    /// Layer switches decided by the layout, for the session to ask the SFU for: (mid, rid).
+    layer_changes: Vec<(String, String)>,
 }
 
 impl Composite {
@@ -50,15 +64,16 @@ impl Composite {
             order: Vec::new(),
             picker: SpeakerPicker::default(),
             speaker: None,
+            layer_changes: Vec::new(),
         }
     }
 
-    /// Hands a frame of track `mid` (published by session `owner`), to be presented at running time
-    /// `pts_ns`, to its branch, creating the branch first if this is the track's first usable frame.
+    /// Hands a frame of track `mid` (`info`), to be presented at running time `pts_ns`, to its branch, creating
+    /// the branch first if this is the track's first usable frame.
     pub fn push(
         &mut self,
         mid: &str,
-        owner: &str,
+        info: &TrackInfo,
         frame: (Codec, bool, &[u8]),
         pts_ns: u64,
     ) -> Result<Pushed, MediaError> {
@@ -93,7 +108,9 @@ impl Composite {
             mid.to_string(),
             Source {
                 branch,
-                owner: owner.to_string(),
+                info: info.clone(),
+                video,
+                rid: None,
             },
         );
         if video {
@@ -131,7 +148,7 @@ impl Composite {
         let levels: Vec<(String, f64)> = self
             .sources
             .values()
-            .filter_map(|s| s.branch.level().map(|l| (s.owner.clone(), l.get())))
+            .filter_map(|s| s.branch.level().map(|l| (s.info.key.0.clone(), l.get())))
             .collect();
         let speaker = self.picker.update(&levels).map(str::to_string);
         if speaker != self.speaker {
@@ -149,7 +166,7 @@ impl Composite {
             .and_then(|who| {
                 self.order
                     .iter()
-                    .position(|mid| self.sources.get(mid).is_some_and(|s| &s.owner == who))
+                    .position(|mid| self.sources.get(mid).is_some_and(|s| &s.info.key.0 == who))
             })
             .unwrap_or(0);
         cells(
@@ -161,11 +178,49 @@ impl Composite {
         )
     }
 
-    fn relayout(&self) {
+    /// Places every video in its cell, and picks the simulcast layer that suits the cell's size.
+    fn relayout(&mut self) {
+        let height = self.video.height;
         for (mid, cell) in self.order.iter().zip(self.cells()) {
-            if let Some(source) = self.sources.get(mid) {
-                source.branch.place(cell);
+            let Some(source) = self.sources.get_mut(mid) else {
+                continue;
+            };
+            source.branch.place(cell);
+            let rids = &source.info.rids;
+            if rids.is_empty() {
+                continue;
+            }
+            let wanted = &rids[layer_for(cell.height, height, rids.len())];
+            if source.rid.as_ref() != Some(wanted) {
+                source.rid = Some(wanted.clone());
+                self.layer_changes.push((mid.clone(), wanted.clone()));
             }
         }
+    }
+
+    /// The layer switches decided since the last call: (mid, rid).
+    pub fn take_layer_changes(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.layer_changes)
+    }
+
+    /// The sources as the API shows them.
+    pub fn views(&self) -> Vec<SourceView> {
+        let mut views: Vec<SourceView> = self
+            .sources
+            .values()
+            .map(|s| {
+                let size = s.video.then(|| s.branch.decoded_size()).flatten();
+                SourceView {
+                    session_id: s.info.key.0.clone(),
+                    track_name: s.info.key.1.clone(),
+                    kind: if s.video { "video" } else { "audio" },
+                    rid: s.rid.clone(),
+                    width: size.map(|(w, _)| w),
+                    height: size.map(|(_, h)| h),
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.session_id, &a.track_name).cmp(&(&b.session_id, &b.track_name)));
+        views
     }
 }

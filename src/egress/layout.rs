@@ -103,6 +103,18 @@ fn speaker_cells(n: usize, speaker: usize, width: u32, height: u32) -> Vec<Cell>
         .collect()
 }
 
+/// Which of `layers` simulcast layers (best first, each half the size of the one before, the best about the
+/// output's size) suits a cell `cell_height` tall in an output `height` tall: the smallest that is not
+/// smaller than the cell.
+pub fn layer_for(cell_height: u32, height: u32, layers: usize) -> usize {
+    let (mut index, mut layer_height) = (0, height);
+    while index + 1 < layers && layer_height / 2 >= cell_height {
+        layer_height /= 2;
+        index += 1;
+    }
+    index
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +170,21 @@ mod tests {
         let four = cells(Layout::Grid, 4, 0, 1280, 720);
         assert_eq!((four[3].x, four[3].y), (640, 360));
         assert_eq!(cells(Layout::Grid, 5, 0, 1280, 720)[0].width, 426);
+    }
+
+    #[test]
+    fn small_cells_take_smaller_layers() {
+        assert_eq!(layer_for(720, 720, 3), 0, "full frame: the best layer");
+        assert_eq!(layer_for(360, 720, 3), 1, "2 x 2: half size");
+        assert_eq!(
+            layer_for(240, 720, 3),
+            1,
+            "3 x 3: still half, not a quarter that would be upscaled"
+        );
+        assert_eq!(layer_for(180, 720, 3), 2);
+        assert_eq!(layer_for(90, 720, 3), 2, "no fourth layer");
+        assert_eq!(layer_for(90, 720, 1), 0);
+        assert_eq!(layer_for(90, 720, 0), 0);
     }
 
     #[test]

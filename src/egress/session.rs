@@ -4,7 +4,7 @@
 //! An output that fails is retried on its own (`output.rs`); the main pipeline is restarted with backoff only
 //! if it fails itself.
 
-use super::composite::{Composite, Pushed};
+use super::composite::{Composite, Pushed, TrackInfo};
 use super::pipeline;
 use super::store::{EgressState, EgressStore, TrackRef};
 use super::sync::PlayoutClock;
@@ -132,6 +132,25 @@ fn key(track: &SubscribedTrack) -> TrackKey {
     (track.session_id.clone(), track.track_name.clone())
 }
 
+/// A subscribed track with no known layers.
+fn info(track: &SubscribedTrack) -> TrackInfo {
+    TrackInfo {
+        key: key(track),
+        rids: Vec::new(),
+    }
+}
+
+/// Asks the SFU for the layers the layout chose.
+async fn switch_layers(peer: &Peer, composite: &mut Composite, keyframes: &mut KeyframeAsks) {
+    for (mid, rid) in composite.take_layer_changes() {
+        tracing::debug!(%mid, %rid, "egress: switching simulcast layer");
+        if let Err(e) = peer.prefer_layer(mid.clone(), rid).await {
+            tracing::warn!(error = %e, %mid, "egress: layer switch refused");
+        }
+        keyframes.ask(peer, &mid).await;
+    }
+}
+
 /// The egress's overall state from its outputs' states.
 fn overall(store: &EgressStore, id: &str) {
     store.update(id, |e| {
@@ -197,7 +216,7 @@ pub async fn run(
     ) = Peer::connect(deps.client.clone(), PeerConfig::default()).await?;
     let peer = Arc::new(peer);
     // The subscribed tracks by mid.
-    let mut tracks: HashMap<String, TrackKey> = HashMap::new();
+    let mut tracks: HashMap<String, TrackInfo> = HashMap::new();
     let (mut room, mut pull) = (None, None);
     match sources {
         Sources::Tracks(named) => {
@@ -205,7 +224,7 @@ pub async fn run(
                 () = ctx.cancel_token().cancelled() => return Ok(()),
                 subscribed = subscribe_named(&deps, &id, &peer, named) => subscribed?,
             };
-            tracks.extend(subscribed.iter().map(|t| (t.mid.clone(), key(t))));
+            tracks.extend(subscribed.iter().map(|t| (t.mid.clone(), info(t))));
         }
         Sources::Room(name) => {
             let subscription = deps.rooms.subscribe(&name);
@@ -279,8 +298,8 @@ pub async fn run(
                         keyframes.ask(&peer, &frame.mid).await;
                     }
                     let pts = running.pts(&frame);
-                    match running.composite.push(&frame.mid, &track.0, (codec, frame.keyframe, &frame.data), pts) {
-                        Ok(Pushed::Ok) => {}
+                    match running.composite.push(&frame.mid, track, (codec, frame.keyframe, &frame.data), pts) {
+                        Ok(Pushed::Ok) => switch_layers(&peer, &mut running.composite, &mut keyframes).await,
                         Ok(Pushed::NeedsKeyframe) => keyframes.ask(&peer, &frame.mid).await,
                         Err(e) => break e.to_string(),
                     }
@@ -290,7 +309,11 @@ pub async fn run(
                     Some(PeerEvent::Reconnected { subscribed, .. }) => {
                         // A new SFU session: the tracks came back on new mids.
                         running.composite.clear();
-                        tracks = subscribed.iter().map(|t| (t.mid.clone(), key(t))).collect();
+                        let rids: HashMap<TrackKey, Vec<String>> = tracks.drain().map(|(_, t)| (t.key, t.rids)).collect();
+                        tracks = subscribed.iter().map(|t| {
+                            let rids = rids.get(&key(t)).cloned().unwrap_or_default();
+                            (t.mid.clone(), TrackInfo { key: key(t), rids })
+                        }).collect();
                         for mid in tracks.keys() {
                             keyframes.ask(&peer, mid).await;
                         }
@@ -301,7 +324,8 @@ pub async fn run(
                     for track in new {
                         tracing::debug!(egress = %id, mid = %track.mid, "egress: room track pulled");
                         keyframes.ask(&peer, &track.mid).await;
-                        tracks.insert(track.mid.clone(), key(&track));
+                        let rids = pull.as_ref().map(|p| p.rids(&key(&track)).to_vec()).unwrap_or_default();
+                        tracks.insert(track.mid.clone(), TrackInfo { key: key(&track), rids });
                     }
                 }
                 event = room_event(&mut room) => {
@@ -311,26 +335,32 @@ pub async fn run(
                         Err(SubscriptionError::Lagged { .. }) => pull.snapshot(&sub.resync().clone()),
                         Err(SubscriptionError::Closed) => break 'attempts Ok(()),
                     };
-                    let mids: Vec<String> = tracks.iter().filter(|(_, k)| gone.contains(k)).map(|(mid, _)| mid.clone()).collect();
+                    let mids: Vec<String> = tracks.iter().filter(|(_, t)| gone.contains(&t.key)).map(|(mid, _)| mid.clone()).collect();
                     for mid in &mids {
                         tracks.remove(mid);
                         running.composite.remove(mid);
                     }
                     pull.close(mids);
+                    switch_layers(&peer, &mut running.composite, &mut keyframes).await;
                 }
-                _ = levels.tick() => running.composite.sample_levels(),
+                _ = levels.tick() => {
+                    running.composite.sample_levels();
+                    switch_layers(&peer, &mut running.composite, &mut keyframes).await;
+                }
                 _ = tick.tick() => {
                     if deps.store.get(&id).is_none() {
                         break 'attempts Ok(());
                     }
-                    let mut current: Vec<TrackRef> = tracks.values().map(|(session_id, track_name)| TrackRef {
-                        session_id: session_id.clone(),
-                        track_name: track_name.clone(),
+                    let mut current: Vec<TrackRef> = tracks.values().map(|t| TrackRef {
+                        session_id: t.key.0.clone(),
+                        track_name: t.key.1.clone(),
                     }).collect();
+                    let sources = running.composite.views();
                     current.sort_by(|a, b| (&a.session_id, &a.track_name).cmp(&(&b.session_id, &b.track_name)));
                     deps.store.update(&id, |e| {
                         e.frames_in = frames;
                         e.tracks = current;
+                        e.sources = sources;
                     });
                     if !senders.is_empty() {
                         overall(&deps.store, &id);

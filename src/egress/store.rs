@@ -88,6 +88,27 @@ pub struct OutputView {
     pub bitrate_bps: u64,
 }
 
+/// A source being composited, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceView {
+    /// The publishing session.
+    pub session_id: String,
+    /// The publication.
+    pub track_name: String,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// The simulcast layer asked for (a video with layers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// The decoded picture's width (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// The decoded picture's height (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
 /// One egress.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,6 +135,8 @@ pub struct Egress {
     pub audio: AudioOut,
     /// Frames received from the SFU.
     pub frames_in: u64,
+    /// The sources in the picture and the mix now.
+    pub sources: Vec<SourceView>,
 }
 
 /// What an egress takes and makes.
@@ -181,6 +204,7 @@ impl EgressStore {
             video,
             audio,
             frames_in: 0,
+            sources: Vec::new(),
         };
         self.lock().insert(egress.id.clone(), egress.clone());
         egress

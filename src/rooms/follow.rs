@@ -4,7 +4,7 @@
 
 use super::{RoomEvent, RoomEventKind, RoomSnapshot};
 use crate::sfu::api::TrackKind;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// A publication: (SFU session id, track name).
 pub type TrackKey = (String, String);
@@ -14,6 +14,8 @@ pub type TrackKey = (String, String);
 pub struct Follower {
     kinds: Vec<TrackKind>,
     wanted: BTreeSet<TrackKey>,
+    /// The simulcast layers of the wanted tracks that have some.
+    rids: HashMap<TrackKey, Vec<String>>,
 }
 
 /// Tracks to start and stop hearing.
@@ -31,12 +33,18 @@ impl Follower {
         Self {
             kinds: kinds.to_vec(),
             wanted: BTreeSet::new(),
+            rids: HashMap::new(),
         }
     }
 
     /// Follows the audio tracks.
     pub fn audio() -> Self {
         Self::new(&[TrackKind::Audio])
+    }
+
+    /// The simulcast layers of a wanted track, best first (empty if it has none).
+    pub fn rids(&self, key: &TrackKey) -> &[String] {
+        self.rids.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Whether a track is (still) wanted.
@@ -61,6 +69,13 @@ impl Follower {
             remove: self.wanted.difference(&desired).cloned().collect(),
         };
         self.wanted = desired;
+        self.rids.clear();
+        for p in &snapshot.participants {
+            for t in p.tracks.iter().filter(|t| self.kinds.contains(&t.kind)) {
+                let key = (p.session_id.clone(), t.track_name.clone());
+                note_rids(&mut self.rids, &key, &t.rids);
+            }
+        }
         changes
     }
 
@@ -71,6 +86,7 @@ impl Follower {
             RoomEventKind::ParticipantJoined { participant } => {
                 for track in participant.tracks.iter().filter(|t| self.kinds.contains(&t.kind)) {
                     let key = (participant.session_id.clone(), track.track_name.clone());
+                    note_rids(&mut self.rids, &key, &track.rids);
                     if self.wanted.insert(key.clone()) {
                         changes.add.push(key);
                     }
@@ -78,6 +94,7 @@ impl Follower {
             }
             RoomEventKind::TrackAdded { session_id, track, .. } if self.kinds.contains(&track.kind) => {
                 let key = (session_id.clone(), track.track_name.clone());
+                note_rids(&mut self.rids, &key, &track.rids);
                 if self.wanted.insert(key.clone()) {
                     changes.add.push(key);
                 }
@@ -86,6 +103,7 @@ impl Follower {
                 session_id, track_name, ..
             } => {
                 let key = (session_id.clone(), track_name.clone());
+                self.rids.remove(&key);
                 if self.wanted.remove(&key) {
                     changes.remove.push(key);
                 }
@@ -94,12 +112,21 @@ impl Follower {
                 let gone: Vec<TrackKey> = self.wanted.iter().filter(|(s, _)| s == session_id).cloned().collect();
                 for key in gone {
                     self.wanted.remove(&key);
+                    self.rids.remove(&key);
                     changes.remove.push(key);
                 }
             }
             _ => {}
         }
         changes
+    }
+}
+
+fn note_rids(all: &mut HashMap<TrackKey, Vec<String>>, key: &TrackKey, rids: &[String]) {
+    if rids.is_empty() {
+        all.remove(key);
+    } else {
+        all.insert(key.clone(), rids.to_vec());
     }
 }
 
@@ -200,5 +227,23 @@ mod tests {
             track: PublishedTrack::new("screen", TrackKind::Video),
         }));
         assert_eq!(screen.add, [(A.to_string(), "screen".to_string())]);
+        // Simulcast layers are remembered while the track is followed.
+        let layered = PublishedTrack {
+            rids: vec!["a".into(), "b".into()],
+            ..PublishedTrack::new("cam2", TrackKind::Video)
+        };
+        follower.event(&event(RoomEventKind::TrackAdded {
+            participant_id: "alice".into(),
+            session_id: A.into(),
+            track: layered,
+        }));
+        let key = (A.to_string(), "cam2".to_string());
+        assert_eq!(follower.rids(&key), ["a", "b"]);
+        assert!(follower.rids(&(A.to_string(), "cam".to_string())).is_empty());
+        follower.event(&event(RoomEventKind::ParticipantLeft {
+            participant_id: "alice".into(),
+            session_id: A.into(),
+        }));
+        assert!(follower.rids(&key).is_empty());
     }
 }

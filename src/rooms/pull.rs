@@ -101,6 +101,11 @@ impl RoomPull {
         }
     }
 
+    /// The simulcast layers of a followed track, best first (empty if it has none).
+    pub fn rids(&self, key: &TrackKey) -> &[String] {
+        self.follower.rids(key)
+    }
+
     /// Ends subscriptions (in the background; a failure is only logged).
     pub fn close(&self, mids: Vec<String>) {
         if mids.is_empty() {

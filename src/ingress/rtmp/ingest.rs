@@ -155,7 +155,7 @@ impl Ingest {
             .publish(vec![LocalTrackSpec {
                 name: name.clone(),
                 codec,
-                rids,
+                rids: rids.clone(),
             }])
             .await
         {
@@ -166,7 +166,12 @@ impl Ingest {
                     } else {
                         TrackKind::Video
                     };
-                    if let Err(e) = membership.add_track(PublishedTrack::new(name.clone(), track_kind)) {
+                    // The room learns the simulcast layers too (a room egress picks one per cell size).
+                    let track = PublishedTrack {
+                        rids,
+                        ..PublishedTrack::new(name.clone(), track_kind)
+                    };
+                    if let Err(e) = membership.add_track(track) {
                         tracing::warn!(error = %e, "cannot add the track to the room");
                     }
                 }
