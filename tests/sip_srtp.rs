@@ -18,8 +18,9 @@ to = "*"
 room = "r1"
 "#;
 
-/// Starts baresip in `dir` dialling `number` at `gateway` with mandatory SRTP, for `seconds`.
-fn baresip(dir: &Path, gateway: &str, number: &str, seconds: u32) -> std::process::Child {
+/// Starts baresip in `dir` with mandatory SRTP for `seconds`: dialling `number` at `gateway`, or, with
+/// `dial = None`, answering calls on its own port (returned).
+fn baresip(dir: &Path, dial: Option<(&str, &str)>, seconds: u32) -> (std::process::Child, u16) {
     let port = sip::free_even_port();
     let d = dir.display();
     let config = format!(
@@ -31,40 +32,31 @@ fn baresip(dir: &Path, gateway: &str, number: &str, seconds: u32) -> std::proces
     std::fs::write(dir.join("config"), config).unwrap();
     std::fs::write(
         dir.join("accounts"),
-        "<sip:phone@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU\n",
+        "<sip:phone@127.0.0.1>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU\n",
     )
     .unwrap();
-    Command::new("baresip")
-        .args(["-f", &d.to_string()])
-        .args(["-e", &format!("/dial sip:{number}@{gateway}")])
+    let mut command = Command::new("baresip");
+    command.args(["-f", &d.to_string()]);
+    if let Some((number, gateway)) = dial {
+        command.args(["-e", &format!("/dial sip:{number}@{gateway}")]);
+    }
+    let child = command
         .args(["-t", &seconds.to_string()])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("baresip")
+        .expect("baresip");
+    (child, port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
-    let sip = sip::start(RULES, &[]).await;
-    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
-    let phone_dir = tempfile::tempdir().unwrap();
-    // A 1 kHz tone swelling in loudness as speech does (a steady tone is taken for background noise by
-    // Opus's voice detector and stops being sent).
-    let tone = sip::swelling_tone(8_000, 1_000.0, 20);
-    sip::write_wav(&phone_dir.path().join("tone.wav"), 8_000, &tone);
-    let mut phone = baresip(phone_dir.path(), &sip.addr, "100", 9);
-    let call = sip
-        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
-        .await;
-    assert_eq!(call["srtp"], true, "the call shows its leg is encrypted: {call}");
-    assert_eq!(call["codec"], "PCMU");
-    // The phone's voice, decrypted and authenticated by the gateway, reaches the room as Opus.
+/// The room track of call `call` (its participant `sip-{id}` in `room`), once it is there.
+async fn caller_track(sip: &sip::Sip, room: &str, call: &serde_json::Value) -> (String, String) {
     let id = format!("sip-{}", call["id"].as_str().unwrap());
-    let (session, track) = loop {
-        let (_, room) = sip.get("/v1/rooms/r1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, room) = sip.get(&format!("/v1/rooms/{room}")).await;
         let found = room["participants"]
             .as_array()
             .into_iter()
@@ -77,10 +69,49 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
                 )
             });
         if let Some(found) = found {
-            break found;
+            return found;
         }
+        assert!(Instant::now() < deadline, "the call never joined the room: {room}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+}
+
+/// baresip's recording of what it heard, once it has quit, at 8 kHz.
+async fn heard_by(phone: &mut std::process::Child, dir: &Path) -> Vec<i16> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while phone.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "baresip did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recording = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip's recording of what it heard");
+    // (The gateway's own WAV reader, the one its PIN prompts go through.)
+    Prompt::from_wav(&std::fs::read(&recording).unwrap())
+        .expect("a 16-bit PCM recording")
+        .at_rate(8_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
+    let sip = sip::start(RULES, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let phone_dir = tempfile::tempdir().unwrap();
+    // A 1 kHz tone swelling in loudness as speech does (a steady tone is taken for background noise by
+    // Opus's voice detector and stops being sent).
+    let tone = sip::swelling_tone(8_000, 1_000.0, 20);
+    sip::write_wav(&phone_dir.path().join("tone.wav"), 8_000, &tone);
+    let (mut phone, _) = baresip(phone_dir.path(), Some(("100", &sip.addr)), 9);
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+        .await;
+    assert_eq!(call["srtp"], true, "the call shows its leg is encrypted: {call}");
+    assert_eq!(call["codec"], "PCMU");
+    // The phone's voice, decrypted and authenticated by the gateway, reaches the room as Opus.
+    let (session, track) = caller_track(&sip, "r1", &call).await;
     let pcm = sip.listen(&session, &track, Duration::from_secs(3)).await;
     assert!(
         pcm.len() > 48_000 * 2,
@@ -96,21 +127,7 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
         "the caller's 1 kHz: {tone:.3} (2.5 kHz {other:.3})"
     );
     // The room, encrypted by the gateway, decrypted by libsrtp: the phone's recording holds alice's 440 Hz.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while phone.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "baresip did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let recording = std::fs::read_dir(phone_dir.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip's recording of what it heard");
-    // (The gateway's own WAV reader, the one its PIN prompts go through.)
-    let heard = Prompt::from_wav(&std::fs::read(&recording).unwrap())
-        .expect("a 16-bit PCM recording")
-        .at_rate(8_000);
+    let heard = heard_by(&mut phone, phone_dir.path()).await;
     assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());
     let tail = &heard[8_000 * 2..];
     let (alice, own) = (sip::share_of(tail, 8_000, 440.0), sip::share_of(tail, 8_000, 1_000.0));
@@ -165,4 +182,37 @@ async fn with_srtp_required_an_invite_without_sdp_gets_an_srtp_offer() {
         "the 200 carried no SRTP offer: {}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_out_through_an_srtp_trunk_reaches_an_srtp_phone() {
+    let phone_dir = tempfile::tempdir().unwrap();
+    let tone = sip::swelling_tone(8_000, 1_000.0, 20);
+    sip::write_wav(&phone_dir.path().join("tone.wav"), 8_000, &tone);
+    // baresip answers by itself, and only with SRTP.
+    let (mut phone, port) = baresip(phone_dir.path(), None, 10);
+    let config = format!(
+        "{RULES}\n[[sip.trunks]]\nname = \"secure\"\naddress = \"127.0.0.1:{port}\"\ncaller_id = \"gw\"\nsrtp = true\n"
+    );
+    let sip = sip::start(&config, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // baresip listening
+    let (status, placed) = sip
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(serde_json::json!({"to": "phone", "trunk": "secure", "room": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{placed}");
+    let call = sip.call_to("phone", |c| c["state"] == "answered").await;
+    assert_eq!(call["srtp"], true, "the placed call is encrypted: {call}");
+    let (session, track) = caller_track(&sip, "r1", &call).await;
+    let pcm = sip.listen(&session, &track, Duration::from_secs(3)).await;
+    let tone = sip::share_of(&pcm, 48_000, 1_000.0);
+    assert!(tone > 0.3, "the callee's 1 kHz reaches the room: {tone:.3}");
+    let heard = heard_by(&mut phone, phone_dir.path()).await;
+    assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());
+    let alice = sip::share_of(&heard[8_000 * 2..], 8_000, 440.0);
+    assert!(alice > 0.5, "the callee hears the room's 440 Hz: {alice:.3}");
 }

@@ -140,6 +140,9 @@ pub struct TrunkConfig {
     pub transport: String,
     /// Outbound: the caller id (From user) used when a call gives none.
     pub caller_id: String,
+    /// Outbound: offer SDES-SRTP (`RTP/SAVP` with a crypto line) on calls placed through this trunk; the
+    /// answer must accept it, or the call is hung up with 488.
+    pub srtp: bool,
 }
 
 /// `[[sip.rules]]`

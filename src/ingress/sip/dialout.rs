@@ -132,6 +132,15 @@ async fn place(
         key: super::srtp::MasterKey::random(),
     };
     let transport = if trunk.transport == "tcp" { ";transport=tcp" } else { "" };
+    // SRTP when the trunk asks for it: an RTP/SAVP offer, and an answer that must accept it.
+    let (suite, policy) = if trunk.srtp {
+        (
+            Some(super::srtp::Suite::AesCm128HmacSha1_80),
+            crate::config::SrtpPolicy::Required,
+        )
+    } else {
+        (None, crate::config::SrtpPolicy::Off)
+    };
     let contact_host = shared.contact.host_with_port.to_string();
     let (caller, callee) = match (
         uri(&format!("sip:{}@{contact_host}", view.from.clone().replace(' ', ""))),
@@ -144,7 +153,7 @@ async fn place(
         caller,
         callee,
         contact: shared.contact.clone(),
-        offer: Some(sdp::offer(&local, &deps.codecs, None).into_bytes()),
+        offer: Some(sdp::offer(&local, &deps.codecs, suite).into_bytes()),
         credential: (!trunk.username.is_empty()).then(|| Credential {
             username: trunk.username.clone(),
             password: trunk.password.expose().clone(),
@@ -206,7 +215,7 @@ async fn place(
             Err(e) => return call::hang_up(&dialog, &format!("SFU unavailable: {e}"), 503).await,
         };
         let answer = sdp::parse(&String::from_utf8_lossy(&response.body))
-            .and_then(|r| sdp::negotiate(&r, &deps.codecs, crate::config::SrtpPolicy::Off).map(|n| (r, n)));
+            .and_then(|r| sdp::negotiate(&r, &deps.codecs, policy).map(|n| (r, n)));
         let (remote, negotiated) = match answer {
             Ok(answer) => answer,
             Err(e) => return call::hang_up(&dialog, &format!("unusable SDP answer: {e}"), 488).await,
@@ -214,6 +223,7 @@ async fn place(
         let setup_ms = started.elapsed().as_millis() as u64;
         deps.store.update(&id, |c| {
             c.codec = Some(negotiated.codec.name().to_string());
+            c.srtp = negotiated.srtp.is_some();
             c.setup_ms = Some(setup_ms);
         });
         tracing::info!(codec = negotiated.codec.name(), setup_ms, "sip: dial-out answered");
