@@ -317,6 +317,9 @@ pub async fn run(
                         for mid in tracks.keys() {
                             keyframes.ask(&peer, mid).await;
                         }
+                        if let Some(pull) = pull.as_mut() {
+                            pull.restore(&subscribed);
+                        }
                     }
                     _ => {}
                 },

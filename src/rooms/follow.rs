@@ -47,6 +47,11 @@ impl Follower {
         self.rids.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// Every wanted track.
+    pub fn wanted(&self) -> impl Iterator<Item = &TrackKey> {
+        self.wanted.iter()
+    }
+
     /// Whether a track is (still) wanted.
     pub fn wants(&self, key: &TrackKey) -> bool {
         self.wanted.contains(key)

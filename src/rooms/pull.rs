@@ -101,6 +101,17 @@ impl RoomPull {
         }
     }
 
+    /// After the peer replaced its SFU session: asks again (on the retry schedule) for every wanted track
+    /// not among `restored`.
+    pub fn restore(&mut self, restored: &[SubscribedTrack]) {
+        let have: Vec<TrackKey> = restored
+            .iter()
+            .map(|t| (t.session_id.clone(), t.track_name.clone()))
+            .collect();
+        let missing = self.follower.wanted().filter(|k| !have.contains(k)).cloned().collect();
+        self.retry(missing);
+    }
+
     /// The simulcast layers of a followed track, best first (empty if it has none).
     pub fn rids(&self, key: &TrackKey) -> &[String] {
         self.follower.rids(key)

@@ -37,7 +37,11 @@ pub fn start_with(extra: &[(&str, &str)]) -> Setup {
     env.extend_from_slice(extra);
     let mut gateway = Gateway::start(&env);
     let rtmp = gateway.log_field("rtmp listening", "addr");
-    let sfu_api = format!("http://{}/v1", gateway.log_field("embedded sfu started", "http"));
+    // An external SFU (`GATEWAY__SFU__API_URL`, cloudflare mode) or the embedded one.
+    let sfu_api = match extra.iter().find(|(k, _)| *k == "GATEWAY__SFU__API_URL") {
+        Some((_, url)) => url.to_string(),
+        None => format!("http://{}/v1", gateway.log_field("embedded sfu started", "http")),
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -284,6 +284,7 @@ impl MixTask {
                     Some(PeerEvent::Failed { reason }) => break format!("SFU session failed: {reason}"),
                     Some(PeerEvent::Reconnected { subscribed, .. }) => {
                         decoding.clear();
+                        pull.restore(&subscribed);
                         for track in subscribed {
                             decoding.add(track);
                         }

@@ -151,8 +151,9 @@ pub enum PeerEvent {
         /// Why the old one was given up.
         reason: String,
     },
-    /// A new session replaced the failed one; published tracks keep their names, subscriptions were redone
-    /// (their mids may have changed).
+    /// A new session replaced the failed one; published tracks keep their names; the subscriptions that could
+    /// be redone are listed (their mids may have changed) — the others' publishers are gone (after an SFU
+    /// restart they have new sessions too), and it is for the owner to subscribe to them again.
     Reconnected {
         /// The new SFU session.
         session_id: String,

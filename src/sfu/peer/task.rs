@@ -319,24 +319,45 @@ impl PeerTask {
         let publications = std::mem::take(&mut self.publications);
         let subscriptions = std::mem::take(&mut self.subscriptions);
         let (published_tx, published_rx) = oneshot::channel();
-        let (subscribed_tx, subscribed_rx) = oneshot::channel();
-        self.queue.push_front(Command::Subscribe(subscriptions, subscribed_tx));
+        // Each subscription on its own: after an SFU restart the publishers have new sessions too, so some
+        // (often all) old subscriptions cannot come back. Those are left to the owner, which follows its
+        // publishers (a room's events, a named track that returns) and subscribes again.
+        let mut restores = Vec::with_capacity(subscriptions.len());
+        for spec in subscriptions.into_iter().rev() {
+            let (tx, rx) = oneshot::channel();
+            let track = spec.track_name.clone();
+            self.queue.push_front(Command::Subscribe(vec![spec], tx));
+            restores.push((track, rx));
+        }
         self.queue.push_front(Command::Publish(publications, published_tx));
         let events = self.channels.events.clone();
         let session_id = session.session_id;
         tokio::spawn(async move {
-            let event = match (published_rx.await, subscribed_rx.await) {
-                (Ok(Ok(published)), Ok(Ok(subscribed))) => PeerEvent::Reconnected {
-                    session_id,
-                    published,
-                    subscribed,
-                },
-                (Ok(Err(e)), _) | (_, Ok(Err(e))) => PeerEvent::Failed {
-                    reason: format!("cannot restore the tracks: {e}"),
-                },
-                _ => PeerEvent::Failed {
-                    reason: "the peer stopped while recovering".into(),
-                },
+            let published = match published_rx.await {
+                Ok(Ok(published)) => published,
+                Ok(Err(e)) => {
+                    let reason = format!("cannot restore the published tracks: {e}");
+                    let _ = events.send(PeerEvent::Failed { reason }).await;
+                    return;
+                }
+                Err(_) => {
+                    let reason = "the peer stopped while recovering".to_string();
+                    let _ = events.send(PeerEvent::Failed { reason }).await;
+                    return;
+                }
+            };
+            let mut subscribed = Vec::new();
+            for (track, rx) in restores.into_iter().rev() {
+                match rx.await {
+                    Ok(Ok(tracks)) => subscribed.extend(tracks),
+                    Ok(Err(e)) => tracing::info!(%track, error = %e, "peer: a subscription did not come back"),
+                    Err(_) => return,
+                }
+            }
+            let event = PeerEvent::Reconnected {
+                session_id,
+                published,
+                subscribed,
             };
             let _ = events.send(event).await;
         });
