@@ -180,6 +180,22 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refer_transfers_the_caller_to_another_number_in_the_same_room() {
+    transfer("<sip:+15557777@127.0.0.1>", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_transfer_replaces_the_consultation_call_at_the_target() {
+    // The caller has a consultation call with the target (Call-ID abc@host); its REFER names it in Replaces,
+    // and the gateway's INVITE must carry it so the target swaps that call for the gateway's.
+    transfer(
+        "<sip:+15557777@127.0.0.1?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+        Some("Replaces: abc@host;to-tag=1;from-tag=2"),
+    )
+    .await;
+}
+
+/// A call to `100` REFERs to `refer_to`; the target's INVITE must contain `replaces` (when given).
+async fn transfer(refer_to: &str, replaces: Option<&str>) {
     let port = sip::free_even_port();
     let config = format!(
         "[[sip.rules]]\nto = \"*\"\nroom = \"r1\"\n\n{}",
@@ -191,20 +207,29 @@ async fn refer_transfers_the_caller_to_another_number_in_the_same_room() {
     // The transfer target answers and hears the room.
     let target_media = PhoneMedia::bind().await;
     let target_sdp = sip::sdp(&[PCMU], &target_media.port().to_string(), "sendrecv");
-    let target = sipp_uas(dir, "target", &answering(&target_sdp, false), port);
+    let mut answer = answering(&target_sdp, false);
+    if let Some(replaces) = replaces {
+        let check = format!(
+            "<recv request=\"INVITE\" crlf=\"true\"><action><ereg regexp=\"{replaces}\" search_in=\"msg\" \
+             check_it=\"true\" assign_to=\"found\"/><log message=\"[$found]\"/></action></recv>"
+        );
+        answer = answer.replacen("<recv request=\"INVITE\" crlf=\"true\"/>", &check, 1);
+    }
+    let target = sipp_uas(dir, "target", &answer, port);
     // The caller asks for the transfer, gets 202 and two NOTIFYs (100, then 200), and is hung up.
     let notify_ok = format!("<recv request=\"NOTIFY\"/>\n{}", sip::reply_ok());
     let refer = "<send retrans=\"500\"><![CDATA[\nREFER [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
                  From: sipp <sip:+15550001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
                  To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\nCSeq: [cseq] REFER\n\
-                 Contact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nRefer-To: <sip:+15557777@127.0.0.1>\n\
-                 Referred-By: <sip:+15550001@[local_ip]>\nContent-Length: 0\n\n]]></send>\n<recv response=\"202\"/>\n";
+                 Contact: sip:sipp@[local_ip]:[local_port]\nMax-Forwards: 70\nRefer-To: REFER_TO\n\
+                 Referred-By: <sip:+15550001@[local_ip]>\nContent-Length: 0\n\n]]></send>\n<recv response=\"202\"/>\n"
+        .replace("REFER_TO", refer_to);
     let steps = scenario(&[
         sip::invite(&sip::sdp(&[PCMU], "[media_port]", "sendrecv"), ""),
         sip::final_response(200, ""),
         sip::ack(false, ""),
         sip::pause(500),
-        refer.to_string(),
+        refer,
         notify_ok.to_string(),
         notify_ok.replace("<recv request=\"NOTIFY\"/>", "<recv request=\"NOTIFY\"><action><ereg regexp=\"SIP/2.0 200\" search_in=\"body\" check_it=\"true\" assign_to=\"frag\"/><log message=\"[$frag]\"/></action></recv>"),
         expect_bye(),

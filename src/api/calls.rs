@@ -150,6 +150,7 @@ pub(super) async fn dial(
         room: body.room,
         caller_id: body.caller_id,
         participant_name: body.participant_name,
+        replaces: None,
     };
     match crate::ingress::sip::dialout::dial(server, request) {
         Ok(view) => Ok((StatusCode::CREATED, Json(view))),

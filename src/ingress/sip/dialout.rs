@@ -39,6 +39,8 @@ pub struct DialRequest {
     pub participant_name: Option<String>,
     /// How long the phone may ring.
     pub ring_timeout: Duration,
+    /// A `Replaces` header for the INVITE (RFC 3891): the call it replaces at the callee (attended transfer).
+    pub replaces: Option<String>,
 }
 
 /// Why a call could not be placed.
@@ -154,6 +156,10 @@ async fn place(
         callee,
         contact: shared.contact.clone(),
         offer: Some(sdp::offer(&local, &deps.codecs, suite).into_bytes()),
+        headers: request
+            .replaces
+            .clone()
+            .map(|replaces| vec![rsipstack::sip::Header::Other("Replaces".into(), replaces)]),
         credential: (!trunk.username.is_empty()).then(|| Credential {
             username: trunk.username.clone(),
             password: trunk.password.expose().clone(),
