@@ -193,6 +193,25 @@ async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
     drop(red);
     wait_tracks(&setup, &id, 6).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // Switched to the speaker layout while it runs.
+    let patch = |id: String, body: serde_json::Value| {
+        setup
+            .http
+            .patch(format!("{}/v1/egresses/{id}", setup.gateway.api))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let bad = patch(id.clone(), json!({"layout": "mosaic"})).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let missing = patch("eg_0000000000000000".into(), json!({"layout": "grid"}))
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let patched = patch(id.clone(), json!({"layout": "speaker"})).await.unwrap();
+    assert_eq!(patched.status().as_u16(), 200);
+    assert_eq!(patched.json::<serde_json::Value>().await.unwrap()["layout"], "speaker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let recording = stop_and_wait(&setup, &id, &nginx, "grid").await;
 
     let probed = probe(&recording);
@@ -220,8 +239,12 @@ async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
         first(&frames, 0, |f| grid3(f, &all)).unwrap_or_else(|| panic!("no 3-grid of red, lime, blue: {summary:#?}"));
     let b = first(&frames, a, |f| set(&colors(f, &four)) == set(&joined))
         .unwrap_or_else(|| panic!("no 2x2 grid after the fourth joined: {summary:#?}"));
-    first(&frames, b, |f| grid3(f, &left))
+    let c = first(&frames, b, |f| grid3(f, &left))
         .unwrap_or_else(|| panic!("no 3-grid of the remaining three after red left: {summary:#?}"));
+    // Speaker layout: the large cell reaches the bottom left, a side cell sits right of the centre; in the
+    // grid both spots are black.
+    let speaker = |f: &[u8]| colors(f, &[(40, 300), (560, 225)]).iter().all(|c| left.contains(c));
+    first(&frames, c, speaker).unwrap_or_else(|| panic!("no speaker layout after the switch: {summary:#?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

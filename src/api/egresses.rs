@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/egresses", get(list).post(create))
-        .route("/egresses/{id}", get(one).delete(remove))
+        .route("/egresses/{id}", get(one).patch(update).delete(remove))
 }
 
 /// One destination: an RTMP(S) `url`, a `file` name for a fragmented MP4 recording, or an `hls` name for a
@@ -210,6 +210,30 @@ pub(super) async fn list(State(state): State<AppState>) -> axum::Json<Value> {
 
 #[utoipa::path(get, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 200, description = "State and per-output {url (key redacted), state, reconnects}", body = Object), (status = 404)))]
 pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    let egress = state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
+    Ok(axum::Json(serde_json::to_value(egress).unwrap_or(Value::Null)))
+}
+
+/// `PATCH /v1/egresses/{id}` body: what may change while the egress runs.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateEgress {
+    /// A new layout, applied within a second.
+    layout: Option<Layout>,
+}
+
+#[utoipa::path(patch, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), request_body = UpdateEgress, responses((status = 200, body = Object), (status = 400), (status = 404)))]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<UpdateEgress>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let axum::Json(request) = body.map_err(|e| ApiError::from_class(ErrorClass::BadInput, e.body_text()))?;
+    state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
+    if let Some(layout) = request.layout {
+        state.egresses.update(&id, |e| e.layout = layout);
+        tracing::info!(egress = %id, ?layout, "egress layout changed");
+    }
     let egress = state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
     Ok(axum::Json(serde_json::to_value(egress).unwrap_or(Value::Null)))
 }

@@ -119,6 +119,14 @@ impl Composite {
         Ok(Pushed::Ok)
     }
 
+    /// Switches to `layout` (from the API); the next output frame has it.
+    pub fn set_layout(&mut self, layout: Layout) {
+        if layout != self.layout {
+            self.layout = layout;
+            self.relayout();
+        }
+    }
+
     /// Takes track `mid` out (it left the room or was resubscribed).
     pub fn remove(&mut self, mid: &str) {
         if let Some(source) = self.sources.remove(mid) {

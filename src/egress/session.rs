@@ -351,9 +351,9 @@ pub async fn run(
                     switch_layers(&peer, &mut running.composite, &mut keyframes).await;
                 }
                 _ = tick.tick() => {
-                    if deps.store.get(&id).is_none() {
-                        break 'attempts Ok(());
-                    }
+                    let Some(egress) = deps.store.get(&id) else { break 'attempts Ok(()) };
+                    running.composite.set_layout(egress.layout);
+                    switch_layers(&peer, &mut running.composite, &mut keyframes).await;
                     let mut current: Vec<TrackRef> = tracks.values().map(|t| TrackRef {
                         session_id: t.key.0.clone(),
                         track_name: t.key.1.clone(),
