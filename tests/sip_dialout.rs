@@ -250,3 +250,99 @@ async fn transfer(refer_to: &str, replaces: Option<&str>) {
     assert_eq!(sip.hang_up(&transferred).await, 204);
     assert_ok(target.finish(Duration::from_secs(20)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_from_the_callee_reaches_the_room_before_the_answer() {
+    let (port, failing_port) = (sip::free_even_port(), sip::free_even_port());
+    let config = format!(
+        "[[sip.rules]]\nto = \"*\"\nroom = \"r1\"\n\n{}{}",
+        trunk("early", port, false),
+        trunk("unavailable", failing_port, false)
+    );
+    let sip = sip::start(&config, &[]).await;
+    let phone_media = PhoneMedia::bind().await;
+    let callee_sdp = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
+    // 183 with SDP (an announcement plays), then the answer 6 s later.
+    let steps = scenario(&[
+        "<recv request=\"INVITE\" crlf=\"true\"/>\n".into(),
+        uas_response("183 Session Progress", "", &callee_sdp),
+        "<pause milliseconds=\"6000\"/>\n".into(),
+        uas_response("200 OK", "", &callee_sdp),
+        "<recv request=\"ACK\" crlf=\"true\"/>\n".into(),
+        expect_bye(),
+    ]);
+    let callee = sipp_uas(sip.dir.path(), "early", &steps, port);
+    let (status, placed) = sip
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"to": "+15554444", "trunk": "early", "room": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{placed}");
+    let early = sip
+        .call_to("+15554444", |c| {
+            c["state"] == "early-media" && c["localRtp"].is_string()
+        })
+        .await;
+    // The announcement, sent to where the gateway's offer said, is heard in the room before any answer.
+    let gateway_rtp: std::net::SocketAddr = early["localRtp"].as_str().unwrap().parse().unwrap();
+    let announcement = tokio::spawn(async move { phone_media.send_syllables(gateway_rtp, true, 1_000.0, 8).await });
+    let participant = format!("sip-{}", early["id"].as_str().unwrap());
+    let (session, track) = loop {
+        let (_, room) = sip.get("/v1/rooms/r1").await;
+        let found = room["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == participant.as_str())
+            .map(|p| {
+                (
+                    p["sessionId"].as_str().unwrap().to_string(),
+                    p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
+                )
+            });
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pcm = sip.listen(&session, &track, Duration::from_secs(2)).await;
+    let share = sip::share_of(&pcm, 48_000, 1_000.0);
+    assert!(share > 0.3, "the room hears the early media: {share:.3}");
+    let (_, still) = sip.get(&format!("/v1/calls/{}", early["id"].as_str().unwrap())).await;
+    assert_eq!(still["state"], "early-media", "not answered yet: {still}");
+    let answered = sip.call_to("+15554444", |c| c["state"] == "answered").await;
+    assert_eq!(answered["sipStatus"], 200);
+    assert_eq!(sip.hang_up(&answered).await, 204);
+    assert_ok(callee.finish(Duration::from_secs(20)));
+    announcement.abort();
+
+    // Early media, then a failure: the call ends with the callee's status and leaves the room.
+    let failing = scenario(&[
+        "<recv request=\"INVITE\" crlf=\"true\"/>\n".into(),
+        uas_response("183 Session Progress", "", &callee_sdp),
+        "<pause milliseconds=\"1500\"/>\n".into(),
+        uas_response("480 Temporarily Unavailable", "", ""),
+        "<recv request=\"ACK\"/>\n".into(),
+    ]);
+    let callee = sipp_uas(sip.dir.path(), "unavailable", &failing, failing_port);
+    let (status, _) = sip
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"to": "+15555555", "trunk": "unavailable", "room": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    sip.call_to("+15555555", |c| c["state"] == "early-media").await;
+    let ended = sip.call_to("+15555555", |c| c["state"] == "ended").await;
+    assert_eq!(ended["sipStatus"], 480, "{ended}");
+    let gone = format!("sip-{}", ended["id"].as_str().unwrap());
+    let (_, room) = sip.get("/v1/rooms/r1").await;
+    assert!(
+        !room.to_string().contains(&gone),
+        "the failed call left the room: {room}"
+    );
+    assert_ok(callee.finish(Duration::from_secs(20)));
+}

@@ -34,6 +34,20 @@ pub(super) struct Media {
     pub commands: mpsc::Receiver<CallCommand>,
     /// The session timer: a refresh (re-INVITE or UPDATE) must come within this.
     pub session_expires: Option<Duration>,
+    /// A dial-out in early media: the callee's final answer, still to come.
+    pub pending: Option<PendingAnswer>,
+}
+
+/// The final response to our INVITE: its status and SDP, or why none came (no answer in time).
+pub(super) type PendingAnswer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u16, Vec<u8>), String>> + Send>>;
+
+/// The final answer of a call in early media, or never.
+async fn final_answer(pending: &mut Option<PendingAnswer>) -> Result<(u16, Vec<u8>), String> {
+    match pending {
+        Some(answer) => answer.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The call in its room: its membership, its place in the room's mix, and its own track there.
@@ -59,6 +73,7 @@ pub(super) async fn bridge(
         destination,
         mut commands,
         session_expires,
+        mut pending,
     } = media;
     let mut refreshed = Instant::now();
     // The CSeq of a re-INVITE without SDP we answered with an offer: its ACK carries the answer.
@@ -110,13 +125,49 @@ pub(super) async fn bridge(
             Err(e) => return hang_up(dialog, &e, 500).await,
         }
         ctx.set_state(SessionState::Active);
-        deps.store.update(&id, |c| c.state = CallState::Answered);
+        let state = if pending.is_some() {
+            CallState::EarlyMedia
+        } else {
+            CallState::Answered
+        };
+        deps.store.update(&id, |c| c.state = state);
     }
     loop {
         tokio::select! {
             () = ctx.cancel_token().cancelled() => {
-                let _ = dialog.bye_with_reason("SIP;cause=200;text=\"call ended by the gateway\"".into()).await;
+                if pending.is_some() {
+                    let _ = dialog.cancel().await;
+                } else {
+                    let _ = dialog.bye_with_reason("SIP;cause=200;text=\"call ended by the gateway\"".into()).await;
+                }
                 return Ended::ok("ended by the gateway");
+            }
+            answer = final_answer(&mut pending) => {
+                pending = None;
+                match answer {
+                    Ok((status, body)) if (200..300).contains(&status) => {
+                        deps.store.update(&id, |c| c.sip_status = Some(status));
+                        // The 200 may move the media (its SDP, when it has one, is the answer that counts).
+                        // (Encrypted as the early media was.)
+                        let policy = if leg.negotiated().srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
+                        if !body.is_empty() && !apply_answer(&mut leg, &mut local, &body, policy) {
+                            return hang_up(dialog, "unusable SDP answer", 488).await;
+                        }
+                        let state = if pin.is_some() { CallState::Pin } else { CallState::Answered };
+                        deps.store.update(&id, |c| c.state = state);
+                        tracing::info!("sip: dial-out answered after early media");
+                    }
+                    Ok((status, _)) => {
+                        deps.store.update(&id, |c| c.sip_status = Some(status));
+                        tracing::info!(status, "sip: dial-out not answered after early media");
+                        return Ended::failed(format!("callee answered {status}"), Some(status));
+                    }
+                    Err(why) => {
+                        let _ = dialog.cancel().await;
+                        deps.store.update(&id, |c| c.sip_status = Some(487));
+                        return Ended::failed(why, Some(487));
+                    }
+                }
             }
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
@@ -183,7 +234,17 @@ pub(super) async fn bridge(
             state = states.recv() => {
                 let Some(state) = state else { return Ended::ok("dialog closed") };
                 match state {
-                    DialogState::Terminated(_, reason) => return terminated(&reason),
+                    DialogState::Terminated(_, reason) => {
+                        // In early media the dialog ends with the callee's final failure: report its status.
+                        if let Some(answer) = pending.take() {
+                            if let Ok(Ok((status, _))) = tokio::time::timeout(Duration::from_secs(2), answer).await {
+                                deps.store.update(&id, |c| c.sip_status = Some(status));
+                                tracing::info!(status, "sip: dial-out not answered after early media");
+                                return Ended::failed(format!("callee answered {status}"), Some(status));
+                            }
+                        }
+                        return terminated(&reason);
+                    }
                     DialogState::Updated(_, request, handle) => {
                         refreshed = Instant::now();
                         let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs, deps.srtp);
@@ -287,7 +348,7 @@ pub(super) async fn bridge(
                 if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
                     return hang_up(dialog, "session timer expired without a refresh", 408).await;
                 }
-                if !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
+                if pending.is_none() && !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
                     return hang_up(dialog, "no RTP from the phone", 408).await;
                 }
                 if pin.as_ref().is_some_and(|entry| entry.expired(Instant::now())) {

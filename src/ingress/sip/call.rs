@@ -306,6 +306,7 @@ async fn answer_and_bridge(
         destination: call.destination,
         commands,
         session_expires: call.session_expires.map(|s| Duration::from_secs(s.into())),
+        pending: None,
     };
     super::bridge::bridge(ctx, deps, &call.dialog, &mut call.states, media).await
 }

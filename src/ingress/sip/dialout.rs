@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+/// How the ringing phase ended: a final response, or a 183 with SDP (early media) with the final response
+/// still to come.
+enum Rung<F> {
+    Final(F),
+    Early(Vec<u8>),
+}
+
 /// How long a dialled phone rings by default before the call is cancelled.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -180,10 +187,10 @@ async fn place(
         tokio::pin!(connect);
         let deadline = tokio::time::sleep(request.ring_timeout);
         tokio::pin!(deadline);
-        let response = loop {
+        let rung = loop {
             tokio::select! {
                 connected = &mut connect, if sfu.is_none() => sfu = Some(connected),
-                joined = &mut answer => break joined,
+                joined = &mut answer => break Rung::Final(joined),
                 () = &mut deadline => {
                     let _ = dialog.cancel().await;
                     deps.store.update(&id, |c| c.sip_status = Some(487));
@@ -193,25 +200,51 @@ async fn place(
                     let _ = dialog.hangup().await;
                     return Ended::ok("cancelled by the gateway");
                 }
-                state = states.recv() => if let Some(DialogState::Early(..)) = state {
+                state = states.recv() => if let Some(DialogState::Early(_, response)) = state {
+                    // A 183 with SDP: early media (ringback, an announcement) the room should hear.
+                    if !response.body.is_empty() {
+                        tracing::info!("sip: callee sends early media");
+                        break Rung::Early(response.body);
+                    }
                     tracing::info!("sip: callee ringing");
                 },
             }
         };
-        let response = match response {
-            Ok(Ok((_, response))) => response,
-            Ok(Err(e)) => return Ended::failed(format!("INVITE failed: {e}"), None),
-            Err(e) => return Ended::failed(format!("INVITE task: {e}"), None),
+        let (body, pending) = match rung {
+            Rung::Final(response) => {
+                let response = match response {
+                    Ok(Ok((_, response))) => response,
+                    Ok(Err(e)) => return Ended::failed(format!("INVITE failed: {e}"), None),
+                    Err(e) => return Ended::failed(format!("INVITE task: {e}"), None),
+                };
+                let Some(response) = response else {
+                    return Ended::failed("no final response", Some(408));
+                };
+                let status = response.status_code.code();
+                deps.store.update(&id, |c| c.sip_status = Some(status));
+                if !(200..300).contains(&status) {
+                    tracing::info!(status, "sip: dial-out not answered");
+                    return Ended::failed(format!("callee answered {status}"), Some(status));
+                }
+                (response.body, None)
+            }
+            Rung::Early(body) => {
+                // The final answer comes later, within what is left of the ring time.
+                let left = deadline
+                    .deadline()
+                    .saturating_duration_since(tokio::time::Instant::now());
+                let pending: bridge::PendingAnswer = Box::pin(async move {
+                    match tokio::time::timeout(left, answer).await {
+                        Err(_) => Err("no answer".to_string()),
+                        Ok(Ok(Ok((_, Some(response))))) => Ok((response.status_code.code(), response.body)),
+                        Ok(Ok(Ok((_, None)))) => Err("no final response".to_string()),
+                        Ok(Ok(Err(e))) => Err(format!("INVITE failed: {e}")),
+                        Ok(Err(e)) => Err(format!("INVITE task: {e}")),
+                    }
+                });
+                (body, Some(pending))
+            }
         };
-        let Some(response) = response else {
-            return Ended::failed("no final response", Some(408));
-        };
-        let status = response.status_code.code();
-        deps.store.update(&id, |c| c.sip_status = Some(status));
-        if !(200..300).contains(&status) {
-            tracing::info!(status, "sip: dial-out not answered");
-            return Ended::failed(format!("callee answered {status}"), Some(status));
-        }
         let sfu = match sfu {
             Some(connected) => connected,
             None => connect.await,
@@ -220,10 +253,15 @@ async fn place(
             Ok(sfu) => sfu,
             Err(e) => return call::hang_up(&dialog, &format!("SFU unavailable: {e}"), 503).await,
         };
-        let answer = sdp::parse(&String::from_utf8_lossy(&response.body))
+        let answer = sdp::parse(&String::from_utf8_lossy(&body))
             .and_then(|r| sdp::negotiate(&r, &deps.codecs, policy).map(|n| (r, n)));
         let (remote, negotiated) = match answer {
             Ok(answer) => answer,
+            Err(e) if pending.is_some() => {
+                // Early media we cannot use: the call is not established yet, so it is cancelled.
+                let _ = dialog.cancel().await;
+                return Ended::failed(format!("unusable early-media SDP: {e}"), Some(488));
+            }
             Err(e) => return call::hang_up(&dialog, &format!("unusable SDP answer: {e}"), 488).await,
         };
         let setup_ms = started.elapsed().as_millis() as u64;
@@ -251,6 +289,7 @@ async fn place(
             destination,
             commands,
             session_expires: None,
+            pending,
         };
         bridge::bridge(ctx, deps, &dialog, &mut states, media).await
     }

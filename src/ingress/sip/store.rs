@@ -27,6 +27,9 @@ pub enum CallState {
     /// Setting up (inbound: before the answer; outbound: INVITE sent).
     #[default]
     Ringing,
+    /// Outbound, not answered yet, but the callee sends early media (a 183 with SDP: ringback, an
+    /// announcement), which the room hears.
+    EarlyMedia,
     /// Answered, waiting for the caller's PIN.
     Pin,
     /// Answered and in the room.
