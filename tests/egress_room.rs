@@ -7,11 +7,11 @@ mod common;
 
 use common::egress::{create_egress, get_egress, stop_and_wait};
 use common::nginx::{NginxRtmp, decode_errors, probe};
-use common::rtmp::{Killed, Setup, TOKEN, start};
+use common::rtmp::{Killed, Setup, TOKEN, ffmpeg_with, start};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const W: usize = 640;
@@ -25,38 +25,30 @@ async fn publish(setup: &Setup, name: &str, room: &str, color: &str, audio: &str
 
 /// Like [`publish`], with the ingress created from `body` and a picture of `size`.
 async fn publish_with(setup: &Setup, body: serde_json::Value, size: &str, color: &str, audio: &str) -> Killed {
-    let response = setup
-        .http
-        .post(format!("{}/v1/ingresses", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let ingress: serde_json::Value = response.json().await.unwrap();
+    let ingress = setup.create("/v1/ingresses", &body).await;
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let source = format!("color=c={color}:size={size}:rate=15");
-    let child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            &source,
-        ])
-        .args(["-f", "lavfi", "-i", audio, "-t", "60"])
-        .args(["-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast"])
-        .args(["-tune", "zerolatency", "-g", "15", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-ar", "48000", "-ac", "2", "-f", "flv", &url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg");
+    let picture = format!("color=c={color}:size={size}:rate=15");
+    let encoding = [
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "15",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+    ];
+    let child = ffmpeg_with(&url, 60, &[&picture, audio], &encoding);
     let publisher = Killed(child);
     let id = ingress["id"].as_str().unwrap();
     setup
@@ -138,7 +130,11 @@ fn rms(path: &Path) -> f64 {
     (sum / n).sqrt() / 32768.0
 }
 
+/// A tone per publisher (tones of one frequency could cancel out in the mix).
 const TONE: &str = "sine=frequency=440:sample_rate=48000";
+const TONE2: &str = "sine=frequency=550:sample_rate=48000";
+const TONE3: &str = "sine=frequency=660:sample_rate=48000";
+const TONE4: &str = "sine=frequency=770:sample_rate=48000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
@@ -156,19 +152,12 @@ async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
             400,
         ),
     ] {
-        let response = setup
-            .http
-            .post(format!("{}/v1/egresses", setup.gateway.api))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), status, "{body}");
+        let (got, _) = setup.post("/v1/egresses", &body).await;
+        assert_eq!(got, status, "{body}");
     }
     let red = publish(&setup, "red", "stage", "red", TONE).await;
-    let _lime = publish(&setup, "lime", "stage", "lime", TONE).await;
-    let _blue = publish(&setup, "blue", "stage", "blue", TONE).await;
+    let _lime = publish(&setup, "lime", "stage", "lime", TONE2).await;
+    let _blue = publish(&setup, "blue", "stage", "blue", TONE3).await;
     let id = create_egress(
         &setup,
         json!({
@@ -186,7 +175,7 @@ async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
     wait_tracks(&setup, &id, 6).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     // A fourth joins: 2 × 2.
-    let _yellow = publish(&setup, "yellow", "stage", "yellow", TONE).await;
+    let _yellow = publish(&setup, "yellow", "stage", "yellow", TONE4).await;
     wait_tracks(&setup, &id, 8).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The first leaves (after the ingest's reconnect grace): three again.
@@ -334,9 +323,9 @@ async fn a_simulcast_source_is_taken_at_the_layer_its_cell_needs() {
     let full = wait_source(&setup, &id, "red-video", |s| s["height"] == 360).await;
     assert_eq!(full["rid"], "a", "{full}");
     // In a 2 x 2 grid its cell is 320x180: the half-size layer is enough.
-    let _lime = publish(&setup, "lime", "layers", "lime", TONE).await;
-    let _blue = publish(&setup, "blue", "layers", "blue", TONE).await;
-    let _yellow = publish(&setup, "yellow", "layers", "yellow", TONE).await;
+    let _lime = publish(&setup, "lime", "layers", "lime", TONE2).await;
+    let _blue = publish(&setup, "blue", "layers", "blue", TONE3).await;
+    let _yellow = publish(&setup, "yellow", "layers", "yellow", TONE4).await;
     wait_tracks(&setup, &id, 8).await;
     let half = wait_source(&setup, &id, "red-video", |s| s["height"] == 180).await;
     assert_eq!(

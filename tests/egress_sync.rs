@@ -9,13 +9,13 @@ mod common;
 
 use common::egress::{create_egress, stop_and_wait};
 use common::nginx::NginxRtmp;
-use common::rtmp::{Killed, start};
+use common::rtmp::{Killed, ffmpeg_with, start};
 use serde_json::json;
 use sfu_gateway::media::PipelineGuard;
 use sfu_gateway::media::frames::{Frame, appsink_frames};
 use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -223,28 +223,27 @@ async fn an_rtmp_publisher_stays_in_sync_through_ingest_sfu_and_egress() {
     // transcodes the audio to Opus (whose encoder delay must not shift it).
     let ingress = setup.create_ingress("clip").await;
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let publisher = Killed(
-        Command::new("ffmpeg")
-            .args([
-                "-v", "error", "-re", "-f", "lavfi", "-i", FLASH, "-f", "lavfi", "-i", BEEP, "-t", "16",
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "baseline",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args([
-                "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000", "-ac", "2", "-f", "flv", &url,
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
-    );
+    let encoding = [
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+    ];
+    let publisher = Killed(ffmpeg_with(&url, 16, &[FLASH, BEEP], &encoding));
     let live = setup
         .wait_ingress(ingress["id"].as_str().unwrap(), "live", |i| {
             i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/egresses", "/v1/egresses"),
     ("post", "/v1/egresses", "/v1/egresses"),
     ("get", "/v1/egresses/{id}", "/v1/egresses/eg_0"),
+    ("patch", "/v1/egresses/{id}", "/v1/egresses/eg_0"),
     ("delete", "/v1/egresses/{id}", "/v1/egresses/eg_0"),
     ("get", "/v1/rooms", "/v1/rooms"),
     ("get", "/v1/rooms/{room}", "/v1/rooms/r1"),

@@ -5,7 +5,6 @@
 mod common;
 
 use common::media::{Decoder, audio_source, pump};
-use sfu_gateway::config::EmbeddedSfuConfig;
 use sfu_gateway::sfu::client::{CallsClient, ClientConfig, RetryPolicy};
 use sfu_gateway::sfu::embedded::EmbeddedSfu;
 use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, Peer, PeerConfig, PeerEvent, RemoteTrackSpec};
@@ -17,15 +16,7 @@ const APP: &str = "fedcba9876543210fedcba9876543210";
 const SECRET: &str = "recovery-secret-recovery-secret-recovery-secret-recovery-secret0";
 
 async fn sfu(listen: SocketAddr, udp: SocketAddr) -> EmbeddedSfu {
-    EmbeddedSfu::start(EmbeddedSfuConfig {
-        listen,
-        udp,
-        app_id: APP.into(),
-        app_secret: SECRET.to_string().into(),
-        ..Default::default()
-    })
-    .await
-    .expect("embedded sfu")
+    common::embedded_sfu(listen, udp, APP, SECRET).await
 }
 
 fn client(api_url: &str) -> CallsClient {

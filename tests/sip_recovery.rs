@@ -7,7 +7,6 @@ mod common;
 
 use common::rtmp::{APP, SECRET};
 use common::sip::{self, PCMU, PhoneMedia};
-use sfu_gateway::config::EmbeddedSfuConfig;
 use sfu_gateway::sfu::embedded::EmbeddedSfu;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,15 +18,7 @@ room = "r1"
 "#;
 
 async fn sfu(listen: SocketAddr, udp: SocketAddr) -> EmbeddedSfu {
-    EmbeddedSfu::start(EmbeddedSfuConfig {
-        listen,
-        udp,
-        app_id: APP.into(),
-        app_secret: SECRET.to_string().into(),
-        ..Default::default()
-    })
-    .await
-    .expect("embedded sfu")
+    common::embedded_sfu(listen, udp, APP, SECRET).await
 }
 
 /// The caller's (session, track) in room `r1`, once `check` holds for the session (bounded wait).

@@ -23,16 +23,7 @@ pub async fn live_source(setup: &Setup, name: &str, video: &[&str], tracks: usiz
 
 /// `POST /v1/egresses` (201); returns the new id.
 pub async fn create_egress(setup: &Setup, body: Value) -> String {
-    let response = setup
-        .http
-        .post(format!("{}/v1/egresses", setup.gateway.api))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let created: Value = response.json().await.unwrap();
+    let created = setup.create("/v1/egresses", &body).await;
     created["id"].as_str().unwrap().to_string()
 }
 

@@ -169,3 +169,22 @@ impl Drop for Gateway {
         let _ = self.child.wait();
     }
 }
+
+/// An embedded SFU on `listen` (HTTP) and `udp` with app `app`/`secret`, in the test's process (so a test can
+/// stop it and start it again on the same addresses).
+pub async fn embedded_sfu(
+    listen: std::net::SocketAddr,
+    udp: std::net::SocketAddr,
+    app: &str,
+    secret: &str,
+) -> sfu_gateway::sfu::embedded::EmbeddedSfu {
+    sfu_gateway::sfu::embedded::EmbeddedSfu::start(sfu_gateway::config::EmbeddedSfuConfig {
+        listen,
+        udp,
+        app_id: app.into(),
+        app_secret: secret.to_string().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("embedded sfu")
+}

@@ -55,17 +55,29 @@ pub fn start_with(extra: &[(&str, &str)]) -> Setup {
 }
 
 impl Setup {
-    pub async fn create_ingress(&self, name: &str) -> Value {
+    /// `POST {path}` of the gateway's API with `body`: the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/v1/ingresses", self.gateway.api))
+            .post(format!("{}{path}", self.gateway.api))
             .bearer_auth(TOKEN)
-            .json(&json!({"name": name}))
+            .json(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        response.json().await.unwrap()
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST {path}` that must create (201); the created object.
+    pub async fn create(&self, path: &str, body: &Value) -> Value {
+        let (status, created) = self.post(path, body).await;
+        assert_eq!(status, 201, "POST {path}: {created}");
+        created
+    }
+
+    pub async fn create_ingress(&self, name: &str) -> Value {
+        self.create("/v1/ingresses", &json!({"name": name})).await
     }
 
     pub async fn ingress(&self, id: &str) -> Value {
@@ -118,19 +130,24 @@ impl Setup {
 
 /// ffmpeg publishing a test pattern and a tone for `seconds` to `url`.
 pub fn ffmpeg(url: &str, seconds: u32, video: &[&str], audio: &[&str]) -> Child {
+    let picture = (!video.is_empty()).then_some("testsrc2=size=640x360:rate=30");
+    let sound = (!audio.is_empty()).then_some("sine=frequency=440:sample_rate=48000");
+    let inputs: Vec<&str> = picture.into_iter().chain(sound).collect();
+    let encoding: Vec<&str> = video.iter().chain(audio).copied().collect();
+    ffmpeg_with(url, seconds, &inputs, &encoding)
+}
+
+/// ffmpeg publishing the lavfi sources `inputs`, encoded with `encoding`, for `seconds` to `url` in real time.
+pub fn ffmpeg_with(url: &str, seconds: u32, inputs: &[&str], encoding: &[&str]) -> Child {
     let mut args: Vec<String> = vec!["-hide_banner", "-loglevel", "error", "-re"]
         .into_iter()
         .map(String::from)
         .collect();
-    if !video.is_empty() {
-        args.extend(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"].map(String::from));
-    }
-    if !audio.is_empty() {
-        args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from));
+    for input in inputs {
+        args.extend(["-f", "lavfi", "-i", input].map(String::from));
     }
     args.extend(["-t".to_string(), seconds.to_string()]);
-    args.extend(video.iter().map(|s| s.to_string()));
-    args.extend(audio.iter().map(|s| s.to_string()));
+    args.extend(encoding.iter().map(|s| s.to_string()));
     args.extend(["-f", "flv", url].map(String::from));
     Command::new("ffmpeg")
         .args(&args)
