@@ -7,7 +7,7 @@ mod common;
 
 use common::egress::{create_egress, get_egress, stop_and_wait};
 use common::nginx::{NginxRtmp, decode_errors, probe};
-use common::rtmp::{Killed, Setup, TOKEN, ffmpeg_with, start};
+use common::rtmp::{AAC_48K, BASELINE, Killed, Setup, TOKEN, ffmpeg_with, start};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,7 +17,7 @@ use std::time::Duration;
 const W: usize = 640;
 const H: usize = 360;
 
-/// Publishes `color` (320x180, 15 fps, a keyframe a second) and the audio of `audio` (a lavfi source) into
+/// Publishes `color` (320x180, 15 fps, a keyframe every 2 s) and the audio of `audio` (a lavfi source) into
 /// `room` as ingress `name`; waits until it is live with both tracks.
 async fn publish(setup: &Setup, name: &str, room: &str, color: &str, audio: &str) -> Killed {
     publish_with(setup, json!({"name": name, "room": room}), "320x180", color, audio).await
@@ -28,26 +28,7 @@ async fn publish_with(setup: &Setup, body: serde_json::Value, size: &str, color:
     let ingress = setup.create("/v1/ingresses", &body).await;
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
     let picture = format!("color=c={color}:size={size}:rate=15");
-    let encoding = [
-        "-c:v",
-        "libx264",
-        "-profile:v",
-        "baseline",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "15",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-ar",
-        "48000",
-        "-ac",
-        "2",
-    ];
+    let encoding = [BASELINE, AAC_48K].concat();
     let child = ffmpeg_with(&url, 60, &[&picture, audio], &encoding);
     let publisher = Killed(child);
     let id = ingress["id"].as_str().unwrap();

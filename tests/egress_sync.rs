@@ -9,7 +9,7 @@ mod common;
 
 use common::egress::{create_egress, stop_and_wait};
 use common::nginx::NginxRtmp;
-use common::rtmp::{Killed, ffmpeg_with, start};
+use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg_with, start};
 use serde_json::json;
 use sfu_gateway::media::PipelineGuard;
 use sfu_gateway::media::frames::{Frame, appsink_frames};
@@ -223,26 +223,7 @@ async fn an_rtmp_publisher_stays_in_sync_through_ingest_sfu_and_egress() {
     // transcodes the audio to Opus (whose encoder delay must not shift it).
     let ingress = setup.create_ingress("clip").await;
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let encoding = [
-        "-c:v",
-        "libx264",
-        "-profile:v",
-        "baseline",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-ar",
-        "48000",
-        "-ac",
-        "2",
-    ];
+    let encoding = [BASELINE, AAC_48K].concat();
     let publisher = Killed(ffmpeg_with(&url, 16, &[FLASH, BEEP], &encoding));
     let live = setup
         .wait_ingress(ingress["id"].as_str().unwrap(), "live", |i| {
