@@ -8,6 +8,7 @@ use common::egress::{create_egress, delete_egress, get_egress, live_source, pict
 use common::nginx::{NginxRtmp, decode_errors, probe};
 use common::rtmp::{AAC_48K, BASELINE, Killed, TOKEN, ffmpeg, start};
 use serde_json::json;
+use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +240,7 @@ async fn egress_records_fragmented_mp4() {
         }),
     )
     .await;
+    let active = wait_active(&setup, &id).await;
     tokio::time::sleep(Duration::from_secs(8)).await; // real-time media
     // The live HLS playlist: segments of ~2 s that play as H.264 + AAC.
     let playlist = dir.path().join("live/index.m3u8");
@@ -265,6 +267,7 @@ async fn egress_records_fragmented_mp4() {
     assert_eq!(decode_errors(&segment), "");
     drop(publisher);
     delete_egress(&setup, &id).await;
+    let recorded = active.elapsed().as_secs_f64();
     let file = dir.path().join("show_00000.mp4");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let probed = loop {
@@ -296,6 +299,12 @@ async fn egress_records_fragmented_mp4() {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     assert_eq!(decode_errors(&file), "");
+    // The whole time the egress was active is in the file.
+    let duration = probe(&file).duration;
+    assert!(
+        (duration - recorded).abs() <= 1.0,
+        "{duration:.1} s recorded of {recorded:.1} s active"
+    );
 
     // Without a recordings directory, or with a path in the name, file outputs are refused.
     let refused = setup
@@ -358,4 +367,63 @@ async fn a_source_that_drops_and_comes_back_resumes_in_the_same_egress() {
     let ((dark, light), rms) = picture_and_sound(&recording, &late);
     assert!(light - dark > 100, "the picture after the gap is flat: {dark}..{light}");
     assert!(rms > 0.02, "the sound after the gap is silent: {rms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_survives_a_kill_9_but_for_its_last_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = common::rtmp::start_with(&[("GATEWAY__EGRESS__RECORDINGS_DIR", dir.path().to_str().unwrap())]);
+    let (session, _publisher) = live_source(&setup, "crash", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "crash-video"}, {"sessionId": session, "trackName": "crash-audio"}],
+            "outputs": [{"file": "crash"}],
+            "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
+        }),
+    )
+    .await;
+    let active = wait_active(&setup, &id).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // SIGKILL: no chance to finish anything.
+    setup.gateway.signal("KILL");
+    let recorded = active.elapsed().as_secs_f64();
+    assert!(
+        setup.gateway.wait_exit(Duration::from_secs(5)).is_some(),
+        "the gateway did not die"
+    );
+    let file = dir.path().join("crash_00000.mp4");
+    let probed = common::nginx::try_probe(&file).expect("the fragments written before the kill are readable");
+    // 1 s fragments: at most the last one (and what was still in the muxer's queue) is lost.
+    assert!(
+        probed.duration >= recorded - 2.5 && probed.duration <= recorded + 1.0,
+        "{:.1} s readable of {recorded:.1} s recorded",
+        probed.duration
+    );
+    let video = probed.video.as_ref().expect("video");
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 320, 180));
+    assert_eq!(probed.audio.as_ref().map(|a| a.codec.as_str()), Some("aac"));
+    // Everything but the cut-off end decodes cleanly.
+    let clean = format!("{:.1}", probed.duration - 1.0);
+    let errors = Command::new("ffmpeg")
+        .args(["-v", "error", "-t", &clean, "-i"])
+        .arg(&file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&errors.stderr),
+        "",
+        "decode errors before the cut"
+    );
+}
+
+/// Waits (bounded) until egress `id` is active; returns when it became so.
+async fn wait_active(setup: &common::rtmp::Setup, id: &str) -> tokio::time::Instant {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get_egress(setup, id).await["state"] != "active" {
+        assert!(tokio::time::Instant::now() < deadline, "the egress never became active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::Instant::now()
 }
