@@ -18,7 +18,13 @@ pub enum Pushed {
     Ok,
     /// Dropped: a video that has not had a keyframe yet (ask for one).
     NeedsKeyframe,
+    /// Dropped: the picture already shows [`MAX_TILES`] videos (this one gets a cell when one frees up).
+    NoRoom,
 }
+
+/// Most videos in one picture: beyond a 4 × 4 grid the cells are too small to see, and every video costs a
+/// decoder. More videos wait for a cell; all audio is mixed.
+pub const MAX_TILES: usize = 16;
 
 /// A subscribed track: whose it is and its simulcast layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,9 @@ impl Composite {
             return Ok(Pushed::Ok);
         }
         let video = codec != Codec::Opus;
+        if video && self.order.len() >= MAX_TILES {
+            return Ok(Pushed::NoRoom);
+        }
         if video && !keyframe {
             return Ok(Pushed::NeedsKeyframe);
         }
@@ -230,5 +239,48 @@ impl Composite {
             .collect();
         views.sort_by(|a, b| (&a.session_id, &a.track_name).cmp(&(&b.session_id, &b.track_name)));
         views
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Fragments;
+
+    fn info(n: usize) -> TrackInfo {
+        TrackInfo {
+            key: (format!("session{n}"), "cam".into()),
+            rids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn videos_beyond_the_last_cell_wait_for_one() {
+        let fragments = Fragments::load(None).expect("built-in fragments");
+        let video = VideoOut::default();
+        let description = super::super::pipeline::describe(&fragments, video).expect("pipeline");
+        let guard = crate::media::PipelineGuard::parse("egress-test", &description).expect("parse");
+        let mut composite = Composite::new(guard.pipeline().clone(), Layout::Grid, video);
+        // (The pipeline is not started: branches are added, nothing flows.)
+        let key = (Codec::Vp8, true, &[0u8; 8][..]);
+        for n in 0..MAX_TILES {
+            assert_eq!(composite.push(&format!("m{n}"), &info(n), key, 0).unwrap(), Pushed::Ok);
+        }
+        assert_eq!(composite.push("extra", &info(99), key, 0).unwrap(), Pushed::NoRoom);
+        // Audio is always taken.
+        let audio = (Codec::Opus, true, &[0u8; 8][..]);
+        assert_eq!(composite.push("mic", &info(98), audio, 0).unwrap(), Pushed::Ok);
+        // A video leaves: the waiting one gets its cell at its next keyframe.
+        composite.remove("m3");
+        let delta = (Codec::Vp8, false, &[0u8; 8][..]);
+        assert_eq!(
+            composite.push("extra", &info(99), delta, 0).unwrap(),
+            Pushed::NeedsKeyframe
+        );
+        assert_eq!(composite.push("extra", &info(99), key, 0).unwrap(), Pushed::Ok);
+        assert_eq!(
+            composite.views().iter().filter(|v| v.kind == "video").count(),
+            MAX_TILES
+        );
     }
 }

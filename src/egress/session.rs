@@ -301,6 +301,7 @@ pub async fn run(
                     match running.composite.push(&frame.mid, track, (codec, frame.keyframe, &frame.data), pts) {
                         Ok(Pushed::Ok) => switch_layers(&peer, &mut running.composite, &mut keyframes).await,
                         Ok(Pushed::NeedsKeyframe) => keyframes.ask(&peer, &frame.mid).await,
+                        Ok(Pushed::NoRoom) => {}
                         Err(e) => break e.to_string(),
                     }
                 }
