@@ -427,3 +427,79 @@ async fn wait_active(setup: &common::rtmp::Setup, id: &str) -> tokio::time::Inst
     }
     tokio::time::Instant::now()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_egress_follows_its_publisher_into_a_new_session() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let ingress = setup.create_ingress("relay").await;
+    let ingress_id = ingress["id"].as_str().unwrap().to_string();
+    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
+    let live = |session: Option<String>| {
+        move |i: &serde_json::Value| {
+            i["state"] == "live"
+                && i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
+                && session.as_deref().is_none_or(|s| i["sfu"]["sessionId"] != s)
+        }
+    };
+    let publisher = Killed(ffmpeg(&url, 40, BASELINE, AAC_48K));
+    let first = setup.wait_ingress(&ingress_id, "live", live(None)).await;
+    let first_session = first["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let id = create_egress(
+        &setup,
+        json!({
+            "ingress": ingress_id,
+            "outputs": [{"url": nginx.url("relay")}],
+            "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The publisher is gone longer than the reconnect grace: the ingest ends, its SFU session with it.
+    drop(publisher);
+    setup
+        .wait_ingress(&ingress_id, "ended after the grace", |i| {
+            i["state"] != "live" && i["state"] != "reconnecting"
+        })
+        .await;
+    let _back = Killed(ffmpeg(&url, 40, BASELINE, AAC_48K));
+    let again = setup
+        .wait_ingress(&ingress_id, "live in a new session", live(Some(first_session.clone())))
+        .await;
+    let new_session = again["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let egress = get_egress(&setup, &id).await;
+        let taken: Vec<&str> = egress["tracks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["sessionId"].as_str())
+            .collect();
+        if taken.len() == 2 && taken.iter().all(|s| *s == new_session) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the egress did not follow: {egress}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let state = get_egress(&setup, &id).await;
+    assert_eq!(
+        state["outputs"][0]["reconnects"], 0,
+        "one stream at the destination: {state}"
+    );
+    let recording = stop_and_wait(&setup, &id, &nginx, "relay").await;
+    let probed = probe(&recording);
+    assert_eq!(decode_errors(&recording), "");
+    // The returned publisher's picture and sound are in the same recording, after the gap.
+    let late = format!("{}", (probed.duration - 2.0).floor());
+    let ((dark, light), rms) = picture_and_sound(&recording, &late);
+    assert!(
+        light - dark > 100,
+        "the picture after the return is flat: {dark}..{light}"
+    );
+    assert!(rms > 0.02, "the sound after the return is silent: {rms}");
+}

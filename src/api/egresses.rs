@@ -42,6 +42,9 @@ pub(super) struct CreateEgress {
     tracks: Vec<TrackRef>,
     /// Or a room to take every track of.
     room: Option<String>,
+    /// Or an RTMP ingress to take the tracks of, followed when its publisher comes back under a new SFU
+    /// session.
+    ingress: Option<String>,
     /// `grid` (default) or `speaker` (the loudest participant large).
     #[serde(default)]
     layout: Layout,
@@ -64,17 +67,17 @@ fn invalid(field: &str, problem: &str) -> ApiError {
 }
 
 fn validate(request: &CreateEgress) -> Result<(), ApiError> {
-    match &request.room {
-        Some(room) => {
-            if !request.tracks.is_empty() {
-                return Err(invalid("tracks", "give tracks or a room, not both"));
-            }
-            validate_room_name(room).map_err(|e| invalid("room", &e.to_string()))?;
-        }
-        None if request.tracks.is_empty() || request.tracks.len() > MAX_TRACKS => {
-            return Err(invalid("tracks", "name 1 to 16 tracks, or give a room"));
-        }
-        None => {}
+    let given = usize::from(!request.tracks.is_empty())
+        + usize::from(request.room.is_some())
+        + usize::from(request.ingress.is_some());
+    if given != 1 {
+        return Err(invalid("tracks", "give exactly one of tracks, room or ingress"));
+    }
+    if let Some(room) = &request.room {
+        validate_room_name(room).map_err(|e| invalid("room", &e.to_string()))?;
+    }
+    if request.tracks.len() > MAX_TRACKS {
+        return Err(invalid("tracks", "name 1 to 16 tracks"));
     }
     if request.outputs.is_empty() || request.outputs.len() > 8 {
         return Err(invalid("outputs", "1 to 8 outputs"));
@@ -162,13 +165,20 @@ pub(super) async fn create(
             })
         })
         .collect();
-    let sources = match &request.room {
-        Some(room) => Sources::Room(room.clone()),
-        None => Sources::Tracks(request.tracks.clone()),
+    let sources = match (&request.room, &request.ingress) {
+        (Some(room), _) => Sources::Room(room.clone()),
+        (None, Some(ingress)) => {
+            if state.ingresses.get(ingress).is_none() {
+                return Err(invalid("ingress", "no such ingress"));
+            }
+            Sources::Ingress(ingress.clone())
+        }
+        (None, None) => Sources::Tracks(request.tracks.clone()),
     };
     let spec = EgressSpec {
         tracks: request.tracks,
         room: request.room,
+        ingress: request.ingress,
         layout: request.layout,
         video: request.video,
         audio: request.audio,
@@ -183,6 +193,7 @@ pub(super) async fn create(
         fragments: state.fragments.clone(),
         webhooks: state.webhooks.clone(),
         rooms: state.rooms.clone(),
+        ingresses: state.ingresses.clone(),
     };
     let id = egress.id.clone();
     let spawned = state

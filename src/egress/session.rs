@@ -42,6 +42,8 @@ pub struct EgressDeps {
     pub webhooks: crate::webhooks::Webhooks,
     /// The rooms a room egress follows.
     pub rooms: Rooms,
+    /// The ingresses an ingress egress follows.
+    pub ingresses: crate::ingress::store::IngressStore,
 }
 
 /// The main pipeline of one attempt, its sources and its FLV output.
@@ -170,6 +172,61 @@ pub enum Sources {
     Tracks(Vec<TrackRef>),
     /// Every audio and video track of this room, following joins and leaves.
     Room(String),
+    /// The tracks of this RTMP ingress, in whatever SFU session its publisher is in now.
+    Ingress(String),
+}
+
+/// An ingress being followed, and the SFU session its tracks were taken from.
+struct IngressFollow {
+    id: String,
+    session: Option<String>,
+}
+
+/// Takes the ingress's tracks when it is live in a session other than the one they were taken from (its
+/// publisher came back after the reconnect grace): the old subscriptions go, the new ones come in. A
+/// refusal (no media yet) is tried again at the next call.
+async fn follow_ingress(
+    deps: &EgressDeps,
+    peer: &Peer,
+    follow: &mut IngressFollow,
+    tracks: &mut HashMap<String, TrackInfo>,
+    composite: &mut Composite,
+    keyframes: &mut KeyframeAsks,
+) {
+    let Some(sfu) = deps.ingresses.get(&follow.id).and_then(|i| i.sfu) else {
+        return;
+    };
+    if sfu.tracks.is_empty() || follow.session.as_deref() == Some(sfu.session_id.as_str()) {
+        return;
+    }
+    let specs = sfu
+        .tracks
+        .iter()
+        .map(|t| RemoteTrackSpec {
+            session_id: sfu.session_id.clone(),
+            track_name: t.track_name.clone(),
+            preferred_rid: None,
+        })
+        .collect();
+    match tokio::time::timeout(Duration::from_secs(5), peer.subscribe(specs)).await {
+        Ok(Ok(subscribed)) => {
+            let old: Vec<String> = tracks.drain().map(|(mid, _)| mid).collect();
+            for mid in &old {
+                composite.remove(mid);
+            }
+            if !old.is_empty() {
+                let _ = peer.close(old).await;
+            }
+            for track in &subscribed {
+                keyframes.ask(peer, &track.mid).await;
+                tracks.insert(track.mid.clone(), info(track));
+            }
+            tracing::info!(ingress = %follow.id, tracks = subscribed.len(), "egress: following the ingress's session");
+            follow.session = Some(sfu.session_id);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "egress: the ingress's tracks are not available yet"),
+        Err(_) => tracing::debug!("egress: subscribing to the ingress timed out"),
+    }
 }
 
 /// Subscribes to named tracks; the egress fails if the SFU refuses.
@@ -217,7 +274,7 @@ pub async fn run(
     let peer = Arc::new(peer);
     // The subscribed tracks by mid.
     let mut tracks: HashMap<String, TrackInfo> = HashMap::new();
-    let (mut room, mut pull) = (None, None);
+    let (mut room, mut pull, mut follow) = (None, None, None);
     match sources {
         Sources::Tracks(named) => {
             let subscribed = tokio::select! {
@@ -231,6 +288,12 @@ pub async fn run(
             let mut room_pull = RoomPull::new(peer.clone(), Follower::new(&[TrackKind::Audio, TrackKind::Video]));
             room_pull.snapshot(&subscription.snapshot);
             (room, pull) = (Some(subscription), Some(room_pull));
+        }
+        Sources::Ingress(ingress) => {
+            follow = Some(IngressFollow {
+                id: ingress,
+                session: None,
+            })
         }
     }
     let mut keyframes = KeyframeAsks::default();
@@ -354,6 +417,9 @@ pub async fn run(
                 _ = tick.tick() => {
                     let Some(egress) = deps.store.get(&id) else { break 'attempts Ok(()) };
                     running.composite.set_layout(egress.layout);
+                    if let Some(follow) = follow.as_mut() {
+                        follow_ingress(&deps, &peer, follow, &mut tracks, &mut running.composite, &mut keyframes).await;
+                    }
                     switch_layers(&peer, &mut running.composite, &mut keyframes).await;
                     let mut current: Vec<TrackRef> = tracks.values().map(|t| TrackRef {
                         session_id: t.key.0.clone(),

@@ -125,6 +125,9 @@ pub struct Egress {
     /// The room followed, for a room egress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// The ingress followed, for an ingress egress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
     /// How several videos share the picture.
     pub layout: Layout,
     /// Destinations.
@@ -146,6 +149,8 @@ pub struct EgressSpec {
     pub tracks: Vec<TrackRef>,
     /// Or the room whose tracks to take.
     pub room: Option<String>,
+    /// Or the ingress whose tracks to take.
+    pub ingress: Option<String>,
     /// How several videos share the picture.
     pub layout: Layout,
     /// Video settings.
@@ -180,6 +185,7 @@ impl EgressStore {
         let EgressSpec {
             tracks,
             room,
+            ingress,
             layout,
             video,
             audio,
@@ -190,6 +196,7 @@ impl EgressStore {
             reason: None,
             tracks,
             room,
+            ingress,
             layout,
             outputs: urls
                 .iter()
