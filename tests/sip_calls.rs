@@ -382,3 +382,61 @@ async fn a_g722_phone_is_bridged_in_wideband_both_ways() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_go_to_the_phone_and_its_reports_give_the_loss_toward_it() {
+    use sfu_gateway::ingress::sip::rtcp;
+    let sip = sip::start(RULES, &[]).await;
+    // The phone's RTP port and, above it, its RTCP port.
+    let (phone_media, phone_rtcp) = loop {
+        let media = PhoneMedia::bind().await;
+        if let Ok(rtcp) = tokio::net::UdpSocket::bind(("127.0.0.1", media.port() + 1)).await {
+            break (media, rtcp);
+        }
+    };
+    let (phone, _call, gateway_rtp) = sip.call_with_media("rtcp", &phone_media, &[PCMU], 10_000).await;
+    let talker = tokio::spawn(async move { phone_media.send_syllables(gateway_rtp, true, 1_000.0, 9).await });
+    // The gateway's sender report, from the port above its RTP, with a block on the phone's stream.
+    let mut buf = [0u8; 1500];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(8), phone_rtcp.recv_from(&mut buf))
+        .await
+        .expect("a sender report within 8 s")
+        .unwrap();
+    assert_eq!(from.port(), gateway_rtp.port() + 1);
+    let report = rtcp::parse(&buf[..len]).expect("RTCP");
+    let (gateway_ssrc, sr_ntp) = report.sender_report.expect("a sender report");
+    assert!(
+        u32::from_be_bytes(buf[20..24].try_into().unwrap()) > 0,
+        "it counts the packets sent"
+    );
+    assert_eq!(report.blocks.len(), 1, "a report on the phone's stream: {report:?}");
+    // The phone reports 13/256 lost and 80 units (10 ms at 8 kHz) of jitter on the gateway's stream.
+    let block = rtcp::ReportBlock {
+        ssrc: gateway_ssrc,
+        fraction_lost: 13,
+        cumulative_lost: 10,
+        highest_seq: 1_000,
+        jitter: 80,
+        lsr: rtcp::middle(sr_ntp),
+        dlsr: 0,
+    };
+    let info = rtcp::SenderInfo {
+        ntp: rtcp::ntp(std::time::SystemTime::now()),
+        rtp_timestamp: 0,
+        packets: 1,
+        octets: 160,
+    };
+    let phone_report = rtcp::sender_report(42, info, &[block], "phone");
+    phone_rtcp.send_to(&phone_report, from).await.unwrap();
+    let call = sip.call_to("100", |c| c["stats"]["lossToPhonePct"].is_number()).await;
+    let stats = &call["stats"];
+    assert!(
+        (stats["lossToPhonePct"].as_f64().unwrap() - 5.08).abs() < 0.01,
+        "{stats}"
+    );
+    assert_eq!(stats["jitterToPhoneMs"], 10.0);
+    let rtt = stats["rttMs"].as_f64().expect("a round trip");
+    assert!((0.0..1_000.0).contains(&rtt), "{rtt} ms");
+    talker.abort();
+    drop(phone);
+}

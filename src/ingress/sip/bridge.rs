@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 /// The answered call's parts.
 pub(super) struct Media {
     pub socket: UdpSocket,
+    /// RTCP, on the port above the RTP one.
+    pub rtcp: UdpSocket,
     pub local: LocalAudio,
     pub leg: Leg,
     pub sfu: SfuSide,
@@ -57,6 +59,9 @@ struct InRoom {
     own: TrackKey,
 }
 
+/// How often the gateway sends RTCP to the phone (RFC 3550's minimum).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The media loop of an answered call: phone RTP ↔ SFU, the mix, DTMF, the PIN, re-INVITEs, the room.
 pub(super) async fn bridge(
     ctx: &SessionCtx,
@@ -67,6 +72,7 @@ pub(super) async fn bridge(
 ) -> Ended {
     let Media {
         socket,
+        rtcp,
         mut local,
         mut leg,
         sfu,
@@ -106,6 +112,10 @@ pub(super) async fn bridge(
     let mut room: Option<InRoom> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut rtcp_tick = tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL / 2, RTCP_INTERVAL);
+    // Where the phone's RTCP comes from (symmetric, like RTP); until then the port above its RTP.
+    let mut rtcp_remote: Option<std::net::SocketAddr> = None;
+    let mut rtcp_buf = vec![0u8; 1500];
     let mut buf = vec![0u8; 2048];
     let mut frames = Vec::new();
     let mut pcm = Vec::new();
@@ -321,6 +331,21 @@ pub(super) async fn bridge(
                         }
                     }
                     _ => {}
+                }
+            }
+            received = rtcp.recv_from(&mut rtcp_buf) => {
+                let Ok((len, from)) = received else { continue };
+                if leg.rtcp_received(&rtcp_buf[..len], Instant::now(), std::time::SystemTime::now()) {
+                    rtcp_remote = Some(from);
+                }
+            }
+            _ = rtcp_tick.tick() => {
+                if let Some(report) = leg.rtcp_report(Instant::now(), std::time::SystemTime::now()) {
+                    let to = rtcp_remote.unwrap_or_else(|| {
+                        let rtp = leg.remote();
+                        std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+                    });
+                    let _ = rtcp.send_to(&report, to).await;
                 }
             }
             command = commands.recv() => {

@@ -213,7 +213,7 @@ async fn answer_and_bridge(
     let id = ctx.id().to_string();
     let track = format!("{}-sip-{id}", call.destination.room);
     deps.store.update(&id, |c| c.track_name = Some(track.clone()));
-    let (socket, local_addr) = match deps.ports.bind().await {
+    let (socket, rtcp, local_addr) = match deps.ports.bind().await {
         Ok(bound) => bound,
         Err(e) => {
             let _ = call.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
@@ -300,6 +300,7 @@ async fn answer_and_bridge(
     };
     let media = super::bridge::Media {
         socket,
+        rtcp,
         local,
         leg,
         sfu,

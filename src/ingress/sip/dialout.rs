@@ -129,7 +129,7 @@ async fn place(
     let id = ctx.id().to_string();
     let track = format!("{}-sip-{id}", request.room);
     deps.store.update(&id, |c| c.track_name = Some(track.clone()));
-    let (socket, local_addr) = match deps.ports.bind().await {
+    let (socket, rtcp, local_addr) = match deps.ports.bind().await {
         Ok(bound) => bound,
         Err(e) => return Ended::failed(format!("rtp: {e}"), None),
     };
@@ -283,6 +283,7 @@ async fn place(
         };
         let media = Media {
             socket,
+            rtcp,
             local,
             leg,
             sfu,

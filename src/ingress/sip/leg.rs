@@ -2,6 +2,7 @@
 //! outgoing sequence, the DTMF digits queued for the phone, and SDES-SRTP when negotiated. The call task
 //! owns the socket and feeds datagrams and ticks in.
 
+use super::rtcp;
 use super::rtp::{DtmfReceiver, RtpPacket, dtmf_payloads};
 use super::sdp::{Direction, Negotiated, PhoneCodec, RemoteAudio};
 use super::srtp::{MasterKey, Srtp, SrtpError};
@@ -74,6 +75,12 @@ pub struct Leg {
     local_key: MasterKey,
     secure: Option<Secure>,
     scratch: Vec<u8>,
+    /// RTCP: the phone's SSRC, payload octets sent, the last sender report of the phone (its NTP middle
+    /// bits and when it came), and the counts at the previous report (expected, received).
+    remote_ssrc: Option<u32>,
+    octets_sent: u64,
+    last_sr: Option<(u32, Instant)>,
+    reported: (u64, u64),
 }
 
 fn secure(negotiated: &Negotiated, local_key: &MasterKey) -> Result<Option<Secure>, SrtpError> {
@@ -121,6 +128,10 @@ impl Leg {
             stats: CallStats::default(),
             last_received: now,
             payload: Vec::with_capacity(400),
+            remote_ssrc: None,
+            octets_sent: 0,
+            last_sr: None,
+            reported: (0, 0),
         })
     }
 
@@ -211,6 +222,7 @@ impl Leg {
         }
         self.last_received = now;
         self.stats.packets_from_phone += 1;
+        self.remote_ssrc = Some(packet.ssrc);
         if let Some(last) = self.last_seq {
             let gap = packet.seq.wrapping_sub(last);
             if gap > 1 && gap < 1_000 {
@@ -310,6 +322,74 @@ impl Leg {
         }
         self.seq = self.seq.wrapping_add(1);
         self.stats.packets_to_phone += 1;
+        self.octets_sent += self.payload.len() as u64;
+        true
+    }
+
+    /// The RTCP sender report to send now (every few seconds): what the gateway sent, and a report block on
+    /// the phone's stream. `None` on an SRTP leg (SRTCP is not implemented, and plain RTCP must not go there).
+    pub fn rtcp_report(&mut self, now: Instant, wall: std::time::SystemTime) -> Option<Vec<u8>> {
+        if self.secure.is_some() {
+            return None;
+        }
+        let info = rtcp::SenderInfo {
+            ntp: rtcp::ntp(wall),
+            rtp_timestamp: self.timestamp,
+            packets: self.stats.packets_to_phone as u32,
+            octets: self.octets_sent as u32,
+        };
+        let block = self.remote_ssrc.map(|ssrc| {
+            let received = self.stats.packets_from_phone;
+            let expected = received + self.stats.lost_from_phone;
+            let (expected_prior, received_prior) = self.reported;
+            self.reported = (expected, received);
+            let (interval_expected, interval_received) = (expected - expected_prior, received - received_prior);
+            let lost = interval_expected.saturating_sub(interval_received);
+            let fraction_lost = (lost << 8)
+                .checked_div(interval_expected)
+                .map_or(0, |f| f.min(255) as u8);
+            let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(middle, at)| {
+                (middle, rtcp::short(now.saturating_duration_since(at)))
+            });
+            rtcp::ReportBlock {
+                ssrc,
+                fraction_lost,
+                cumulative_lost: self.stats.lost_from_phone.min(0x7f_ffff) as u32,
+                highest_seq: u32::from(self.last_seq.unwrap_or(0)),
+                jitter: self.jitter as u32,
+                lsr,
+                dlsr,
+            }
+        });
+        Some(rtcp::sender_report(self.ssrc, info, block.as_slice(), "sfu-gateway"))
+    }
+
+    /// Takes what the phone's RTCP says about the gateway's stream: loss and jitter toward the phone, and the
+    /// round trip. Returns false for anything that is not RTCP (or on an SRTP leg).
+    pub fn rtcp_received(&mut self, data: &[u8], now: Instant, wall: std::time::SystemTime) -> bool {
+        if self.secure.is_some() {
+            return false;
+        }
+        let Some(received) = rtcp::parse(data) else {
+            return false;
+        };
+        if let Some((_, ntp)) = received.sender_report {
+            self.last_sr = Some((rtcp::middle(ntp), now));
+        }
+        let rate = f64::from(self.negotiated.codec.clock_rate());
+        for block in received.blocks.iter().filter(|b| b.ssrc == self.ssrc) {
+            self.stats.loss_to_phone_pct = Some(f64::from(block.fraction_lost) * 100.0 / 256.0);
+            self.stats.jitter_to_phone_ms = Some(f64::from(block.jitter) * 1000.0 / rate);
+            if block.lsr != 0 {
+                // RTT = now − LSR − DLSR, all in 1/65536 s (middle NTP bits).
+                let rtt = rtcp::middle(rtcp::ntp(wall))
+                    .wrapping_sub(block.lsr)
+                    .wrapping_sub(block.dlsr);
+                if rtt < 65_536 * 10 {
+                    self.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
+                }
+            }
+        }
         true
     }
 }
@@ -387,6 +467,41 @@ mod tests {
         );
         assert_eq!(leg.receive(b"junk", nat, now, &mut frames), Received::Ignored);
         assert_eq!(leg.stats.packets_from_phone, 2);
+    }
+
+    #[test]
+    fn rtcp_reports_what_the_phone_lost_and_reads_what_it_reports() {
+        let mut leg = leg(Direction::SendRecv);
+        let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let (mut frames, now) = (Vec::new(), Instant::now());
+        let silence = [g711::linear_to_ulaw(0); 160];
+        // 4 packets expected (1..=4), 2 received: half lost.
+        leg.receive(&packet(0, 1, 0, &silence), from, now, &mut frames);
+        leg.receive(&packet(0, 4, 480, &silence), from, now, &mut frames);
+        let wall = std::time::SystemTime::now();
+        let ours = rtcp::parse(&leg.rtcp_report(now, wall).expect("a report")).unwrap();
+        let (ssrc, _) = ours.sender_report.expect("a sender report");
+        let block = ours.blocks[0];
+        assert_eq!(
+            (
+                block.ssrc,
+                block.fraction_lost,
+                block.cumulative_lost,
+                block.highest_seq
+            ),
+            (9, 128, 2, 4)
+        );
+        // The next interval, nothing new: nothing lost in it.
+        let again = rtcp::parse(&leg.rtcp_report(now, wall).unwrap()).unwrap();
+        assert_eq!(again.blocks[0].fraction_lost, 0);
+        // The phone's receiver report on our stream.
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 9];
+        rr.extend_from_slice(&ssrc.to_be_bytes());
+        rr.extend_from_slice(&[64, 0, 0, 5, 0, 0, 0, 9, 0, 0, 0, 160, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(leg.rtcp_received(&rr, now, wall));
+        assert_eq!(leg.stats.loss_to_phone_pct, Some(25.0));
+        assert_eq!(leg.stats.jitter_to_phone_ms, Some(20.0));
+        assert!(!leg.rtcp_received(b"junk", now, wall));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod leg;
 pub mod mixer;
 pub mod pin;
 pub mod roommix;
+pub mod rtcp;
 pub mod rtp;
 pub mod rtp_ports;
 pub mod sdp;

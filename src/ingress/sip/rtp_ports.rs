@@ -27,14 +27,19 @@ impl RtpPorts {
         }
     }
 
-    /// Binds the next free even port; returns the socket and the address to write in SDP.
-    pub async fn bind(&self) -> std::io::Result<(UdpSocket, SocketAddr)> {
+    /// Binds the next free even port for RTP and the odd one above it for RTCP; returns both sockets and the
+    /// RTP address to write in SDP (RTCP on the next port, RFC 3550's default).
+    pub async fn bind(&self) -> std::io::Result<(UdpSocket, UdpSocket, SocketAddr)> {
         let count = u32::from(self.max - self.min) / 2 + 1;
         for _ in 0..count.min(512) {
             let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
             let port = self.min + (slot * 2) as u16;
-            if let Ok(socket) = UdpSocket::bind((self.bind_ip, port)).await {
-                return Ok((socket, SocketAddr::new(self.public_ip, port)));
+            let Ok(rtp) = UdpSocket::bind((self.bind_ip, port)).await else {
+                continue;
+            };
+            let Some(rtcp_port) = port.checked_add(1) else { continue };
+            if let Ok(rtcp) = UdpSocket::bind((self.bind_ip, rtcp_port)).await {
+                return Ok((rtp, rtcp, SocketAddr::new(self.public_ip, port)));
             }
         }
         Err(std::io::Error::new(
@@ -54,7 +59,7 @@ mod tests {
         let ports = RtpPorts::new(ip, ip, 41_000, 41_009);
         let mut held = Vec::new();
         for _ in 0..5 {
-            let (socket, public) = ports.bind().await.unwrap();
+            let (socket, _rtcp, public) = ports.bind().await.unwrap();
             assert_eq!(public.port() % 2, 0);
             assert!((41_000..=41_009).contains(&public.port()));
             held.push(socket);

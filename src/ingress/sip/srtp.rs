@@ -3,8 +3,8 @@
 //!
 //! One [`Srtp`] context protects or unprotects one direction: session keys derived from the master key
 //! (key derivation rate 0), AES counter mode over the payload, HMAC-SHA1 over header, payload and rollover
-//! counter, the rollover counter estimated from sequence numbers, and a 64-packet replay window. RTCP is
-//! not relayed on the phone leg, so SRTCP is not needed.
+//! counter, the rollover counter estimated from sequence numbers, and a 64-packet replay window. SRTCP is not
+//! implemented: an SRTP leg sends no RTCP and ignores what it gets (plain legs exchange RTCP, `rtcp.rs`).
 
 use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;

@@ -58,6 +58,15 @@ pub struct CallStats {
     pub late_to_phone: u64,
     /// DTMF digits received from the phone.
     pub dtmf_received: u64,
+    /// Loss toward the phone over its last RTCP report interval, as the phone reports it, %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_to_phone_pct: Option<f64>,
+    /// Jitter of the gateway's packets as the phone reports it, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_to_phone_ms: Option<f64>,
+    /// Round trip to the phone from RTCP (its report on our last sender report), ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 /// The SFU side of a call: its session and the caller's track.
