@@ -104,7 +104,7 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
     // Opus's voice detector and stops being sent).
     let tone = sip::swelling_tone(8_000, 1_000.0, 20);
     sip::write_wav(&phone_dir.path().join("tone.wav"), 8_000, &tone);
-    let (mut phone, _) = baresip(phone_dir.path(), Some(("100", &sip.addr)), 9);
+    let (mut phone, _) = baresip(phone_dir.path(), Some(("100", &sip.addr)), 14);
     let call = sip
         .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
         .await;
@@ -126,6 +126,21 @@ async fn an_srtp_phone_is_heard_in_the_room_and_hears_the_room() {
         tone > 0.3 && other < 0.01,
         "the caller's 1 kHz: {tone:.3} (2.5 kHz {other:.3})"
     );
+    // SRTCP both ways with libsrtp: the phone's reports decrypt, and they answer our sender reports (their
+    // LSR is ours, which gives a round trip), so the phone decrypted ours.
+    let id = call["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
+        if now["stats"]["rttMs"].is_number() && now["stats"]["lossToPhonePct"].is_number() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SRTCP report from the phone on our stream: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The room, encrypted by the gateway, decrypted by libsrtp: the phone's recording holds alice's 440 Hz.
     let heard = heard_by(&mut phone, phone_dir.path()).await;
     assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());

@@ -5,6 +5,7 @@
 use super::rtcp;
 use super::rtp::{DtmfReceiver, RtpPacket, dtmf_payloads};
 use super::sdp::{Direction, Negotiated, PhoneCodec, RemoteAudio};
+use super::srtcp::Srtcp;
 use super::srtp::{MasterKey, Srtp, SrtpError};
 use super::store::CallStats;
 use super::uplink::{Downlink, OpusFrame, Uplink, UplinkError};
@@ -42,6 +43,8 @@ pub enum LegError {
 struct Secure {
     inbound: Srtp,
     outbound: Srtp,
+    rtcp_in: Srtcp,
+    rtcp_out: Srtcp,
 }
 
 enum Outgoing {
@@ -90,6 +93,8 @@ fn secure(negotiated: &Negotiated, local_key: &MasterKey) -> Result<Option<Secur
             Ok(Secure {
                 inbound: Srtp::new(crypto.suite, &crypto.key)?,
                 outbound: Srtp::new(crypto.suite, local_key)?,
+                rtcp_in: Srtcp::new(&crypto.key)?,
+                rtcp_out: Srtcp::new(local_key)?,
             })
         })
         .transpose()
@@ -327,11 +332,8 @@ impl Leg {
     }
 
     /// The RTCP sender report to send now (every few seconds): what the gateway sent, and a report block on
-    /// the phone's stream. `None` on an SRTP leg (SRTCP is not implemented, and plain RTCP must not go there).
+    /// the phone's stream; SRTCP on an SRTP leg. `None` if it cannot be protected.
     pub fn rtcp_report(&mut self, now: Instant, wall: std::time::SystemTime) -> Option<Vec<u8>> {
-        if self.secure.is_some() {
-            return None;
-        }
         let info = rtcp::SenderInfo {
             ntp: rtcp::ntp(wall),
             rtp_timestamp: self.timestamp,
@@ -361,16 +363,39 @@ impl Leg {
                 dlsr,
             }
         });
-        Some(rtcp::sender_report(self.ssrc, info, block.as_slice(), "sfu-gateway"))
+        let mut report = rtcp::sender_report(self.ssrc, info, block.as_slice(), "sfu-gateway");
+        if let Some(secure) = self.secure.as_mut() {
+            secure.rtcp_out.protect(&mut report).ok()?;
+        }
+        Some(report)
     }
 
     /// Takes what the phone's RTCP says about the gateway's stream: loss and jitter toward the phone, and the
-    /// round trip. Returns false for anything that is not RTCP (or on an SRTP leg).
+    /// round trip. Returns false for anything that is not RTCP (or, on an SRTP leg, not authentic SRTCP).
     pub fn rtcp_received(&mut self, data: &[u8], now: Instant, wall: std::time::SystemTime) -> bool {
-        if self.secure.is_some() {
-            return false;
-        }
-        let Some(received) = rtcp::parse(data) else {
+        let received = match self.secure.as_mut() {
+            None => rtcp::parse(data),
+            // Only what looks like RTCP is checked (phones also send a few bytes, or an RTP packet, to open
+            // their NAT pinhole on this port: ignored, not a forgery).
+            Some(_) if data.len() < 8 || data[0] >> 6 != 2 || !(200..=206).contains(&data[1]) => None,
+            Some(secure) => {
+                let mut packet = data.to_vec();
+                match secure.rtcp_in.unprotect(&mut packet) {
+                    Ok(()) => rtcp::parse(&packet),
+                    Err(e) => {
+                        let reason = match e {
+                            SrtpError::Auth => "auth",
+                            SrtpError::Replay => "replay",
+                            _ => "malformed",
+                        };
+                        metrics::counter!("sip_srtcp_refused_total", "reason" => reason).increment(1);
+                        tracing::debug!(error = %e, "sip: SRTCP packet refused");
+                        None
+                    }
+                }
+            }
+        };
+        let Some(received) = received else {
             return false;
         };
         if let Some((_, ntp)) = received.sender_report {

@@ -23,6 +23,7 @@ pub mod rtp;
 pub mod rtp_ports;
 pub mod sdp;
 pub mod server;
+pub mod srtcp;
 pub mod srtp;
 pub mod store;
 pub mod timer;

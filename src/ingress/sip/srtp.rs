@@ -3,8 +3,8 @@
 //!
 //! One [`Srtp`] context protects or unprotects one direction: session keys derived from the master key
 //! (key derivation rate 0), AES counter mode over the payload, HMAC-SHA1 over header, payload and rollover
-//! counter, the rollover counter estimated from sequence numbers, and a 64-packet replay window. SRTCP is not
-//! implemented: an SRTP leg sends no RTCP and ignores what it gets (plain legs exchange RTCP, `rtcp.rs`).
+//! counter, the rollover counter estimated from sequence numbers, and a 64-packet replay window. The leg's
+//! RTCP goes through `srtcp.rs` on an SRTP leg.
 
 use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;
@@ -13,9 +13,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 /// Master key length (AES-128).
-const KEY_LEN: usize = 16;
+pub(super) const KEY_LEN: usize = 16;
 /// Master salt length.
-const SALT_LEN: usize = 14;
+pub(super) const SALT_LEN: usize = 14;
 /// Key derivation labels (RFC 3711 §4.3.1).
 const LABEL_ENCRYPTION: u8 = 0;
 const LABEL_AUTH: u8 = 1;
@@ -120,7 +120,7 @@ impl MasterKey {
     }
 
     /// A session key of `len` bytes for `label` (RFC 3711 §4.3.1, key derivation rate 0).
-    fn derive(&self, label: u8, len: usize) -> Result<Vec<u8>, SrtpError> {
+    pub(super) fn derive(&self, label: u8, len: usize) -> Result<Vec<u8>, SrtpError> {
         let mut iv = [0u8; 16];
         iv[..SALT_LEN].copy_from_slice(&self.salt);
         iv[7] ^= label;
@@ -131,7 +131,7 @@ impl MasterKey {
 }
 
 /// XORs `data` with the AES-128 counter-mode keystream starting at block `iv`.
-fn aes_ctr(key: &[u8], iv: [u8; 16], data: &mut [u8]) -> Result<(), SrtpError> {
+pub(super) fn aes_ctr(key: &[u8], iv: [u8; 16], data: &mut [u8]) -> Result<(), SrtpError> {
     let key = UnboundCipherKey::new(&AES_128, key).map_err(|_| SrtpError::Cipher)?;
     let key = EncryptingKey::ctr(key).map_err(|_| SrtpError::Cipher)?;
     key.less_safe_encrypt(data, EncryptionContext::Iv128(FixedLength::from(iv)))
@@ -262,15 +262,7 @@ impl Srtp {
     }
 
     fn iv(&self, ssrc: u32, index: u64) -> [u8; 16] {
-        let mut iv = [0u8; 16];
-        iv[..SALT_LEN].copy_from_slice(&self.salt);
-        for (i, b) in ssrc.to_be_bytes().iter().enumerate() {
-            iv[4 + i] ^= b;
-        }
-        for (i, b) in index.to_be_bytes()[2..].iter().enumerate() {
-            iv[8 + i] ^= b;
-        }
-        iv
+        counter_iv(&self.salt, ssrc, index)
     }
 
     fn tag(&self, authenticated: &[u8], roc: u32) -> hmac::Tag {
@@ -279,6 +271,20 @@ impl Srtp {
         context.update(&roc.to_be_bytes());
         context.sign()
     }
+}
+
+/// The AES-CM IV of packet `index` of `ssrc` (RFC 3711 §4.1.1; SRTP and SRTCP alike): the session salt XOR
+/// the SSRC at bytes 4..8 XOR the index at bytes 8..14.
+pub(super) fn counter_iv(salt: &[u8; SALT_LEN], ssrc: u32, index: u64) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[..SALT_LEN].copy_from_slice(salt);
+    for (i, b) in ssrc.to_be_bytes().iter().enumerate() {
+        iv[4 + i] ^= b;
+    }
+    for (i, b) in index.to_be_bytes()[2..].iter().enumerate() {
+        iv[8 + i] ^= b;
+    }
+    iv
 }
 
 fn ssrc(packet: &[u8]) -> u32 {
