@@ -7,6 +7,7 @@ pub mod layout;
 pub mod output;
 pub mod pipeline;
 pub mod session;
+pub mod sources;
 pub mod speaker;
 pub mod store;
 pub mod sync;

@@ -6,21 +6,25 @@
 
 use super::composite::{Composite, Pushed, TrackInfo};
 use super::pipeline;
+pub use super::sources::Sources;
+use super::sources::{
+    IngressFollow, KeyframeAsks, follow_ingress, info, key, pulled, room_event, subscribe_named, switch_layers,
+};
 use super::store::{EgressState, EgressStore, TrackRef};
 use super::sync::PlayoutClock;
 use crate::media::frames::{Frame, appsink_frames};
 use crate::media::{Fragments, PipelineGuard};
 use crate::rooms::follow::{Follower, TrackKey};
 use crate::rooms::pull::RoomPull;
-use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
+use crate::rooms::{Rooms, SubscriptionError};
 use crate::sfu::api::TrackKind;
 use crate::sfu::client::CallsClient;
-use crate::sfu::peer::{Codec, InFrame, Peer, PeerConfig, PeerEvent, PeerStreams, RemoteTrackSpec, SubscribedTrack};
+use crate::sfu::peer::{Codec, InFrame, Peer, PeerConfig, PeerEvent, PeerStreams};
 use crate::supervisor::{SessionCtx, SessionError, SessionState};
 use gstreamer::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The first byte of an FLV video tag.
@@ -95,64 +99,6 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
     })
 }
 
-/// Keyframe requests, at most one per track per half second.
-#[derive(Default)]
-struct KeyframeAsks(HashMap<String, Instant>);
-
-impl KeyframeAsks {
-    async fn ask(&mut self, peer: &Peer, mid: &str) {
-        let now = Instant::now();
-        if self
-            .0
-            .get(mid)
-            .is_some_and(|last| now - *last < Duration::from_millis(500))
-        {
-            return;
-        }
-        self.0.insert(mid.to_string(), now);
-        let _ = peer.request_keyframe(mid.to_string()).await;
-    }
-}
-
-/// The room events, or never (an egress of named tracks).
-async fn room_event(sub: &mut Option<RoomSubscription>) -> Result<crate::rooms::RoomEvent, SubscriptionError> {
-    match sub {
-        Some(sub) => sub.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The room's newly pulled tracks, or never.
-async fn pulled(pull: &mut Option<RoomPull>) -> Vec<SubscribedTrack> {
-    match pull {
-        Some(pull) => pull.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn key(track: &SubscribedTrack) -> TrackKey {
-    (track.session_id.clone(), track.track_name.clone())
-}
-
-/// A subscribed track with no known layers.
-fn info(track: &SubscribedTrack) -> TrackInfo {
-    TrackInfo {
-        key: key(track),
-        rids: Vec::new(),
-    }
-}
-
-/// Asks the SFU for the layers the layout chose.
-async fn switch_layers(peer: &Peer, composite: &mut Composite, keyframes: &mut KeyframeAsks) {
-    for (mid, rid) in composite.take_layer_changes() {
-        tracing::debug!(%mid, %rid, "egress: switching simulcast layer");
-        if let Err(e) = peer.prefer_layer(mid.clone(), rid).await {
-            tracing::warn!(error = %e, %mid, "egress: layer switch refused");
-        }
-        keyframes.ask(peer, &mid).await;
-    }
-}
-
 /// The egress's overall state from its outputs' states.
 fn overall(store: &EgressStore, id: &str) {
     store.update(id, |e| {
@@ -163,97 +109,6 @@ fn overall(store: &EgressStore, id: &str) {
             EgressState::Degraded
         };
     });
-}
-
-/// What an egress takes.
-#[derive(Debug, Clone)]
-pub enum Sources {
-    /// These tracks.
-    Tracks(Vec<TrackRef>),
-    /// Every audio and video track of this room, following joins and leaves.
-    Room(String),
-    /// The tracks of this RTMP ingress, in whatever SFU session its publisher is in now.
-    Ingress(String),
-}
-
-/// An ingress being followed, and the SFU session its tracks were taken from.
-struct IngressFollow {
-    id: String,
-    session: Option<String>,
-}
-
-/// Takes the ingress's tracks when it is live in a session other than the one they were taken from (its
-/// publisher came back after the reconnect grace): the old subscriptions go, the new ones come in. A
-/// refusal (no media yet) is tried again at the next call.
-async fn follow_ingress(
-    deps: &EgressDeps,
-    peer: &Peer,
-    follow: &mut IngressFollow,
-    tracks: &mut HashMap<String, TrackInfo>,
-    composite: &mut Composite,
-    keyframes: &mut KeyframeAsks,
-) {
-    let Some(sfu) = deps.ingresses.get(&follow.id).and_then(|i| i.sfu) else {
-        return;
-    };
-    if sfu.tracks.is_empty() || follow.session.as_deref() == Some(sfu.session_id.as_str()) {
-        return;
-    }
-    let specs = sfu
-        .tracks
-        .iter()
-        .map(|t| RemoteTrackSpec {
-            session_id: sfu.session_id.clone(),
-            track_name: t.track_name.clone(),
-            preferred_rid: None,
-        })
-        .collect();
-    match tokio::time::timeout(Duration::from_secs(5), peer.subscribe(specs)).await {
-        Ok(Ok(subscribed)) => {
-            let old: Vec<String> = tracks.drain().map(|(mid, _)| mid).collect();
-            for mid in &old {
-                composite.remove(mid);
-            }
-            if !old.is_empty() {
-                let _ = peer.close(old).await;
-            }
-            for track in &subscribed {
-                keyframes.ask(peer, &track.mid).await;
-                tracks.insert(track.mid.clone(), info(track));
-            }
-            tracing::info!(ingress = %follow.id, tracks = subscribed.len(), "egress: following the ingress's session");
-            follow.session = Some(sfu.session_id);
-        }
-        Ok(Err(e)) => tracing::debug!(error = %e, "egress: the ingress's tracks are not available yet"),
-        Err(_) => tracing::debug!("egress: subscribing to the ingress timed out"),
-    }
-}
-
-/// Subscribes to named tracks; the egress fails if the SFU refuses.
-async fn subscribe_named(
-    deps: &EgressDeps,
-    id: &str,
-    peer: &Peer,
-    tracks: Vec<TrackRef>,
-) -> Result<Vec<SubscribedTrack>, SessionError> {
-    let specs = tracks
-        .into_iter()
-        .map(|t| RemoteTrackSpec {
-            session_id: t.session_id,
-            track_name: t.track_name,
-            preferred_rid: None,
-        })
-        .collect();
-    peer.subscribe(specs).await.map_err(|e| {
-        let reason = format!("cannot subscribe to the tracks: {e}");
-        deps.store.update(id, |egress| {
-            egress.state = EgressState::Failed;
-            egress.reason = Some(reason.clone());
-        });
-        deps.webhooks
-            .send("egress.failed", serde_json::json!({"egressId": id, "reason": reason}));
-        reason.into()
-    })
 }
 
 /// Runs an egress until it is stopped or deleted.
