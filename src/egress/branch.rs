@@ -68,6 +68,7 @@ fn describe(codec: Codec) -> String {
     let src = "appsrc name=src is-live=true format=time";
     match codec {
         Codec::Vp8 => format!("{src} caps=video/x-vp8 ! queue ! vp8dec"),
+        Codec::Vp9 => format!("{src} caps=video/x-vp9 ! queue ! vp9dec"),
         Codec::H264 => format!(
             "{src} caps=\"video/x-h264,stream-format=byte-stream,alignment=au\" ! queue ! h264parse ! avdec_h264"
         ),

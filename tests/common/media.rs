@@ -35,7 +35,8 @@ pub fn audio_source() -> EncodedSource {
     start_source("test-audio", &description)
 }
 
-fn start_source(role: &str, description: &str) -> EncodedSource {
+/// A live source from a launch description whose encoded output is the appsink `sink`.
+pub fn start_source(role: &str, description: &str) -> EncodedSource {
     let guard = PipelineGuard::parse(role, description).expect("source pipeline");
     let (frames, _dropped) = appsink_frames(&guard, "sink", 256).expect("appsink");
     guard.start().expect("start source");

@@ -24,6 +24,8 @@ pub enum Codec {
     Vp8,
     /// H.264, 90 kHz.
     H264,
+    /// VP9, 90 kHz (received and forwarded; the gateway's own encoders make VP8 or H.264).
+    Vp9,
 }
 
 impl Codec {
@@ -31,7 +33,7 @@ impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
             Codec::Opus => TrackKind::Audio,
-            Codec::Vp8 | Codec::H264 => TrackKind::Video,
+            Codec::Vp8 | Codec::H264 | Codec::Vp9 => TrackKind::Video,
         }
     }
 
@@ -39,7 +41,7 @@ impl Codec {
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::Vp8 | Codec::H264 => 90_000,
+            Codec::Vp8 | Codec::H264 | Codec::Vp9 => 90_000,
         }
     }
 }

@@ -87,6 +87,7 @@ fn build_rtc(local_addr: SocketAddr, config: &PeerConfig, now: Instant) -> std::
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true)
+        .enable_vp9(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         // Sender reports carry the capture times receivers sync by: every second for audio too (default 5 s).
         .set_rtcp_report_interval_audio(Duration::from_secs(1));
@@ -104,6 +105,7 @@ fn codec_of(codec: StrCodec) -> Option<Codec> {
         StrCodec::Opus => Some(Codec::Opus),
         StrCodec::Vp8 => Some(Codec::Vp8),
         StrCodec::H264 => Some(Codec::H264),
+        StrCodec::Vp9 => Some(Codec::Vp9),
         _ => None,
     }
 }
@@ -113,6 +115,7 @@ fn str_codec(codec: Codec) -> StrCodec {
         Codec::Opus => StrCodec::Opus,
         Codec::Vp8 => StrCodec::Vp8,
         Codec::H264 => StrCodec::H264,
+        Codec::Vp9 => StrCodec::Vp9,
     }
 }
 
