@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::egress::{create_egress, stop_and_wait};
+use common::egress::{create_egress, publisher, stop_and_wait};
 use common::nginx::NginxRtmp;
 use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg_with, start};
 use serde_json::json;
 use sfu_gateway::media::PipelineGuard;
 use sfu_gateway::media::frames::{Frame, appsink_frames};
-use sfu_gateway::sfu::peer::{Codec, LocalTrackSpec, OutFrame, Peer, PeerConfig};
+use sfu_gateway::sfu::peer::{Codec, OutFrame};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -129,15 +129,7 @@ async fn flashes_and_beeps_captured_together_stay_together() {
     );
     let setup = start();
     let nginx = NginxRtmp::start();
-    let (peer, _streams) = Peer::connect(setup.client(), PeerConfig::default())
-        .await
-        .expect("peer");
-    peer.publish(vec![
-        LocalTrackSpec::new("sync-video", Codec::Vp8),
-        LocalTrackSpec::new("sync-audio", Codec::Opus),
-    ])
-    .await
-    .expect("publish");
+    let (peer, _streams) = publisher(&setup, &[("sync-video", Codec::Vp8), ("sync-audio", Codec::Opus)]).await;
     let session = peer.session_id();
     // Real time: audio at its media time, video VIDEO_DELAY later; both say when they were captured.
     let sender = peer.frame_sender();

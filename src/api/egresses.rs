@@ -201,11 +201,16 @@ pub(super) async fn create(
         .spawn_with_cost(SessionKind::Egress, id.clone(), state.egress_cost, move |ctx| {
             session::run(ctx, deps, id, sources, targets)
         });
-    if let Err(e) = spawned {
-        state
+    match spawned {
+        Ok(session) => state
             .egresses
-            .update(&egress.id, |e| e.state = crate::egress::store::EgressState::Failed);
-        return Err(e.into());
+            .update(&egress.id, |e| e.session = Some(session.to_string())),
+        Err(e) => {
+            state
+                .egresses
+                .update(&egress.id, |e| e.state = crate::egress::store::EgressState::Failed);
+            return Err(e.into());
+        }
     }
     tracing::info!(egress = %egress.id, "egress created");
     Ok((
@@ -251,10 +256,13 @@ pub(super) async fn update(
 
 #[utoipa::path(delete, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
 pub(super) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    // The session notices within a second that its egress is gone and stops.
-    state
+    let egress = state
         .egresses
         .remove(&id)
         .ok_or_else(|| ApiError::not_found("egress"))?;
+    // Stopped now (its outputs then finish their files); a session already gone is fine.
+    if let Some(session) = egress.session.as_deref().and_then(crate::supervisor::SessionId::parse) {
+        let _ = state.supervisor.stop(&session);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -140,6 +140,9 @@ pub struct Egress {
     pub frames_in: u64,
     /// The sources in the picture and the mix now.
     pub sources: Vec<SourceView>,
+    /// The supervisor session running it (stopped at once by a DELETE).
+    #[serde(skip)]
+    pub session: Option<String>,
 }
 
 /// What an egress takes and makes.
@@ -212,6 +215,7 @@ impl EgressStore {
             audio,
             frames_in: 0,
             sources: Vec::new(),
+            session: None,
         };
         self.lock().insert(egress.id.clone(), egress.clone());
         egress

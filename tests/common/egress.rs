@@ -81,3 +81,20 @@ pub fn picture_and_sound(path: &std::path::Path, seconds: &str) -> ((u8, u8), f6
     let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt() / 32768.0;
     (levels, rms)
 }
+
+/// A gateway `Peer` on the test's SFU publishing `tracks`; returns it with its streams (keep them).
+pub async fn publisher(
+    setup: &Setup,
+    tracks: &[(&str, sfu_gateway::sfu::peer::Codec)],
+) -> (sfu_gateway::sfu::peer::Peer, sfu_gateway::sfu::peer::PeerStreams) {
+    use sfu_gateway::sfu::peer::{LocalTrackSpec, Peer, PeerConfig};
+    let (peer, streams) = Peer::connect(setup.client(), PeerConfig::default())
+        .await
+        .expect("peer");
+    let specs = tracks
+        .iter()
+        .map(|(name, codec)| LocalTrackSpec::new(*name, *codec))
+        .collect();
+    peer.publish(specs).await.expect("publish");
+    (peer, streams)
+}
