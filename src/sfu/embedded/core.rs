@@ -345,6 +345,13 @@ impl Core {
         }
         let rid = data.rid.map(|r| r.to_string());
         let keyframe = data.is_keyframe();
+        // Sent on with the publisher's capture time (from its sender reports) rather than our arrival time, so
+        // our own sender reports to the subscribers keep the publisher's audio/video alignment (lip-sync).
+        let wallclock = data
+            .last_sender_info
+            .and_then(|sr| clock::capture_time(sr.ntp_time, sr.rtp_time.numer(), data.time.numer(), data.time.denom()))
+            .map(clock::instant_of)
+            .unwrap_or(data.network_time);
         for (subscriber_id, out_mid) in subscribers {
             let Some(subscriber) = self.sessions.get_mut(&subscriber_id) else {
                 continue;
@@ -373,7 +380,7 @@ impl Core {
                 }
                 remote.started = true;
             }
-            if write_frame(subscriber, out_mid, &data) {
+            if write_frame(subscriber, out_mid, &data, wallclock) {
                 self.stats.frames_forwarded.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .bytes_forwarded
@@ -473,21 +480,14 @@ impl Core {
     }
 }
 
-/// Writes one frame to a subscriber leg; false when the leg cannot take it.
-fn write_frame(subscriber: &mut Session, mid: Mid, data: &MediaData) -> bool {
+/// Writes one frame, captured at `wallclock`, to a subscriber leg; false when the leg cannot take it.
+fn write_frame(subscriber: &mut Session, mid: Mid, data: &MediaData, wallclock: Instant) -> bool {
     let Some(writer) = subscriber.rtc.writer(mid) else {
         return false;
     };
     let Some(pt) = writer.match_params(data.params) else {
         return false;
     };
-    // Sent with the publisher's capture time (from its sender reports) rather than our arrival time, so our
-    // own sender reports to the subscriber keep the publisher's audio/video alignment (lip-sync).
-    let wallclock = data
-        .last_sender_info
-        .and_then(|sr| clock::capture_time(sr.ntp_time, sr.rtp_time.numer(), data.time.numer(), data.time.denom()))
-        .map(clock::instant_of)
-        .unwrap_or(data.network_time);
     let writer = subscriber.rtc.writer(mid);
     match writer.map(|w| w.write(pt, wallclock, data.time, data.data.clone())) {
         Some(Ok(())) => true,
