@@ -3,7 +3,7 @@
 //! loses at most the last second), or `appsrc ! flvdemux ! hlssink2` writing a live HLS playlist. A destination that refuses or drops the connection is restarted with
 //! backoff (forever) without touching the other outputs; after a restart it resumes at the next keyframe.
 
-use super::store::EgressStore;
+use super::store::{EgressState, EgressStore};
 use crate::media::PipelineGuard;
 use crate::media::frames::{Frame, FramePusher};
 use crate::redact::Secret;
@@ -101,6 +101,10 @@ fn set_state(store: &EgressStore, egress: &str, index: usize, state: &str, recon
             if reconnected {
                 output.reconnects += 1;
             }
+        }
+        // The egress is active the moment its last output starts sending (the session's tick only refreshes).
+        if e.state == EgressState::Starting && e.outputs.iter().all(|o| o.state == "active") {
+            e.state = EgressState::Active;
         }
     });
 }
