@@ -289,24 +289,9 @@ async fn early_media_from_the_callee_reaches_the_room_before_the_answer() {
     let gateway_rtp: std::net::SocketAddr = early["localRtp"].as_str().unwrap().parse().unwrap();
     let announcement = tokio::spawn(async move { phone_media.send_syllables(gateway_rtp, true, 1_000.0, 8).await });
     let participant = format!("sip-{}", early["id"].as_str().unwrap());
-    let (session, track) = loop {
-        let (_, room) = sip.get("/v1/rooms/r1").await;
-        let found = room["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["id"] == participant.as_str())
-            .map(|p| {
-                (
-                    p["sessionId"].as_str().unwrap().to_string(),
-                    p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
-                )
-            });
-        if let Some(found) = found {
-            break found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (session, track) = sip
+        .room_track("r1", Duration::from_secs(10), |p| p["id"] == participant.as_str())
+        .await;
     let pcm = sip.listen(&session, &track, Duration::from_secs(2)).await;
     let share = sip::share_of(&pcm, 48_000, 1_000.0);
     assert!(share > 0.3, "the room hears the early media: {share:.3}");

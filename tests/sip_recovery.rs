@@ -9,7 +9,7 @@ use common::rtmp::{APP, SECRET};
 use common::sip::{self, PCMU, PhoneMedia};
 use sfu_gateway::sfu::embedded::EmbeddedSfu;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RULES: &str = r#"
 [[sip.rules]]
@@ -23,28 +23,10 @@ async fn sfu(listen: SocketAddr, udp: SocketAddr) -> EmbeddedSfu {
 
 /// The caller's (session, track) in room `r1`, once `check` holds for the session (bounded wait).
 async fn caller(sip: &sip::Sip, check: impl Fn(&str) -> bool) -> (String, String) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (_, room) = sip.get("/v1/rooms/r1").await;
-        let found = room["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| {
-                p["id"].as_str().is_some_and(|id| id.starts_with("sip-")) && p["sessionId"].as_str().is_some_and(&check)
-            })
-            .map(|p| {
-                (
-                    p["sessionId"].as_str().unwrap().to_string(),
-                    p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
-                )
-            });
-        if let Some(found) = found {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "no caller as expected in the room: {room}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sip.room_track("r1", Duration::from_secs(40), |p| {
+        p["id"].as_str().is_some_and(|id| id.starts_with("sip-")) && p["sessionId"].as_str().is_some_and(&check)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,26 +54,8 @@ fn baresip(dir: &Path, dial: Option<(&str, &str)>, seconds: u32) -> (std::proces
 /// The room track of call `call` (its participant `sip-{id}` in `room`), once it is there.
 async fn caller_track(sip: &sip::Sip, room: &str, call: &serde_json::Value) -> (String, String) {
     let id = format!("sip-{}", call["id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, room) = sip.get(&format!("/v1/rooms/{room}")).await;
-        let found = room["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["id"] == id.as_str())
-            .map(|p| {
-                (
-                    p["sessionId"].as_str().unwrap().to_string(),
-                    p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
-                )
-            });
-        if let Some(found) = found {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "the call never joined the room: {room}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sip.room_track(room, Duration::from_secs(10), |p| p["id"] == id.as_str())
+        .await
 }
 
 /// baresip's recording of what it heard, once it has quit, at 8 kHz.

@@ -109,11 +109,6 @@ impl FramePusher {
         self.appsrc.push_buffer(buffer).is_ok()
     }
 
-    /// Pushes one buffer without timestamps (a live appsrc with `do-timestamp=true` stamps it on arrival).
-    pub fn push_untimed(&self, data: &[u8]) -> bool {
-        self.appsrc.push_buffer(gst::Buffer::from_slice(data.to_vec())).is_ok()
-    }
-
     /// Pushes one buffer with presentation and decoding timestamps (streams with B-frames).
     pub fn push_with_dts(&self, data: &[u8], pts_ns: u64, dts_ns: u64, keyframe: bool) -> bool {
         let mut buffer = gst::Buffer::from_slice(data.to_vec());

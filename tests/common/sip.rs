@@ -572,6 +572,30 @@ impl Sip {
         }
     }
 
+    /// The (SFU session, first track) of the first participant of `room` that `matches`, waiting up to `wait`.
+    pub async fn room_track(&self, room: &str, wait: Duration, matches: impl Fn(&Value) -> bool) -> (String, String) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let (_, snapshot) = self.get(&format!("/v1/rooms/{room}")).await;
+            let found = snapshot["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| matches(p))
+                .map(|p| {
+                    (
+                        p["sessionId"].as_str().unwrap().to_string(),
+                        p["tracks"][0]["trackName"].as_str().unwrap().to_string(),
+                    )
+                });
+            if let Some(found) = found {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no such participant in {room}: {snapshot}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Subscribes to `track` of `session` and decodes `duration` of its Opus to 48 kHz PCM.
     pub async fn listen(&self, session: &str, track: &str, duration: Duration) -> Vec<i16> {
         let (peer, mut streams) = Peer::connect(self.setup.client(), PeerConfig::default()).await.unwrap();
