@@ -95,6 +95,10 @@ pub struct IngressSfu {
 pub struct IngressStats {
     /// `passthrough` or `transcode` once video was seen.
     pub video_path: Option<String>,
+    /// The publisher's video codec (`h264`, `h265`, `av1`, `vp9`) once its sequence header was seen.
+    pub input_video_codec: Option<String>,
+    /// The publisher's audio codec (`aac`, `opus`); Opus goes to the SFU as it came, AAC is transcoded.
+    pub input_audio_codec: Option<String>,
     /// Video frames received from the publisher.
     pub video_frames_in: u64,
     /// Video frames handed to the SFU peer.

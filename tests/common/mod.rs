@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod egress;
+pub mod ertmp;
 
 pub mod media;
 pub mod nginx;

@@ -1,5 +1,6 @@
-//! FLV tag bodies as RTMP carries them (sans-IO): H.264 (AVC) and AAC, plus the conversion of AVC access
-//! units from length-prefixed NAL units to Annex-B for WebRTC. Malformed tags are errors, never panics.
+//! FLV tag bodies as RTMP carries them (sans-IO): H.264 (AVC) and AAC, the Enhanced RTMP forms (video
+//! FourCCs `avc1`, `hvc1`, `av01`, `vp09`; audio `Opus`, `mp4a`), plus the conversion of AVC access units from
+//! length-prefixed NAL units to Annex-B for WebRTC. Malformed tags are errors, never panics.
 
 /// Why a tag could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,22 +112,85 @@ impl AvcConfig {
     }
 }
 
+/// The video codecs a publisher may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 (legacy FLV codec 7, or Enhanced RTMP `avc1`).
+    Avc,
+    /// H.265 (Enhanced RTMP `hvc1`).
+    Hevc,
+    /// AV1 (Enhanced RTMP `av01`).
+    Av1,
+    /// VP9 (Enhanced RTMP `vp09`).
+    Vp9,
+}
+
+impl VideoCodec {
+    fn from_fourcc(fourcc: u32) -> Option<Self> {
+        match &fourcc.to_be_bytes() {
+            b"avc1" => Some(Self::Avc),
+            b"hvc1" => Some(Self::Hevc),
+            b"av01" => Some(Self::Av1),
+            b"vp09" => Some(Self::Vp9),
+            _ => None,
+        }
+    }
+
+    /// The codec's name as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avc => "h264",
+            Self::Hevc => "h265",
+            Self::Av1 => "av1",
+            Self::Vp9 => "vp9",
+        }
+    }
+}
+
 /// A video tag body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoTag<'a> {
-    /// AVC sequence header (configuration record).
-    AvcConfig(&'a [u8]),
-    /// One AVC access unit (length-prefixed NAL units).
-    AvcFrame {
-        /// A keyframe (IDR).
+    /// A sequence header: the codec's configuration record (avcC, hvcC, av1C, vpcC).
+    Config {
+        /// The codec.
+        codec: VideoCodec,
+        /// The record.
+        record: &'a [u8],
+    },
+    /// One access unit (AVC/HEVC: length-prefixed NAL units; AV1: a temporal unit of OBUs; VP9: a frame).
+    Frame {
+        /// The codec.
+        codec: VideoCodec,
+        /// A keyframe.
         keyframe: bool,
         /// Composition time offset in milliseconds (pts - dts).
         cts: i32,
-        /// The NAL units.
+        /// The coded data.
         data: &'a [u8],
     },
-    /// AVC end of sequence, or a video info/command frame: nothing to forward.
+    /// End of sequence, metadata, or a video info/command frame: nothing to forward.
     Ignored,
+}
+
+/// Enhanced RTMP packet types that carry a `ModEx` prefix before the real one (video 7, audio 7).
+const MOD_EX: u8 = 7;
+
+/// Skips the `ModEx` extensions in front of an Enhanced RTMP packet; returns the real packet type.
+fn skip_mod_ex(r: &mut Reader<'_>, mut packet_type: u8) -> Result<u8, FlvError> {
+    let mut rounds = 0;
+    while packet_type == MOD_EX {
+        rounds += 1;
+        if rounds > 8 {
+            return Err(FlvError::Truncated(r.what));
+        }
+        let mut size = usize::from(r.u8()?) + 1;
+        if size == 256 {
+            size = usize::from(r.u16()?) + 1;
+        }
+        r.bytes(size)?;
+        packet_type = r.u8()? & 0x0f;
+    }
+    Ok(packet_type)
 }
 
 /// Reads a video tag body.
@@ -134,12 +198,7 @@ pub fn video_tag(body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     let mut r = Reader::new(body, "video");
     let first = r.u8()?;
     if first & 0x80 != 0 {
-        // Enhanced RTMP: the FourCC follows (hvc1, av01, vp09...).
-        let fourcc = r.u32()?;
-        return Err(FlvError::Unsupported {
-            kind: "video",
-            id: fourcc,
-        });
+        return enhanced_video(&mut r, first);
     }
     let (frame_type, codec) = (first >> 4, first & 0x0f);
     if codec != 7 {
@@ -154,10 +213,64 @@ pub fn video_tag(body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     let packet_type = r.u8()?;
     let cts = r.i24()?;
     match packet_type {
-        0 => Ok(VideoTag::AvcConfig(r.rest())),
-        1 => Ok(VideoTag::AvcFrame {
+        0 => Ok(VideoTag::Config {
+            codec: VideoCodec::Avc,
+            record: r.rest(),
+        }),
+        1 => Ok(VideoTag::Frame {
+            codec: VideoCodec::Avc,
             keyframe: frame_type == 1,
             cts,
+            data: r.rest(),
+        }),
+        _ => Ok(VideoTag::Ignored),
+    }
+}
+
+/// An Enhanced RTMP video tag (`first` has the ex-header bit): frame type, packet type, FourCC, body.
+fn enhanced_video<'a>(r: &mut Reader<'a>, first: u8) -> Result<VideoTag<'a>, FlvError> {
+    const MULTITRACK: u8 = 6;
+    let frame_type = (first >> 4) & 0x07;
+    let packet_type = skip_mod_ex(r, first & 0x0f)?;
+    if packet_type == MULTITRACK {
+        return Err(FlvError::Unsupported {
+            kind: "video multitrack",
+            id: u32::from(packet_type),
+        });
+    }
+    let fourcc = r.u32()?;
+    let codec = VideoCodec::from_fourcc(fourcc).ok_or(FlvError::Unsupported {
+        kind: "video",
+        id: fourcc,
+    })?;
+    if frame_type == 5 {
+        return Ok(VideoTag::Ignored);
+    }
+    let keyframe = frame_type == 1;
+    match packet_type {
+        0 => Ok(VideoTag::Config {
+            codec,
+            record: r.rest(),
+        }),
+        // Coded frames: AVC and HEVC carry a signed composition time offset first.
+        1 => {
+            let cts = if matches!(codec, VideoCodec::Avc | VideoCodec::Hevc) {
+                r.i24()?
+            } else {
+                0
+            };
+            Ok(VideoTag::Frame {
+                codec,
+                keyframe,
+                cts,
+                data: r.rest(),
+            })
+        }
+        // Coded frames with an implicit offset of zero.
+        3 => Ok(VideoTag::Frame {
+            codec,
+            keyframe,
+            cts: 0,
             data: r.rest(),
         }),
         _ => Ok(VideoTag::Ignored),
@@ -171,12 +284,23 @@ pub enum AudioTag<'a> {
     AacConfig(&'a [u8]),
     /// One raw AAC frame.
     AacFrame(&'a [u8]),
+    /// Opus sequence start: its `OpusHead` (may be empty).
+    OpusConfig(&'a [u8]),
+    /// One Opus packet.
+    OpusFrame(&'a [u8]),
+    /// Sequence end or a multichannel description: nothing to forward.
+    Ignored,
 }
 
 /// Reads an audio tag body.
 pub fn audio_tag(body: &[u8]) -> Result<AudioTag<'_>, FlvError> {
+    const EX_HEADER: u8 = 9;
     let mut r = Reader::new(body, "audio");
-    let format = r.u8()? >> 4;
+    let first = r.u8()?;
+    let format = first >> 4;
+    if format == EX_HEADER {
+        return enhanced_audio(&mut r, first & 0x0f);
+    }
     if format != 10 {
         return Err(FlvError::Unsupported {
             kind: "audio",
@@ -187,6 +311,88 @@ pub fn audio_tag(body: &[u8]) -> Result<AudioTag<'_>, FlvError> {
         0 => Ok(AudioTag::AacConfig(r.rest())),
         _ => Ok(AudioTag::AacFrame(r.rest())),
     }
+}
+
+/// An Enhanced RTMP audio tag: packet type (low nibble of the first byte), FourCC, body.
+fn enhanced_audio<'a>(r: &mut Reader<'a>, packet_type: u8) -> Result<AudioTag<'a>, FlvError> {
+    const MULTITRACK: u8 = 5;
+    let packet_type = skip_mod_ex(r, packet_type)?;
+    if packet_type == MULTITRACK {
+        return Err(FlvError::Unsupported {
+            kind: "audio multitrack",
+            id: u32::from(packet_type),
+        });
+    }
+    let fourcc = r.u32()?;
+    let opus = match &fourcc.to_be_bytes() {
+        b"Opus" => true,
+        b"mp4a" => false,
+        _ => {
+            return Err(FlvError::Unsupported {
+                kind: "audio",
+                id: fourcc,
+            });
+        }
+    };
+    Ok(match (packet_type, opus) {
+        (0, true) => AudioTag::OpusConfig(r.rest()),
+        (0, false) => AudioTag::AacConfig(r.rest()),
+        (1, true) => AudioTag::OpusFrame(r.rest()),
+        (1, false) => AudioTag::AacFrame(r.rest()),
+        _ => AudioTag::Ignored,
+    })
+}
+
+/// The channel count of an `OpusHead` (RFC 7845 §5.1); an empty header means stereo. `None`: not an
+/// OpusHead, or more than two channels (a mapping family WebRTC's Opus does not carry).
+pub fn opus_channels(head: &[u8]) -> Option<u8> {
+    if head.is_empty() {
+        return Some(2);
+    }
+    if head.len() < 19 || &head[..8] != b"OpusHead" {
+        return None;
+    }
+    let (channels, family) = (head[9], head[18]);
+    (family == 0 && (1..=2).contains(&channels)).then_some(channels)
+}
+
+/// The OBU types of an AV1 temporal unit (low-overhead format: every OBU has its size field), in order;
+/// `None` when the OBUs do not add up.
+fn av1_obu_types(mut tu: &[u8]) -> Option<Vec<u8>> {
+    let mut types = Vec::new();
+    while let Some((&header, rest)) = tu.split_first() {
+        let extension = usize::from(header & 0x04 != 0);
+        let rest = rest.get(extension..)?;
+        if header & 0x02 == 0 {
+            // No size field: the OBU runs to the end.
+            types.push((header >> 3) & 0x0f);
+            break;
+        }
+        let (mut size, mut used) = (0usize, 0);
+        loop {
+            let byte = *rest.get(used)?;
+            size |= usize::from(byte & 0x7f).checked_shl(7 * used as u32)?;
+            used += 1;
+            if byte & 0x80 == 0 || used == 8 {
+                break;
+            }
+        }
+        types.push((header >> 3) & 0x0f);
+        tu = rest.get(used..)?.get(size..)?;
+    }
+    Some(types)
+}
+
+/// AV1 in FLV (as in MP4) may keep the sequence header only in the `av1C` record; a decoder needs it before
+/// the first keyframe. Returns the keyframe with the record's configuration OBUs in front when it has no
+/// sequence header of its own (`None`: it has one, or the record has none).
+pub fn av1_with_sequence_header(record: &[u8], keyframe: &[u8]) -> Option<Vec<u8>> {
+    const SEQUENCE_HEADER: u8 = 1;
+    let config = record.get(4..).filter(|c| !c.is_empty())?;
+    if av1_obu_types(keyframe).is_some_and(|t| t.contains(&SEQUENCE_HEADER)) {
+        return None;
+    }
+    Some([config, keyframe].concat())
 }
 
 /// Sample rate and channel count from an AudioSpecificConfig.
@@ -298,11 +504,15 @@ mod tests {
     fn tags_parse_and_garbage_is_an_error() {
         assert_eq!(
             video_tag(&[0x17, 0, 0, 0, 0, 1, 2]).unwrap(),
-            VideoTag::AvcConfig(&[1, 2])
+            VideoTag::Config {
+                codec: VideoCodec::Avc,
+                record: &[1, 2]
+            }
         );
         assert_eq!(
             video_tag(&[0x27, 1, 0xff, 0xff, 0xd8, 9]).unwrap(),
-            VideoTag::AvcFrame {
+            VideoTag::Frame {
+                codec: VideoCodec::Avc,
                 keyframe: false,
                 cts: -40,
                 data: &[9]
@@ -311,10 +521,6 @@ mod tests {
         assert!(matches!(
             video_tag(&[0x12, 0]),
             Err(FlvError::Unsupported { kind: "video", id: 2 })
-        ));
-        assert!(matches!(
-            video_tag(&[0x90, b'h', b'v', b'c', b'1']),
-            Err(FlvError::Unsupported { .. })
         ));
         assert_eq!(
             audio_tag(&[0xaf, 0, 0x11, 0x90]).unwrap(),
@@ -327,5 +533,115 @@ mod tests {
             assert!(video_tag(garbage).is_err() || audio_tag(garbage).is_err());
         }
         assert_eq!(AvcConfig::parse(&[1, 2, 3]), Err(FlvError::Truncated("avc config")));
+    }
+
+    #[test]
+    fn enhanced_video_tags() {
+        // Keyframe + SequenceStart, hvc1.
+        assert_eq!(
+            video_tag(b"\x90hvc1\x01\x02").unwrap(),
+            VideoTag::Config {
+                codec: VideoCodec::Hevc,
+                record: &[1, 2]
+            }
+        );
+        // Inter frame + CodedFrames, hvc1: a signed 24-bit composition offset.
+        assert_eq!(
+            video_tag(b"\xa1hvc1\xff\xff\xd8\x09").unwrap(),
+            VideoTag::Frame {
+                codec: VideoCodec::Hevc,
+                keyframe: false,
+                cts: -40,
+                data: &[9]
+            }
+        );
+        // Keyframe + CodedFramesX: no offset field.
+        assert_eq!(
+            video_tag(b"\x93hvc1\x07").unwrap(),
+            VideoTag::Frame {
+                codec: VideoCodec::Hevc,
+                keyframe: true,
+                cts: 0,
+                data: &[7]
+            }
+        );
+        // AV1 coded frames carry no offset; a ModEx prefix (2 bytes of nanosecond offset) is skipped.
+        assert_eq!(
+            video_tag(b"\x97\x01\x00\x10\x01av01\x12\x00").unwrap(),
+            VideoTag::Frame {
+                codec: VideoCodec::Av1,
+                keyframe: true,
+                cts: 0,
+                data: &[0x12, 0]
+            }
+        );
+        assert_eq!(video_tag(b"\xd2vp09").unwrap(), VideoTag::Ignored); // command frame
+        assert_eq!(video_tag(b"\x92avc1").unwrap(), VideoTag::Ignored); // sequence end
+        assert!(matches!(
+            video_tag(b"\x90xyz1\x01"),
+            Err(FlvError::Unsupported { kind: "video", .. })
+        ));
+        assert!(matches!(
+            video_tag(b"\x96\x00avc1"),
+            Err(FlvError::Unsupported {
+                kind: "video multitrack",
+                ..
+            })
+        ));
+        // Truncated everywhere, and ModEx sizes that run past the end: errors, never panics.
+        let whole = b"\x97\xff\x00\x10\x01hvc1\x00\x00\x00\x05";
+        for end in 0..whole.len() {
+            assert!(video_tag(&whole[..end]).is_err(), "{end}");
+        }
+        assert!(video_tag(&[0x97; 64]).is_err());
+    }
+
+    #[test]
+    fn av1_sequence_header_from_the_record_when_the_keyframe_lacks_one() {
+        // A sequence header OBU (type 1, size 2) and a frame OBU (type 6, size 3, with an extension byte).
+        let sequence_header = [0x0a, 0x02, 0xaa, 0xbb];
+        let frame = [0x36, 0x00, 0x03, 1, 2, 3];
+        let record = [&[0x81, 0x00, 0x0c, 0x00][..], &sequence_header].concat();
+        assert_eq!(av1_obu_types(&frame), Some(vec![6]));
+        assert_eq!(
+            av1_with_sequence_header(&record, &frame),
+            Some([&sequence_header[..], &frame].concat())
+        );
+        let whole = [&sequence_header[..], &frame].concat();
+        assert_eq!(av1_obu_types(&whole), Some(vec![1, 6]));
+        assert_eq!(av1_with_sequence_header(&record, &whole), None);
+        assert_eq!(av1_with_sequence_header(&record[..4], &frame), None);
+        // Sizes past the end: not a sequence header, no panic.
+        assert_eq!(av1_obu_types(&[0x0a, 0x7f]), None);
+        assert_eq!(
+            av1_obu_types(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None
+        );
+    }
+
+    #[test]
+    fn enhanced_audio_tags_and_opus_head() {
+        assert_eq!(audio_tag(b"\x90Opus").unwrap(), AudioTag::OpusConfig(&[]));
+        assert_eq!(audio_tag(b"\x91Opus\xfc\x01").unwrap(), AudioTag::OpusFrame(&[0xfc, 1]));
+        assert_eq!(
+            audio_tag(b"\x90mp4a\x11\x90").unwrap(),
+            AudioTag::AacConfig(&[0x11, 0x90])
+        );
+        assert_eq!(audio_tag(b"\x91mp4a\x07").unwrap(), AudioTag::AacFrame(&[7]));
+        assert_eq!(audio_tag(b"\x92Opus").unwrap(), AudioTag::Ignored);
+        assert!(matches!(
+            audio_tag(b"\x90fLaC"),
+            Err(FlvError::Unsupported { kind: "audio", .. })
+        ));
+        for end in 0..5 {
+            assert!(audio_tag(&b"\x91Opus"[..end]).is_err());
+        }
+        let mut head = b"OpusHead\x01\x01\x38\x01\x80\xbb\x00\x00\x00\x00\x00".to_vec();
+        assert_eq!(opus_channels(&head), Some(1));
+        head[9] = 6;
+        head[18] = 1;
+        assert_eq!(opus_channels(&head), None); // surround: not for WebRTC
+        assert_eq!(opus_channels(b"OpusTags"), None);
+        assert_eq!(opus_channels(&[]), Some(2));
     }
 }

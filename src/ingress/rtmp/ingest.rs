@@ -93,7 +93,11 @@ impl Clock {
 }
 
 struct Video {
-    config: AvcConfig,
+    /// The publisher's codec and configuration record.
+    codec: flv::VideoCodec,
+    record: Vec<u8>,
+    /// For H.264: what the passthrough path needs (other codecs are always transcoded).
+    avc: Option<AvcConfig>,
     transcoder: Option<Transcoder>,
     /// Frames since the last keyframe (replayed into a transcoder that starts mid-stream).
     gop: Vec<(i64, i64, bool, Bytes)>,
@@ -108,8 +112,11 @@ struct Video {
     pts_shift: Option<i128>,
 }
 
-struct Audio {
-    transcoder: Transcoder,
+enum Audio {
+    /// AAC, decoded and re-encoded to Opus.
+    Aac(Transcoder),
+    /// Opus (Enhanced RTMP), forwarded as it came.
+    Opus,
 }
 
 struct Ingest {
@@ -238,62 +245,93 @@ impl Ingest {
             }
         };
         match tag {
-            VideoTag::AvcConfig(record) => match AvcConfig::parse(record) {
-                Ok(config) => {
-                    let first = self.video.is_none();
-                    let layers = (self.layers > 1).then(|| {
-                        // The top layer is the input size, at most 720p (as WebRTC viewers use it).
-                        let (width, height) = self.frame_size.unwrap_or((1280, 720));
-                        let (width, height) = if height > 720 {
-                            (width * 720 / height, 720)
-                        } else {
-                            (width, height)
-                        };
-                        ladder(width, height, self.layers)
-                    });
-                    let transcode = layers.is_some()
-                        || self.codec == VideoCodec::Vp8
-                        || self.mode == VideoMode::Transcode
-                        || (self.mode == VideoMode::Auto && !config.browser_profile());
-                    let transcoder = match &layers {
-                        Some(layers) => {
-                            Transcoder::h264_layers(&self.deps.fragments, &config.record, layers, self.codec.fragment())
-                                .map_err(|e| tracing::warn!(error = %e, "cannot start the layered transcoder"))
-                                .ok()
-                        }
-                        None if transcode => self.start_transcoder(&config),
-                        None => None,
-                    };
-                    let rids: Vec<String> = layers.iter().flatten().map(|l| l.rid.clone()).collect();
-                    self.video = Some(Video {
-                        config,
-                        transcoder,
-                        gop: Vec::new(),
-                        arrivals: VecDeque::new(),
-                        last_keyframe: None,
-                        last_keyframe_dts: None,
-                        first_transcoded_pts: None,
-                        pts_shift: None,
-                    });
-                    self.report_path();
-                    if first {
-                        let name = self.video_track.clone();
-                        let codec = match self.codec {
-                            VideoCodec::H264 => Codec::H264,
-                            VideoCodec::Vp8 => Codec::Vp8,
-                        };
-                        self.publish(name, codec, rids).await;
-                    }
+            VideoTag::Config { codec, record } => self.video_config(codec, record).await,
+            VideoTag::Frame {
+                codec,
+                keyframe,
+                cts,
+                data,
+            } => {
+                if self.video.as_ref().is_some_and(|v| v.codec == codec) {
+                    self.video_frame(ts, keyframe, cts, data, arrived);
+                } else {
+                    // A frame before its sequence header, or of another codec than the header said.
+                    self.update_store(|i| i.stats.dropped += 1);
                 }
-                Err(e) => tracing::info!(error = %e, "bad AVC configuration from the publisher"),
-            },
-            VideoTag::AvcFrame { keyframe, cts, data } => self.video_frame(ts, keyframe, cts, data, arrived),
+            }
             VideoTag::Ignored => {}
         }
     }
 
-    fn start_transcoder(&self, config: &AvcConfig) -> Option<Transcoder> {
-        match Transcoder::h264_transcode(&self.deps.fragments, &config.record, self.codec.fragment()) {
+    /// A sequence header: (re)starts the video path for `codec` and publishes the track the first time.
+    async fn video_config(&mut self, codec: flv::VideoCodec, record: &[u8]) {
+        let avc = match codec {
+            flv::VideoCodec::Avc => match AvcConfig::parse(record) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    tracing::info!(error = %e, "bad AVC configuration from the publisher");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let first = self.video.is_none();
+        let layers = (self.layers > 1).then(|| {
+            // The top layer is the input size, at most 720p (as WebRTC viewers use it).
+            let (width, height) = self.frame_size.unwrap_or((1280, 720));
+            let (width, height) = if height > 720 {
+                (width * 720 / height, 720)
+            } else {
+                (width, height)
+            };
+            ladder(width, height, self.layers)
+        });
+        // Only browser-decodable H.264 can pass through; HEVC, AV1 and VP9 are transcoded whatever the mode.
+        let browser_safe = avc.as_ref().is_some_and(AvcConfig::browser_profile);
+        if !browser_safe && self.mode == VideoMode::Passthrough {
+            tracing::info!(
+                codec = codec.name(),
+                "passthrough asked, but the stream needs a transcode"
+            );
+        }
+        let transcode =
+            layers.is_some() || self.codec == VideoCodec::Vp8 || self.mode == VideoMode::Transcode || !browser_safe;
+        let transcoder = match &layers {
+            Some(layers) => {
+                Transcoder::video_layers(&self.deps.fragments, codec, record, layers, self.codec.fragment())
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start the layered transcoder"))
+                    .ok()
+            }
+            None if transcode => self.start_transcoder(codec, record),
+            None => None,
+        };
+        let rids: Vec<String> = layers.iter().flatten().map(|l| l.rid.clone()).collect();
+        self.video = Some(Video {
+            codec,
+            record: record.to_vec(),
+            avc,
+            transcoder,
+            gop: Vec::new(),
+            arrivals: VecDeque::new(),
+            last_keyframe: None,
+            last_keyframe_dts: None,
+            first_transcoded_pts: None,
+            pts_shift: None,
+        });
+        self.report_path();
+        self.update_store(|i| i.stats.input_video_codec = Some(codec.name().into()));
+        if first {
+            let name = self.video_track.clone();
+            let codec = match self.codec {
+                VideoCodec::H264 => Codec::H264,
+                VideoCodec::Vp8 => Codec::Vp8,
+            };
+            self.publish(name, codec, rids).await;
+        }
+    }
+
+    fn start_transcoder(&self, codec: flv::VideoCodec, record: &[u8]) -> Option<Transcoder> {
+        match Transcoder::video_transcode(&self.deps.fragments, codec, record, self.codec.fragment()) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the video transcoder");
@@ -321,7 +359,7 @@ impl Ingest {
         if cts != 0 && self.mode == VideoMode::Auto && video.transcoder.is_none() {
             tracing::info!("the stream has B-frames: switching to transcode");
             video.transcoder =
-                Transcoder::h264_transcode(&self.deps.fragments, &video.config.record, self.codec.fragment())
+                Transcoder::video_transcode(&self.deps.fragments, video.codec, &video.record, self.codec.fragment())
                     .map_err(|e| tracing::warn!(error = %e, "cannot start the video transcoder"))
                     .ok();
             video.first_transcoded_pts = video.gop.first().map(|(pts, ..)| ms_to_ns(*pts));
@@ -343,6 +381,10 @@ impl Ingest {
             }
         }
         let Some(video) = self.video.as_mut() else { return };
+        let completed = (keyframe && video.codec == flv::VideoCodec::Av1)
+            .then(|| flv::av1_with_sequence_header(&video.record, data))
+            .flatten();
+        let data = completed.as_deref().unwrap_or(data);
         video.gop.push((pts, dts, keyframe, Bytes::copy_from_slice(data)));
         if let Some(transcoder) = &video.transcoder {
             video.first_transcoded_pts.get_or_insert(ms_to_ns(pts));
@@ -355,7 +397,12 @@ impl Ingest {
             }
             return;
         }
-        let annex_b = match video.config.to_annex_b(data, keyframe) {
+        let Some(avc) = &video.avc else {
+            // Not passthrough-able and its transcoder did not start.
+            self.update_store(|i| i.stats.dropped += 1);
+            return;
+        };
+        let annex_b = match avc.to_annex_b(data, keyframe) {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::debug!(error = %e, "video frame dropped");
@@ -438,37 +485,61 @@ impl Ingest {
                     tracing::info!("bad AAC configuration from the publisher");
                     return;
                 };
-                let first = self.audio.is_none();
                 match Transcoder::aac_to_opus(&self.deps.fragments, config, rate, channels) {
-                    Ok(transcoder) => self.audio = Some(Audio { transcoder }),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot start the audio transcoder");
-                        return;
-                    }
-                }
-                if first {
-                    let name = self.audio_track.clone();
-                    self.publish(name, Codec::Opus, Vec::new()).await;
+                    Ok(transcoder) => self.audio_started(Audio::Aac(transcoder), "aac").await,
+                    Err(e) => tracing::warn!(error = %e, "cannot start the audio transcoder"),
                 }
             }
+            AudioTag::OpusConfig(head) => match flv::opus_channels(head) {
+                Some(_) => self.audio_started(Audio::Opus, "opus").await,
+                None => {
+                    tracing::info!("unsupported Opus stream from the publisher (not mono or stereo)");
+                    self.update_store(|i| i.stats.dropped += 1);
+                }
+            },
             AudioTag::AacFrame(data) => {
-                let pts = self.clock.map(ts);
-                self.capture_of(pts, Some(Instant::now()));
-                self.bytes_this_second += data.len() as u64;
-                self.update_store(|i| i.stats.audio_frames_in += 1);
-                if let Some(audio) = &self.audio {
+                let pts = self.audio_in(ts, data.len());
+                if let Some(Audio::Aac(transcoder)) = &self.audio {
                     let ns = ms_to_ns(pts);
-                    audio.transcoder.push(data, ns, ns, true);
+                    transcoder.push(data, ns, ns, true);
                 }
             }
+            AudioTag::OpusFrame(data) => {
+                let pts = self.audio_in(ts, data.len());
+                if let Some(Audio::Opus) = &self.audio {
+                    // Already what WebRTC carries: the packet goes out as it came, at its FLV time.
+                    let (track, capture) = (self.audio_track.clone(), self.capture_of(pts, None));
+                    let sent = self.send(&track, (pts.max(0) as u64) * 48, capture, data.to_vec());
+                    self.audio_sent(sent);
+                } else {
+                    self.update_store(|i| i.stats.dropped += 1);
+                }
+            }
+            AudioTag::Ignored => {}
         }
     }
 
-    fn transcoded_audio(&mut self, frame: Frame) {
-        let track = self.audio_track.clone();
-        // The Opus encoder's delay is not the capture's: the frame keeps the time of the AAC it came from.
-        let capture = self.capture_of((frame.pts_ns / 1_000_000) as i64, None);
-        let sent = self.send(&track, frame.ticks(48_000), capture, frame.data);
+    /// The audio path is ready: publishes the track the first time.
+    async fn audio_started(&mut self, audio: Audio, codec: &'static str) {
+        let first = self.audio.is_none();
+        self.audio = Some(audio);
+        self.update_store(|i| i.stats.input_audio_codec = Some(codec.into()));
+        if first {
+            let name = self.audio_track.clone();
+            self.publish(name, Codec::Opus, Vec::new()).await;
+        }
+    }
+
+    /// An audio frame of `bytes` at RTMP time `ts` arrived: its output time in ms (anchoring the capture clock).
+    fn audio_in(&mut self, ts: u32, bytes: usize) -> i64 {
+        let pts = self.clock.map(ts);
+        self.capture_of(pts, Some(Instant::now()));
+        self.bytes_this_second += bytes as u64;
+        self.update_store(|i| i.stats.audio_frames_in += 1);
+        pts
+    }
+
+    fn audio_sent(&self, sent: bool) {
         self.update_store(|i| {
             if sent {
                 i.stats.audio_frames_out += 1
@@ -476,6 +547,14 @@ impl Ingest {
                 i.stats.dropped += 1
             }
         });
+    }
+
+    fn transcoded_audio(&mut self, frame: Frame) {
+        let track = self.audio_track.clone();
+        // The Opus encoder's delay is not the capture's: the frame keeps the time of the AAC it came from.
+        let capture = self.capture_of((frame.pts_ns / 1_000_000) as i64, None);
+        let sent = self.send(&track, frame.ticks(48_000), capture, frame.data);
+        self.audio_sent(sent);
     }
 
     /// During a publisher gap: one silence frame and the last keyframe per tick, at advancing times.
@@ -591,7 +670,10 @@ pub async fn run(
             }
         };
         let video_out = recv_frame(ingest.video.as_mut().and_then(|v| v.transcoder.as_mut()));
-        let audio_out = recv_frame(ingest.audio.as_mut().map(|a| &mut a.transcoder));
+        let audio_out = recv_frame(match ingest.audio.as_mut() {
+            Some(Audio::Aac(transcoder)) => Some(transcoder),
+            _ => None,
+        });
         tokio::select! {
             () = ctx.cancel_token().cancelled() => break Ok(()),
             () = grace_over => {

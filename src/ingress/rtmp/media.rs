@@ -1,6 +1,7 @@
 //! The GStreamer legs of an RTMP ingest: AAC to Opus (always), and H.264 decode and re-encode (transcode
 //! path). Each is a pipeline from an appsrc to an appsink, built from the fragments in `pipelines/`.
 
+use super::flv::VideoCodec;
 use crate::media::fragments::suffixed;
 use crate::media::frames::{Frame, FramePusher, appsink_frames};
 use crate::media::{Fragments, MediaError, PipelineGuard};
@@ -38,6 +39,34 @@ pub fn ladder(width: u32, height: u32, count: u8) -> Vec<Layer> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The appsrc and decoder for the coded video a publisher sends, up to raw frames. The FLV sequence header
+/// is GStreamer's `codec_data` for H.264 (avcC) and H.265 (hvcC); AV1 temporal units carry their sequence
+/// header OBU in keyframes, VP9 frames need nothing.
+fn decode_input(codec: VideoCodec, record: &[u8]) -> String {
+    let (caps, decode) = match codec {
+        VideoCodec::Avc => (
+            format!(
+                "video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}",
+                hex(record)
+            ),
+            "h264parse ! avdec_h264",
+        ),
+        VideoCodec::Hevc => (
+            format!(
+                "video/x-h265,stream-format=(string)hvc1,alignment=(string)au,codec_data=(buffer){}",
+                hex(record)
+            ),
+            "h265parse ! avdec_h265",
+        ),
+        VideoCodec::Av1 => (
+            "video/x-av1,stream-format=(string)obu-stream,alignment=(string)tu".to_string(),
+            "av1parse ! av1dec",
+        ),
+        VideoCodec::Vp9 => ("video/x-vp9".to_string(), "vp9dec"),
+    };
+    format!("appsrc name=src format=time is-live=true do-timestamp=false caps=\"{caps}\" ! {decode}")
 }
 
 fn fragment<'a>(fragments: &'a Fragments, name: &str, role: &str) -> Result<&'a str, MediaError> {
@@ -88,33 +117,32 @@ impl Transcoder {
         Self::start("rtmp-audio", &description, &[("sink".into(), None)])
     }
 
-    /// H.264 (AVC, with its configuration record) decoded and re-encoded by the `encoder` fragment
+    /// Video of `codec` (with its configuration record) decoded and re-encoded by the `encoder` fragment
     /// (`video-encode-h264` or `video-encode-vp8`).
-    pub fn h264_transcode(fragments: &Fragments, record: &[u8], encoder: &str) -> Result<Self, MediaError> {
+    pub fn video_transcode(
+        fragments: &Fragments,
+        codec: VideoCodec,
+        record: &[u8],
+        encoder: &str,
+    ) -> Result<Self, MediaError> {
         let encode = fragment(fragments, encoder, "rtmp-video")?;
         let description = format!(
-            "appsrc name=src format=time is-live=true do-timestamp=false \
-             caps=\"video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}\" ! \
-             h264parse ! avdec_h264 ! {encode} ! appsink name=sink sync=false",
-            hex(record)
+            "{} ! {encode} ! appsink name=sink sync=false",
+            decode_input(codec, record)
         );
         Self::start("rtmp-video", &description, &[("sink".into(), None)])
     }
 
-    /// H.264 decoded once and re-encoded as simulcast `layers` (scaled copies, one `encoder` each).
-    pub fn h264_layers(
+    /// Video of `codec` decoded once and re-encoded as simulcast `layers` (scaled copies, one `encoder` each).
+    pub fn video_layers(
         fragments: &Fragments,
+        codec: VideoCodec,
         record: &[u8],
         layers: &[Layer],
         encoder: &str,
     ) -> Result<Self, MediaError> {
         let encode = fragment(fragments, encoder, "rtmp-video")?;
-        let mut description = format!(
-            "appsrc name=src format=time is-live=true do-timestamp=false \
-             caps=\"video/x-h264,stream-format=(string)avc,alignment=(string)au,codec_data=(buffer){}\" ! \
-             h264parse ! avdec_h264 ! tee name=split",
-            hex(record)
-        );
+        let mut description = format!("{} ! tee name=split", decode_input(codec, record));
         let mut sinks = Vec::new();
         for layer in layers {
             description.push_str(&format!(

@@ -1,0 +1,343 @@
+//! An Enhanced RTMP publisher for tests. No tool on this machine publishes E-RTMP (Debian 12's ffmpeg 5.1
+//! cannot), so the test speaks it itself: rml_rtmp's client session over TCP for the RTMP part, GStreamer
+//! encoders for the media, and the E-RTMP tag headers written here (FourCC `hvc1`/`av01`, `Opus`/`mp4a`).
+
+use super::media::{EncodedSource, start_source};
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+/// The video codec the publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExVideo {
+    /// H.265, sequence start = hvcC; coded frames alternate between CodedFrames and CodedFramesX.
+    Hevc,
+    /// AV1, sequence start = av1C; temporal units stripped of temporal delimiters and sequence headers
+    /// (allowed: the sequence header then lives only in the record).
+    Av1,
+}
+
+/// The audio codec the publisher sends (both as Enhanced RTMP audio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExAudio {
+    /// `Opus`, sequence start = OpusHead, 20 ms packets.
+    Opus,
+    /// `mp4a`, sequence start = AudioSpecificConfig.
+    Aac,
+}
+
+/// What the publisher sent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent {
+    /// Video frames.
+    pub video: u64,
+    /// Audio frames.
+    pub audio: u64,
+}
+
+struct Rtmp {
+    stream: TcpStream,
+    session: ClientSession,
+}
+
+impl Rtmp {
+    async fn write(&mut self, results: Vec<ClientSessionResult>) -> Result<Vec<ClientSessionEvent>, String> {
+        let mut events = Vec::new();
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.stream.write_all(&packet.bytes).await.map_err(|e| e.to_string())?
+                }
+                ClientSessionResult::RaisedEvent(event) => events.push(event),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    /// Reads until an event matches `done` (10 s at most).
+    async fn wait(&mut self, what: &str, done: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), String> {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = timeout(
+                end.saturating_duration_since(Instant::now()),
+                self.stream.read(&mut buf),
+            )
+            .await
+            .map_err(|_| format!("no {what} within 10 s"))?
+            .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("connection closed before {what}"));
+            }
+            let results = self.session.handle_input(&buf[..n]).map_err(|e| format!("{e:?}"))?;
+            if self.write(results).await?.iter().any(&done) {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, video: bool, ms: u32, body: Vec<u8>) -> Result<(), String> {
+        let (data, at) = (Bytes::from(body), RtmpTimestamp::new(ms));
+        let result = if video {
+            self.session.publish_video_data(data, at, false)
+        } else {
+            self.session.publish_audio_data(data, at, false)
+        };
+        self.write(vec![result.map_err(|e| format!("{e:?}"))?])
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Connects to `addr`, publishes on `live/{key}`.
+async fn connect(addr: &str, key: &str) -> Result<Rtmp, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut handshake = Handshake::new(PeerType::Client);
+    let hello = handshake.generate_outbound_p0_and_p1().map_err(|e| format!("{e:?}"))?;
+    stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 8192];
+    let leftover = loop {
+        let n = timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during the handshake".into());
+        }
+        match handshake.process_bytes(&buf[..n]).map_err(|e| format!("{e:?}"))? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await.map_err(|e| e.to_string())?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                stream.write_all(&response_bytes).await.map_err(|e| e.to_string())?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let (session, initial) = ClientSession::new(ClientSessionConfig::new()).map_err(|e| format!("{e:?}"))?;
+    let mut rtmp = Rtmp { stream, session };
+    rtmp.write(initial).await?;
+    if !leftover.is_empty() {
+        let results = rtmp.session.handle_input(&leftover).map_err(|e| format!("{e:?}"))?;
+        rtmp.write(results).await?;
+    }
+    let connect = rtmp
+        .session
+        .request_connection("live".into())
+        .map_err(|e| format!("{e:?}"))?;
+    rtmp.write(vec![connect]).await?;
+    rtmp.wait("connect accepted", |e| {
+        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
+    })
+    .await?;
+    let publish = rtmp
+        .session
+        .request_publishing(key.into(), PublishRequestType::Live)
+        .map_err(|e| format!("{e:?}"))?;
+    rtmp.write(vec![publish]).await?;
+    rtmp.wait("publish accepted", |e| {
+        matches!(e, ClientSessionEvent::PublishRequestAccepted)
+    })
+    .await?;
+    Ok(rtmp)
+}
+
+fn video_source(video: ExVideo) -> EncodedSource {
+    let raw = "videotestsrc is-live=true pattern=ball ! \
+               video/x-raw,format=I420,width=320,height=240,framerate=30/1";
+    let encode = match video {
+        ExVideo::Hevc => {
+            "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h265parse ! \
+             video/x-h265,stream-format=hvc1,alignment=au"
+        }
+        ExVideo::Av1 => {
+            "av1enc usage-profile=realtime cpu-used=9 keyframe-max-dist=30 ! \
+             av1parse ! video/x-av1,stream-format=obu-stream,alignment=tu"
+        }
+    };
+    start_source(
+        "ertmp-video",
+        &format!("{raw} ! {encode} ! appsink name=sink sync=false"),
+    )
+}
+
+fn audio_source(audio: ExAudio) -> EncodedSource {
+    let encode = match audio {
+        ExAudio::Opus => "opusenc frame-size=20 bitrate=64000",
+        ExAudio::Aac => "avenc_aac ! aacparse ! audio/mpeg,stream-format=raw",
+    };
+    start_source(
+        "ertmp-audio",
+        &format!(
+            "audiotestsrc is-live=true wave=sine freq=440 volume=0.5 ! audio/x-raw,rate=48000,channels=2 ! \
+             {encode} ! appsink name=sink sync=false"
+        ),
+    )
+}
+
+/// The `codec_data` of the appsink's caps.
+fn codec_data(source: &EncodedSource) -> Option<Vec<u8>> {
+    let pad = source.guard.element("sink").ok()?.static_pad("sink")?;
+    let caps = pad.current_caps()?;
+    let buffer = caps.structure(0)?.get::<gst::Buffer>("codec_data").ok()?;
+    let map = buffer.map_readable().ok()?;
+    Some(map.as_slice().to_vec())
+}
+
+/// Splits an AV1 temporal unit into its OBUs (each with its size field), as (type, bytes).
+fn av1_obus(mut tu: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut obus = Vec::new();
+    while let Some(&header) = tu.first() {
+        let extension = usize::from(header & 0x04 != 0);
+        let (mut size, mut used) = (0usize, 1 + extension);
+        for i in 0..8 {
+            let byte = tu[used];
+            size |= usize::from(byte & 0x7f) << (7 * i);
+            used += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let (obu, rest) = tu.split_at(used + size);
+        obus.push(((header >> 3) & 0x0f, obu));
+        tu = rest;
+    }
+    obus
+}
+
+fn fourcc_header(first: u8, fourcc: &[u8; 4]) -> Vec<u8> {
+    let mut header = vec![first];
+    header.extend_from_slice(fourcc);
+    header
+}
+
+/// The E-RTMP video tags of one encoded frame (the sequence start first when `record` is still to send).
+fn video_tags(video: ExVideo, frame: &[u8], keyframe: bool, index: u64, record: &mut Option<Vec<u8>>) -> Vec<Vec<u8>> {
+    const EX: u8 = 0x80;
+    let frame_type: u8 = if keyframe { 1 << 4 } else { 2 << 4 };
+    let mut tags = Vec::new();
+    match video {
+        ExVideo::Hevc => {
+            if let Some(hvcc) = record.take() {
+                tags.push([fourcc_header(EX | (1 << 4), b"hvc1"), hvcc].concat());
+            }
+            // CodedFrames (with a zero composition offset) and CodedFramesX in turn.
+            let tag = if index % 2 == 0 {
+                [
+                    fourcc_header(EX | frame_type | 1, b"hvc1"),
+                    vec![0, 0, 0],
+                    frame.to_vec(),
+                ]
+                .concat()
+            } else {
+                [fourcc_header(EX | frame_type | 3, b"hvc1"), frame.to_vec()].concat()
+            };
+            tags.push(tag);
+        }
+        ExVideo::Av1 => {
+            let obus = av1_obus(frame);
+            if record.is_some() {
+                let Some((_, sequence_header)) = obus.iter().find(|(t, _)| *t == 1) else {
+                    return tags; // wait for a keyframe with its sequence header
+                };
+                record.take();
+                // av1C: marker+version, profile/level, tier/depth/chroma, no presentation delay, configOBUs.
+                let av1c = [&[0x81, 0x00, 0x0c, 0x00][..], sequence_header].concat();
+                tags.push([fourcc_header(EX | (1 << 4), b"av01"), av1c].concat());
+            }
+            let kept: Vec<u8> = obus
+                .iter()
+                .filter(|(t, _)| *t != 1 && *t != 2)
+                .flat_map(|(_, obu)| obu.iter().copied())
+                .collect();
+            tags.push([fourcc_header(EX | frame_type | 1, b"av01"), kept].concat());
+        }
+    }
+    tags
+}
+
+/// Publishes test media to `rtmp://{addr}/live/{key}` in Enhanced RTMP for `duration`.
+pub async fn publish(
+    addr: &str,
+    key: &str,
+    video: Option<ExVideo>,
+    audio: Option<ExAudio>,
+    duration: Duration,
+) -> Result<Sent, String> {
+    let mut rtmp = connect(addr, key).await?;
+    let mut video_in = video.map(video_source);
+    let mut audio_in = audio.map(audio_source);
+    let mut sent = Sent::default();
+    let (mut video_record, mut audio_header_sent) = (None::<Vec<u8>>, false);
+    // Each encoder has its own time base (x265enc starts at 1000 hours): both streams start at 0.
+    let (mut video_base, mut audio_base) = (None::<u64>, None::<u64>);
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let next_video = async {
+            match video_in.as_mut() {
+                Some(source) => source.frames.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next_audio = async {
+            match audio_in.as_mut() {
+                Some(source) => source.frames.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(frame) = next_video => {
+                let (Some(kind), Some(source)) = (video, video_in.as_ref()) else { continue };
+                if sent.video == 0 && video_record.is_none() {
+                    if !frame.keyframe {
+                        continue;
+                    }
+                    video_record = Some(match kind {
+                        ExVideo::Hevc => codec_data(source).ok_or("no hvcC")?,
+                        ExVideo::Av1 => Vec::new(), // built from the first sequence header OBU
+                    });
+                }
+                let ms = (frame.pts_ns.saturating_sub(*video_base.get_or_insert(frame.pts_ns)) / 1_000_000) as u32;
+                let tags = video_tags(kind, &frame.data, frame.keyframe, sent.video, &mut video_record);
+                if tags.is_empty() {
+                    continue;
+                }
+                for tag in tags {
+                    rtmp.send(true, ms, tag).await?;
+                }
+                sent.video += 1;
+            }
+            Some(frame) = next_audio => {
+                let (Some(kind), Some(source)) = (audio, audio_in.as_ref()) else { continue };
+                let fourcc = if kind == ExAudio::Opus { b"Opus" } else { b"mp4a" };
+                if !audio_header_sent {
+                    let header = match kind {
+                        // OpusHead: version 1, stereo, pre-skip 312, 48 kHz, gain 0, mapping family 0.
+                        ExAudio::Opus => [&b"OpusHead"[..], &[1, 2, 0x38, 0x01, 0x80, 0xbb, 0, 0, 0, 0, 0]].concat(),
+                        ExAudio::Aac => codec_data(source).ok_or("no AudioSpecificConfig")?,
+                    };
+                    rtmp.send(false, 0, [fourcc_header(0x90, fourcc), header].concat()).await?;
+                    audio_header_sent = true;
+                }
+                let ms = (frame.pts_ns.saturating_sub(*audio_base.get_or_insert(frame.pts_ns)) / 1_000_000) as u32;
+                rtmp.send(false, ms, [fourcc_header(0x91, fourcc), frame.data].concat()).await?;
+                sent.audio += 1;
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    Ok(sent)
+}

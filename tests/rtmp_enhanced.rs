@@ -1,0 +1,79 @@
+//! Enhanced RTMP ingest through the real binary: a publisher speaking E-RTMP (HEVC or AV1 video, Opus or
+//! `mp4a` audio) → the gateway transcodes the video to H.264, passes Opus through, decodes AAC → a
+//! subscriber through the embedded SFU decodes the picture and hears the tone.
+
+mod common;
+
+use common::ertmp::{self, ExAudio, ExVideo};
+use common::rtmp::{Setup, receive, start, subscribe};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Publishes `video` + `audio` as ingress `name` and checks what a subscriber decodes, and the ingress view.
+async fn enhanced(setup: &Setup, name: &str, video: ExVideo, audio: ExAudio) -> Value {
+    let ingress = setup.create_ingress(name).await;
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let key = ingress["streamKey"].as_str().unwrap().to_string();
+    let addr = setup.rtmp.clone();
+    let publisher =
+        tokio::spawn(
+            async move { ertmp::publish(&addr, &key, Some(video), Some(audio), Duration::from_secs(14)).await },
+        );
+    let live = setup
+        .wait_ingress(&id, "live with 2 tracks", |i| {
+            i["state"] == "live" && i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let tracks = [format!("{name}-video"), format!("{name}-audio")];
+    let (_peer, mut streams, subscribed) = subscribe(setup, &session, &[&tracks[0], &tracks[1]]).await;
+    let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
+
+    let (pictures, first, last, frames, _) = &received[&subscribed[0].mid];
+    let expected = (last - first) / 3000 + 1;
+    let decoded = pictures.settled().await;
+    assert!(
+        decoded.frames * 10 >= expected * 9 && expected >= 90,
+        "{name}: decoded {} of {expected} H.264 frames ({frames} received)",
+        decoded.frames
+    );
+    assert_eq!(decoded.last_frame_bytes, 320 * 240 * 3 / 2, "{name}: not 320x240");
+    assert!(decoded.varied_picture, "{name}: a flat picture");
+
+    let sound = received[&subscribed[1].mid].0.settled().await;
+    assert!(
+        sound.samples > 48_000 * 4 && sound.max_rms > 0.1,
+        "{name}: audio {sound:?}"
+    );
+
+    let now = setup.ingress(&id).await;
+    assert_eq!(now["stats"]["videoPath"], "transcode", "{now}");
+    let sent = publisher.await.unwrap().expect("the publisher ran to its end");
+    assert!(sent.video > 300 && sent.audio > 500, "{sent:?}");
+    now
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_with_opus_is_transcoded_and_opus_passes_through() {
+    let setup = start();
+    let now = enhanced(&setup, "hevc", ExVideo::Hevc, ExAudio::Opus).await;
+    let stats = &now["stats"];
+    assert_eq!(stats["inputVideoCodec"], "h265", "{now}");
+    assert_eq!(stats["inputAudioCodec"], "opus", "{now}");
+    // Passthrough: every Opus packet in went out (no encoder between them).
+    let (audio_in, audio_out) = (
+        stats["audioFramesIn"].as_u64().unwrap(),
+        stats["audioFramesOut"].as_u64().unwrap(),
+    );
+    assert!(audio_in > 250 && audio_out == audio_in, "{now}");
+    // FLV times are the publisher's, one clock for both streams: a keyframe every second.
+    assert_eq!(stats["keyframeIntervalMs"], 1000, "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn av1_without_in_band_sequence_headers_and_mp4a_audio_decode() {
+    let setup = start();
+    let now = enhanced(&setup, "av1", ExVideo::Av1, ExAudio::Aac).await;
+    assert_eq!(now["stats"]["inputVideoCodec"], "av1", "{now}");
+    assert_eq!(now["stats"]["inputAudioCodec"], "aac", "{now}");
+}
