@@ -9,6 +9,8 @@
 //! CPU is the ingest's own (RTMP, FLV, SRTP, and the transcode when there is one). The gateway-added latency
 //! (FLV tag arrival → frame handed to the WebRTC peer) comes from its `/metrics` summary.
 
+#[path = "../tests/common/rtmp_client.rs"]
+mod rtmp_client;
 mod util;
 
 use serde_json::{Value, json};
@@ -97,6 +99,98 @@ async fn measure(pids: &[u32], seconds: u64) -> (f64, f64) {
     (cores(&start, &end), end.rss)
 }
 
+/// The video tags of an FLV file, (timestamp ms, tag body) in file order, and the file's duration in ms.
+fn flv_video_tags(path: &str) -> (Vec<(u32, bytes::Bytes)>, u32) {
+    let file = std::fs::read(path).expect("read the input");
+    let mut at = 9 + 4; // FLV header, PreviousTagSize0
+    let (mut tags, mut last) = (Vec::new(), 0);
+    while at + 11 <= file.len() {
+        let kind = file[at];
+        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
+        let ms = u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
+        let Some(body) = file.get(at + 11..at + 11 + size) else {
+            break;
+        };
+        if kind == 9 {
+            tags.push((ms, bytes::Bytes::copy_from_slice(body)));
+        }
+        last = last.max(ms);
+        at += 11 + size + 4;
+    }
+    (tags, last + 33)
+}
+
+/// `count` Opus packets of 20 ms (64 kbit/s stereo, a 440 Hz tone), encoded before any measurement.
+fn opus_packets(count: u32) -> Vec<bytes::Bytes> {
+    use gstreamer::prelude::*;
+    gstreamer::init().expect("gstreamer");
+    let description = format!(
+        "audiotestsrc num-buffers={count} samplesperbuffer=960 wave=sine freq=440 ! \
+         audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 bitrate=64000 ! appsink name=sink sync=false"
+    );
+    let pipeline = gstreamer::parse::launch(&description)
+        .expect("opus pipeline")
+        .downcast::<gstreamer::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline
+        .by_name("sink")
+        .expect("appsink")
+        .downcast::<gstreamer_app::AppSink>()
+        .expect("an appsink");
+    pipeline.set_state(gstreamer::State::Playing).expect("play");
+    let mut packets = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+            packets.push(bytes::Bytes::copy_from_slice(map.as_slice()));
+        }
+    }
+    pipeline.set_state(gstreamer::State::Null).expect("stop");
+    packets
+}
+
+/// Publishes the file's H.264 with Opus audio in Enhanced RTMP (FourCC `Opus`), in real time, looping, until
+/// the task is aborted: what an OBS with Opus audio sends, and what needs no transcode at all.
+async fn opus_publisher(addr: String, key: String, video: std::sync::Arc<(Vec<(u32, bytes::Bytes)>, u32)>) {
+    let (tags, duration) = (&video.0, video.1);
+    let opus = opus_packets(duration / 20 + 1);
+    let mut rtmp = rtmp_client::connect(&addr, &key)
+        .await
+        .expect("E-RTMP publisher connects");
+    let opus_head = [&b"\x90OpusOpusHead"[..], &[1, 2, 0x38, 0x01, 0x80, 0xbb, 0, 0, 0, 0, 0]].concat();
+    rtmp.send(false, 0, opus_head).await.expect("send");
+    let start = tokio::time::Instant::now();
+    for round in 0u32.. {
+        let base = round * duration;
+        let (mut v, mut a) = (0, 0);
+        while v < tags.len() || a < opus.len() {
+            let video_ms = tags.get(v).map(|(ms, _)| *ms);
+            let audio_ms = (a < opus.len()).then_some(a as u32 * 20);
+            let (video, ms) = match (video_ms, audio_ms) {
+                (Some(vm), Some(am)) if vm <= am => (true, vm),
+                (Some(vm), None) => (true, vm),
+                (_, Some(am)) => (false, am),
+                (None, None) => break,
+            };
+            tokio::time::sleep_until(start + Duration::from_millis(u64::from(base + ms))).await;
+            let body = if video {
+                v += 1;
+                let body = &tags[v - 1].1;
+                // The AVC sequence header only once.
+                if round > 0 && body.get(1) == Some(&0) {
+                    continue;
+                }
+                body.to_vec()
+            } else {
+                a += 1;
+                [&b"\x91Opus"[..], &opus[a - 1]].concat()
+            };
+            if rtmp.send(video, base + ms, body).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// UDP sinks that drain what the baseline ffmpeg relays send (so sends never fail).
 fn sinks(n: usize) -> Vec<u16> {
     (0..n)
@@ -168,6 +262,17 @@ async fn main() {
     let (pass_cores, pass_rss) = measure(&gateway_pid, args.seconds).await;
     let pass_latency = quantiles(&api, "pass").await;
     drop(publishers);
+    // Passthrough of both: the same video, Opus audio in Enhanced RTMP.
+    let video = std::sync::Arc::new(flv_video_tags(INPUT));
+    let mut publishers = Vec::new();
+    for i in 0..args.streams {
+        let ingress = create_ingress(&api, &format!("opus{i}"), json!({"mode": "passthrough"})).await;
+        let key = ingress["streamKey"].as_str().expect("stream key").to_string();
+        publishers.push(tokio::spawn(opus_publisher(rtmp.clone(), key, video.clone())));
+    }
+    let (opus_cores, _) = measure(&gateway_pid, args.seconds).await;
+    let opus_latency = quantiles(&api, "opus").await;
+    publishers.iter().for_each(tokio::task::JoinHandle::abort);
     let ports = sinks(2 * args.streams);
     let relay_outputs = |audio: &'static [&'static str]| {
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -252,6 +357,16 @@ async fn main() {
         pass_cores / n * 100.0,
         relay_opus_cores / n * 100.0,
         pass_cores / relay_opus_cores.max(1e-9)
+    );
+    println!(
+        "| passthrough CPU, E-RTMP H.264 + Opus publisher (nothing transcoded) | {:.1} % | {:.1} % (`-c copy` to RTP, H.264 + AAC) | {:.2} |",
+        opus_cores / n * 100.0,
+        relay_cores / n * 100.0,
+        opus_cores / relay_cores.max(1e-9)
+    );
+    println!(
+        "| passthrough added latency p50 / p95 / p99, E-RTMP H.264 + Opus | {:.2} / {:.2} / {:.2} ms | not instrumented | |",
+        opus_latency.0, opus_latency.1, opus_latency.2
     );
     println!(
         "| passthrough RSS per stream | {:.1} MiB (whole process / {}) | {:.1} MiB | |",

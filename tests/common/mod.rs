@@ -8,6 +8,7 @@ pub mod ertmp;
 pub mod media;
 pub mod nginx;
 pub mod rtmp;
+pub mod rtmp_client;
 pub mod sip;
 
 use std::io::{BufRead, BufReader};
