@@ -134,6 +134,8 @@ impl Transcoder {
     }
 
     /// Video of `codec` decoded once and re-encoded as simulcast `layers` (scaled copies, one `encoder` each).
+    /// The scalers cascade: each layer is scaled from the one above it, not from the input, so a 1080p
+    /// input is read in full once (GStreamer's scaler costs about twice swscale per input pixel).
     pub fn video_layers(
         fragments: &Fragments,
         codec: VideoCodec,
@@ -142,18 +144,27 @@ impl Transcoder {
         encoder: &str,
     ) -> Result<Self, MediaError> {
         let encode = fragment(fragments, encoder, "rtmp-video")?;
-        let mut description = format!("{} ! tee name=split", decode_input(codec, record));
+        let mut description = decode_input(codec, record);
         let mut sinks = Vec::new();
+        let mut above: Option<&str> = None;
         for layer in layers {
+            let scale = format!(
+                "videoscale ! capsfilter caps=\"video/x-raw,width={},height={}\" ! tee name=scaled_{}",
+                layer.width, layer.height, layer.rid
+            );
+            match above {
+                None => description.push_str(&format!(" ! {scale}")),
+                Some(rid) => description.push_str(&format!(
+                    " scaled_{rid}. ! queue max-size-buffers=2 leaky=downstream ! {scale}"
+                )),
+            }
             description.push_str(&format!(
-                " split. ! queue max-size-buffers=2 leaky=downstream ! videoscale ! \
-                 capsfilter caps=\"video/x-raw,width={},height={}\" ! {} ! appsink name=sink_{} sync=false",
-                layer.width,
-                layer.height,
+                " scaled_{rid}. ! queue max-size-buffers=2 leaky=downstream ! {} ! appsink name=sink_{rid} sync=false",
                 suffixed(encode, &layer.rid),
-                layer.rid
+                rid = layer.rid
             ));
             sinks.push((format!("sink_{}", layer.rid), Some(layer.rid.clone())));
+            above = Some(&layer.rid);
         }
         Self::start("rtmp-video-layers", &description, &sinks)
     }
