@@ -331,3 +331,128 @@ async fn early_media_from_the_callee_reaches_the_room_before_the_answer() {
     );
     assert_ok(callee.finish(Duration::from_secs(20)));
 }
+
+/// A 200 OK to an in-dialog request from the gateway (its To already has our tag), with `extra` headers and
+/// an SDP `body` when not empty.
+fn in_dialog_ok(extra: &str, body: &str) -> String {
+    let content = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\n"
+    };
+    format!(
+        "<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\n\
+         Contact: <sip:[local_ip]:[local_port];transport=[transport]>\n{extra}{content}Content-Length: [len]\n\n{body}]]></send>\n"
+    )
+}
+
+/// A request from the gateway that must match `regexp`.
+fn recv_matching(method: &str, regexp: &str) -> String {
+    format!(
+        "<recv request=\"{method}\" timeout=\"5000\"><action><ereg regexp=\"{regexp}\" search_in=\"msg\" check_it=\"true\" \
+         assign_to=\"found\"/><log message=\"[$found]\"/></action></recv>\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher() {
+    let ports = [sip::free_even_port(), sip::free_even_port()];
+    let config = [trunk("update", ports[0], false), trunk("reinvite", ports[1], false)].concat();
+    let sip = sip::start(&config, &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let timer = "Session-Expires: 4;refresher=uac\nRequire: timer\n";
+    // The INVITE offers timers; the callee answers with a 4 s session that the gateway must refresh.
+    let invite = recv_matching("INVITE", "Supported: timer");
+
+    // A callee that allows UPDATE: two UPDATE refreshes (without SDP) within the 4 s intervals.
+    let phone_media = PhoneMedia::bind().await;
+    let callee_sdp = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
+    let update = recv_matching("UPDATE", "Session-Expires: 4;refresher=uac");
+    let by_update = scenario(&[
+        invite.clone(),
+        uas_response(
+            "200 OK",
+            &format!("{timer}Allow: INVITE, ACK, BYE, CANCEL, UPDATE\n"),
+            &callee_sdp,
+        ),
+        "<recv request=\"ACK\" crlf=\"true\"/>\n".into(),
+        update.clone(),
+        in_dialog_ok(timer, ""),
+        update,
+        in_dialog_ok(timer, ""),
+        expect_bye(),
+    ]);
+    let callee = sipp_uas(sip.dir.path(), "update", &by_update, ports[0]);
+    let (status, call) = sip
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"to": "+15550001", "trunk": "update", "room": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_string();
+    sip.call_to("+15550001", |c| c["state"] == "answered").await;
+    // Longer than the interval: without refreshes the session would be over (and the gateway hang up).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(now["state"], "answered", "{now}");
+    let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
+    assert!(
+        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
+        "the callee still hears the room"
+    );
+    let (status, _) = sip
+        .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_ok(callee.finish(Duration::from_secs(20)));
+
+    // A callee without UPDATE: re-INVITEs with the SDP in use; the answer is applied (the media moves to
+    // the port the refresh's answer names).
+    let first = PhoneMedia::bind().await;
+    let second = PhoneMedia::bind().await;
+    let sdp_at = |media: &PhoneMedia| sip::sdp(&[PCMU, EVENTS], &media.port().to_string(), "sendrecv");
+    let reinvite = recv_matching("INVITE", "m=audio [0-9]+ RTP/AVP 0");
+    let by_reinvite = scenario(&[
+        invite,
+        uas_response(
+            "200 OK",
+            &format!("{timer}Allow: INVITE, ACK, BYE, CANCEL\n"),
+            &sdp_at(&first),
+        ),
+        "<recv request=\"ACK\" crlf=\"true\"/>\n".into(),
+        reinvite.clone(),
+        in_dialog_ok(timer, &sdp_at(&second)),
+        "<recv request=\"ACK\"/>\n".into(),
+        reinvite,
+        in_dialog_ok(timer, &sdp_at(&second)),
+        "<recv request=\"ACK\"/>\n".into(),
+        expect_bye(),
+    ]);
+    let callee = sipp_uas(sip.dir.path(), "reinvite", &by_reinvite, ports[1]);
+    let (status, call) = sip
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"to": "+15550002", "trunk": "reinvite", "room": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_string();
+    sip.call_to("+15550002", |c| c["state"] == "answered").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(now["state"], "answered", "{now}");
+    let (pcm, _) = second.receive(true, Duration::from_secs(1)).await;
+    assert!(
+        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
+        "the room reaches the port of the refresh's answer ({} samples)",
+        pcm.len()
+    );
+    let (status, _) = sip
+        .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_ok(callee.finish(Duration::from_secs(20)));
+}

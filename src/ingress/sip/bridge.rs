@@ -5,6 +5,7 @@ use super::call::{CallDeps, Ended, SfuSide, hang_up, terminated};
 use super::dispatch::Destination;
 use super::leg::{Leg, Received};
 use super::pin::{PinEntry, PinOutcome, prompt_tone};
+use super::refresh::{Refresh, Refreshed};
 use super::roommix::{MixListener, RoomFrame};
 use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
 use super::store::{CallCommand, CallState};
@@ -34,18 +35,21 @@ pub(super) struct Media {
     pub sfu: SfuSide,
     pub destination: Destination,
     pub commands: mpsc::Receiver<CallCommand>,
-    /// The session timer: a refresh (re-INVITE or UPDATE) must come within this.
-    pub session_expires: Option<Duration>,
+    /// The session timer, if any: who refreshes, and how often.
+    pub session_timer: Option<super::timer::Timer>,
     /// A dial-out in early media: the callee's final answer, still to come.
     pub pending: Option<PendingAnswer>,
 }
 
-/// The final response to our INVITE: its status and SDP, or why none came (no answer in time).
-pub(super) type PendingAnswer =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u16, Vec<u8>), String>> + Send>>;
+/// The final response to our INVITE: its status, SDP and session timer, or why none came (no answer in time).
+pub(super) type PendingAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(u16, Vec<u8>, Option<super::timer::Timer>), String>> + Send>,
+>;
 
 /// The final answer of a call in early media, or never.
-async fn final_answer(pending: &mut Option<PendingAnswer>) -> Result<(u16, Vec<u8>), String> {
+async fn final_answer(
+    pending: &mut Option<PendingAnswer>,
+) -> Result<(u16, Vec<u8>, Option<super::timer::Timer>), String> {
     match pending {
         Some(answer) => answer.await,
         None => std::future::pending().await,
@@ -78,10 +82,10 @@ pub(super) async fn bridge(
         sfu,
         destination,
         mut commands,
-        session_expires,
+        session_timer,
         mut pending,
     } = media;
-    let mut refreshed = Instant::now();
+    let mut refresh = Refresh::new(session_timer);
     // The CSeq of a re-INVITE without SDP we answered with an offer: its ACK carries the answer.
     let mut awaiting_ack: Option<u32> = None;
     let mut transfer: Option<String> = None;
@@ -155,8 +159,9 @@ pub(super) async fn bridge(
             answer = final_answer(&mut pending) => {
                 pending = None;
                 match answer {
-                    Ok((status, body)) if (200..300).contains(&status) => {
+                    Ok((status, body, timer)) if (200..300).contains(&status) => {
                         deps.store.update(&id, |c| c.sip_status = Some(status));
+                        refresh = Refresh::new(timer);
                         // The 200 may move the media (its SDP, when it has one, is the answer that counts).
                         // (Encrypted as the early media was.)
                         let policy = if leg.negotiated().srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
@@ -167,7 +172,7 @@ pub(super) async fn bridge(
                         deps.store.update(&id, |c| c.state = state);
                         tracing::info!("sip: dial-out answered after early media");
                     }
-                    Ok((status, _)) => {
+                    Ok((status, ..)) => {
                         deps.store.update(&id, |c| c.sip_status = Some(status));
                         tracing::info!(status, "sip: dial-out not answered after early media");
                         return Ended::failed(format!("callee answered {status}"), Some(status));
@@ -247,7 +252,7 @@ pub(super) async fn bridge(
                     DialogState::Terminated(_, reason) => {
                         // In early media the dialog ends with the callee's final failure: report its status.
                         if let Some(answer) = pending.take() {
-                            if let Ok(Ok((status, _))) = tokio::time::timeout(Duration::from_secs(2), answer).await {
+                            if let Ok(Ok((status, ..))) = tokio::time::timeout(Duration::from_secs(2), answer).await {
                                 deps.store.update(&id, |c| c.sip_status = Some(status));
                                 tracing::info!(status, "sip: dial-out not answered after early media");
                                 return Ended::failed(format!("callee answered {status}"), Some(status));
@@ -256,7 +261,7 @@ pub(super) async fn bridge(
                         return terminated(&reason);
                     }
                     DialogState::Updated(_, request, handle) => {
-                        refreshed = Instant::now();
+                        refresh.refreshed_by_them();
                         let answer = renegotiate(&mut leg, &mut local, &request.body, &deps.codecs, deps.srtp);
                         match answer {
                             Some(body) => {
@@ -265,8 +270,8 @@ pub(super) async fn bridge(
                                     awaiting_ack = request.cseq_header().ok().and_then(|c| c.seq().ok());
                                 }
                                 let mut headers = vec![Header::ContentType("application/sdp".into())];
-                                if let Some(expires) = session_expires {
-                                    headers.extend(super::timer::answer_headers(expires.as_secs() as u32));
+                                if let Some(timer) = refresh.timer() {
+                                    headers.extend(super::timer::answer_headers(timer.interval.as_secs() as u32, timer.answer_refresher()));
                                 }
                                 let _ = handle.respond(StatusCode::OK, Some(headers), Some(body.into_bytes())).await;
                                 // A codec change may change the rate the phone hears the room at.
@@ -348,6 +353,16 @@ pub(super) async fn bridge(
                     let _ = rtcp.send_to(&report, to).await;
                 }
             }
+            outcome = refresh.outcome() => match refresh.finished(outcome) {
+                Refreshed::Done => {}
+                Refreshed::Answer(body) => {
+                    let policy = if leg.negotiated().srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
+                    if !apply_answer(&mut leg, &mut local, &body, policy) {
+                        return hang_up(dialog, "unusable SDP answer to the session refresh", 488).await;
+                    }
+                }
+                Refreshed::Fatal(why) => return hang_up(dialog, &why, 408).await,
+            },
             command = commands.recv() => {
                 if let Some(CallCommand::Dtmf(digits)) = command {
                     leg.queue_digits(&digits);
@@ -370,8 +385,16 @@ pub(super) async fn bridge(
                         _ => {}
                     }
                 }
-                if session_expires.is_some_and(|expires| refreshed.elapsed() > expires) {
+                if refresh.expired() {
                     return hang_up(dialog, "session timer expired without a refresh", 408).await;
+                }
+                if pending.is_none() {
+                    refresh.start_if_due(dialog, || {
+                        // A refresh re-INVITE offers what is in use (a new version: the same session).
+                        local.version += 1;
+                        let srtp = leg.negotiated().srtp.map(|crypto| crypto.suite);
+                        sdp::offer(&local, &[leg.codec()], srtp)
+                    });
                 }
                 if pending.is_none() && !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
                     return hang_up(dialog, "no RTP from the phone", 408).await;

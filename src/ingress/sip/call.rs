@@ -254,7 +254,7 @@ async fn answer_and_bridge(
     };
     let timer_headers = call
         .session_expires
-        .map(super::timer::answer_headers)
+        .map(|secs| super::timer::answer_headers(secs, "uac"))
         .unwrap_or_default();
     let content_type = || {
         let mut headers = vec![Header::ContentType("application/sdp".into())];
@@ -306,7 +306,11 @@ async fn answer_and_bridge(
         sfu,
         destination: call.destination,
         commands,
-        session_expires: call.session_expires.map(|s| Duration::from_secs(s.into())),
+        session_timer: call.session_expires.map(|secs| super::timer::Timer {
+            interval: Duration::from_secs(secs.into()),
+            refresher: super::timer::Refresher::Them,
+            by_update: false,
+        }),
         pending: None,
     };
     super::bridge::bridge(ctx, deps, &call.dialog, &mut call.states, media).await

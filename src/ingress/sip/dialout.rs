@@ -12,6 +12,10 @@ use super::store::{CallDirection, CallState, CallView};
 use crate::config::TrunkConfig;
 use crate::redact::PhoneNumber;
 use crate::supervisor::{SessionCtx, SessionError, SessionKind};
+
+/// The session interval a dial-out asks for (RFC 4028's recommended 30 minutes); the callee decides the
+/// interval and who refreshes.
+const SESSION_EXPIRES: u32 = 1800;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invitation::InviteOption;
@@ -163,10 +167,17 @@ async fn place(
         callee,
         contact: shared.contact.clone(),
         offer: Some(sdp::offer(&local, &deps.codecs, suite).into_bytes()),
-        headers: request
-            .replaces
-            .clone()
-            .map(|replaces| vec![rsipstack::sip::Header::Other("Replaces".into(), replaces)]),
+        headers: Some(
+            super::timer::offer_headers(SESSION_EXPIRES, shared.config.min_session_expires.as_secs() as u32)
+                .into_iter()
+                .chain(
+                    request
+                        .replaces
+                        .clone()
+                        .map(|replaces| rsipstack::sip::Header::Other("Replaces".into(), replaces)),
+                )
+                .collect(),
+        ),
         credential: (!trunk.username.is_empty()).then(|| Credential {
             username: trunk.username.clone(),
             password: trunk.password.expose().clone(),
@@ -210,6 +221,7 @@ async fn place(
                 },
             }
         };
+        let mut session_timer = None;
         let (body, pending) = match rung {
             Rung::Final(response) => {
                 let response = match response {
@@ -226,6 +238,7 @@ async fn place(
                     tracing::info!(status, "sip: dial-out not answered");
                     return Ended::failed(format!("callee answered {status}"), Some(status));
                 }
+                session_timer = super::timer::from_answer(&response);
                 (response.body, None)
             }
             Rung::Early(body) => {
@@ -236,7 +249,10 @@ async fn place(
                 let pending: bridge::PendingAnswer = Box::pin(async move {
                     match tokio::time::timeout(left, answer).await {
                         Err(_) => Err("no answer".to_string()),
-                        Ok(Ok(Ok((_, Some(response))))) => Ok((response.status_code.code(), response.body)),
+                        Ok(Ok(Ok((_, Some(response))))) => {
+                            let timer = super::timer::from_answer(&response);
+                            Ok((response.status_code.code(), response.body, timer))
+                        }
                         Ok(Ok(Ok((_, None)))) => Err("no final response".to_string()),
                         Ok(Ok(Err(e))) => Err(format!("INVITE failed: {e}")),
                         Ok(Err(e)) => Err(format!("INVITE task: {e}")),
@@ -289,7 +305,7 @@ async fn place(
             sfu,
             destination,
             commands,
-            session_expires: None,
+            session_timer,
             pending,
         };
         bridge::bridge(ctx, deps, &dialog, &mut states, media).await

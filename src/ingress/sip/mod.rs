@@ -17,6 +17,7 @@ pub mod jitter;
 pub mod leg;
 pub mod mixer;
 pub mod pin;
+pub mod refresh;
 pub mod roommix;
 pub mod rtcp;
 pub mod rtp;
