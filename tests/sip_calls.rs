@@ -189,8 +189,8 @@ async fn phones_in_one_room_hear_each_other_through_one_shared_mix() {
         );
         assert!(own < 0.01, "phone {name} hears itself: {own:.3}");
     }
-    // One mix for the room: one SFU subscription and one decoder per track (2 phones + alice), not one per
-    // listening phone.
+    // One mix for the room: one decoder per track (2 phones + alice), not one per listening phone; the two
+    // phones are mixed straight from the gateway's own uplinks, only alice comes from the SFU.
     let gauge = |metrics: &str, name: &str| {
         metrics
             .lines()
@@ -200,6 +200,7 @@ async fn phones_in_one_room_hear_each_other_through_one_shared_mix() {
     let metrics = sip.setup.metrics_text().await;
     assert_eq!(gauge(&metrics, "sip_room_mixes "), 1.0);
     assert_eq!(gauge(&metrics, "sip_room_mix_tracks "), 3.0);
+    assert_eq!(gauge(&metrics, "sip_room_mix_local_tracks "), 2.0);
     for phone in [phone_a, phone_b] {
         let output = phone.finish(Duration::from_secs(30));
         assert!(

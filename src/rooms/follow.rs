@@ -9,10 +9,29 @@ use std::collections::{BTreeSet, HashMap};
 /// A publication: (SFU session id, track name).
 pub type TrackKey = (String, String);
 
+/// Tracks a follower leaves alone because they reach its owner another way (the gateway's own callers, whom
+/// the room mix hears without the SFU round trip).
+#[derive(Clone)]
+pub struct Skip(std::sync::Arc<dyn Fn(&TrackKey) -> bool + Send + Sync>);
+
+impl Skip {
+    /// Skips the tracks `skip` says yes to.
+    pub fn new(skip: impl Fn(&TrackKey) -> bool + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(skip))
+    }
+}
+
+impl std::fmt::Debug for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Skip")
+    }
+}
+
 /// The set of tracks to take, and the changes to it.
 #[derive(Debug)]
 pub struct Follower {
     kinds: Vec<TrackKind>,
+    skip: Option<Skip>,
     wanted: BTreeSet<TrackKey>,
     /// The simulcast layers of the wanted tracks that have some.
     rids: HashMap<TrackKey, Vec<String>>,
@@ -32,6 +51,7 @@ impl Follower {
     pub fn new(kinds: &[TrackKind]) -> Self {
         Self {
             kinds: kinds.to_vec(),
+            skip: None,
             wanted: BTreeSet::new(),
             rids: HashMap::new(),
         }
@@ -40,6 +60,16 @@ impl Follower {
     /// Follows the audio tracks.
     pub fn audio() -> Self {
         Self::new(&[TrackKind::Audio])
+    }
+
+    /// Leaves alone the tracks `skip` says yes to (asked when a track appears).
+    pub fn skipping(mut self, skip: Skip) -> Self {
+        self.skip = Some(skip);
+        self
+    }
+
+    fn takes(&self, kind: TrackKind, key: &TrackKey) -> bool {
+        self.kinds.contains(&kind) && !self.skip.as_ref().is_some_and(|skip| (skip.0)(key))
     }
 
     /// The simulcast layers of a wanted track, best first (empty if it has none).
@@ -65,9 +95,10 @@ impl Follower {
             .flat_map(|p| {
                 p.tracks
                     .iter()
-                    .filter(|t| self.kinds.contains(&t.kind))
-                    .map(|t| (p.session_id.clone(), t.track_name.clone()))
+                    .map(|t| (t.kind, (p.session_id.clone(), t.track_name.clone())))
             })
+            .filter(|(kind, key)| self.takes(*kind, key))
+            .map(|(_, key)| key)
             .collect();
         let changes = Changes {
             add: desired.difference(&self.wanted).cloned().collect(),
@@ -89,15 +120,20 @@ impl Follower {
         let mut changes = Changes::default();
         match &event.kind {
             RoomEventKind::ParticipantJoined { participant } => {
-                for track in participant.tracks.iter().filter(|t| self.kinds.contains(&t.kind)) {
+                for track in &participant.tracks {
                     let key = (participant.session_id.clone(), track.track_name.clone());
+                    if !self.takes(track.kind, &key) {
+                        continue;
+                    }
                     note_rids(&mut self.rids, &key, &track.rids);
                     if self.wanted.insert(key.clone()) {
                         changes.add.push(key);
                     }
                 }
             }
-            RoomEventKind::TrackAdded { session_id, track, .. } if self.kinds.contains(&track.kind) => {
+            RoomEventKind::TrackAdded { session_id, track, .. }
+                if self.takes(track.kind, &(session_id.clone(), track.track_name.clone())) =>
+            {
                 let key = (session_id.clone(), track.track_name.clone());
                 note_rids(&mut self.rids, &key, &track.rids);
                 if self.wanted.insert(key.clone()) {
@@ -217,6 +253,33 @@ mod tests {
             version: 9,
         };
         assert_eq!(follower.snapshot(&empty), Changes::default());
+    }
+
+    #[test]
+    fn skipped_tracks_are_never_taken() {
+        let mine = (ME.to_string(), "r-sip-1".to_string());
+        let local = mine.clone();
+        let mut follower = Follower::audio().skipping(Skip::new(move |key| *key == local));
+        let snapshot = RoomSnapshot {
+            name: "r".into(),
+            participants: vec![
+                participant("alice", A, &[("mic", TrackKind::Audio)]),
+                participant("sip-1", ME, &[("r-sip-1", TrackKind::Audio)]),
+            ],
+            version: 2,
+        };
+        assert_eq!(follower.snapshot(&snapshot).add, [(A.to_string(), "mic".to_string())]);
+        let joined = follower.event(&event(RoomEventKind::ParticipantJoined {
+            participant: participant("sip-1", ME, &[("r-sip-1", TrackKind::Audio)]),
+        }));
+        assert_eq!(joined, Changes::default());
+        let added = follower.event(&event(RoomEventKind::TrackAdded {
+            participant_id: "sip-1".into(),
+            session_id: ME.into(),
+            track: PublishedTrack::new("r-sip-1", TrackKind::Audio),
+        }));
+        assert_eq!(added, Changes::default());
+        assert!(!follower.wants(&mine));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::dispatch::Destination;
 use super::leg::{Leg, Received};
 use super::pin::{PinEntry, PinOutcome, prompt_tone};
 use super::refresh::{Refresh, Refreshed};
-use super::roommix::{MixListener, RoomFrame};
+use super::roommix::{LocalTrack, MixListener, RoomFrame};
 use super::sdp::{self, Direction, LocalAudio, PhoneCodec};
 use super::store::{CallCommand, CallState};
 use crate::config::SrtpPolicy;
@@ -61,6 +61,8 @@ struct InRoom {
     membership: Membership,
     mix: MixListener,
     own: TrackKey,
+    /// The caller's track registered as local to the gateway's room mixes.
+    local: LocalTrack,
 }
 
 /// How often the gateway sends RTCP to the phone (RFC 3550's minimum).
@@ -190,8 +192,10 @@ pub(super) async fn bridge(
                 let arrived = Instant::now();
                 match leg.receive(&buf[..len], from, arrived, &mut frames) {
                     Received::Audio => {
-                        if room.is_some() && !frames.is_empty() {
+                        if let Some(in_room) = room.as_mut().filter(|_| !frames.is_empty()) {
                             for frame in frames.drain(..) {
+                                // The room's phones hear the caller straight away; everyone else through the SFU.
+                                in_room.mix.feed(&in_room.own, frame.rtp_time, Arc::from(frame.data.as_slice()));
                                 peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None, capture: None });
                             }
                             uplink_delay.record(arrived.elapsed().as_secs_f64());
@@ -231,6 +235,8 @@ pub(super) async fn bridge(
                 Some(PeerEvent::Reconnected { session_id, .. }) => {
                     // The room learns the caller's new session; the room's mix resubscribes to it.
                     if let Some(in_room) = room.as_mut() {
+                        // Still local under its new key, before the room (and its mix) learns the key.
+                        in_room.local.rekey((session_id.clone(), in_room.own.1.clone()));
                         if let Err(e) = in_room.membership.rebind(&session_id) {
                             tracing::warn!(error = %e, "sip: the room could not follow the new SFU session");
                         }
@@ -435,6 +441,8 @@ fn join_room(
     rate: u32,
 ) -> Result<InRoom, String> {
     let session_id = peer.session_id();
+    // Registered before the room hears of the track, so the room's mix never pulls it from the SFU.
+    let local = deps.mixes.local_track((session_id.clone(), track.to_string()));
     let mut participant = Participant::new(participant_id, &session_id, ParticipantSource::Gateway);
     participant.name = destination.participant_name.clone().or_else(|| Some("Phone".into()));
     participant.metadata = destination.metadata.clone();
@@ -448,6 +456,7 @@ fn join_room(
         membership,
         mix,
         own: (session_id, track.to_string()),
+        local,
     })
 }
 

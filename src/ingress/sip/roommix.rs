@@ -2,22 +2,26 @@
 //! once, each track is jitter-buffered and decoded once, and every 20 ms the room's [`MixFrame`] goes to
 //! each phone, which takes its own part out ([`MixFrame::heard_by`]).
 //!
-//! A room of N phones thus costs N subscriptions and N decoders instead of N × (N − 1). The mix lives as
+//! The gateway's own callers are not pulled back from the SFU: each call registers its track as local
+//! ([`RoomMixes::local_track`]) before it joins the room, and feeds the Opus frames it publishes straight
+//! into the mix ([`MixListener::feed`]) — no SFU round trip, no receive and decrypt per caller.
+//!
+//! A room of N phones thus costs N decoders instead of N × (N − 1). The mix lives as
 //! long as a phone listens; the last [`MixListener`] dropped stops it and closes its SFU session. When the
 //! mix cannot go on (its SFU session failed for good, the room was deleted) every listener learns why and
 //! hangs up.
 
 use super::jitter::JitterStats;
 use super::mixer::{MixFrame, Mixer};
-use crate::rooms::follow::{Follower, TrackKey};
+use crate::rooms::follow::{Follower, Skip, TrackKey};
 use crate::rooms::pull::RoomPull;
 use crate::rooms::{RoomSubscription, Rooms, SubscriptionError};
 use crate::sfu::client::CallsClient;
 use crate::sfu::peer::{Peer, PeerConfig, PeerEvent, PeerStreams, SubscribedTrack};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
-use tokio::sync::broadcast;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -34,13 +38,70 @@ pub struct RoomMixes {
     peer: PeerConfig,
     rooms: Rooms,
     live: Arc<Mutex<HashMap<String, Weak<Shared>>>>,
+    /// The tracks of the gateway's own callers (with how many registrations hold each).
+    local: LocalTracks,
 }
+
+type LocalTracks = Arc<Mutex<HashMap<TrackKey, usize>>>;
+
+/// What a caller hands its room's mix directly.
+enum Local {
+    /// An Opus frame the caller publishes, with its RTP time, and when it was made.
+    Frame(TrackKey, u64, Arc<[u8]>, Instant),
+    /// The caller no longer feeds this track.
+    Gone(TrackKey),
+}
+
+/// Frames from the callers that may wait for the mix task.
+const LOCAL_BACKLOG: usize = 1024;
 
 /// What a mix shares with its listeners.
 struct Shared {
     outputs: Arc<Mutex<Outputs>>,
     stats: Arc<Mutex<HashMap<TrackKey, JitterStats>>>,
     cancel: CancellationToken,
+    local: mpsc::Sender<Local>,
+}
+
+/// A caller's track, registered as local: room mixes hear it from the caller, not from the SFU. Registered
+/// before the caller joins its room; unregistered when dropped.
+pub struct LocalTrack {
+    key: TrackKey,
+    registry: LocalTracks,
+}
+
+impl LocalTrack {
+    /// The track.
+    pub fn key(&self) -> &TrackKey {
+        &self.key
+    }
+
+    /// The caller's track moved to another SFU session: registers the new key (before the room learns it).
+    pub fn rekey(&mut self, key: TrackKey) {
+        register(&self.registry, &key);
+        unregister(&self.registry, &self.key);
+        self.key = key;
+    }
+}
+
+impl Drop for LocalTrack {
+    fn drop(&mut self) {
+        unregister(&self.registry, &self.key);
+    }
+}
+
+fn register(registry: &LocalTracks, key: &TrackKey) {
+    *lock(registry).entry(key.clone()).or_default() += 1;
+}
+
+fn unregister(registry: &LocalTracks, key: &TrackKey) {
+    let mut registry = lock(registry);
+    if let Some(count) = registry.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            registry.remove(key);
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -65,9 +126,32 @@ pub struct MixListener {
     shared: Arc<Shared>,
     frames: broadcast::Receiver<RoomFrame>,
     rate: u32,
+    /// The local track this listener feeds the mix with.
+    fed: Option<TrackKey>,
+}
+
+impl Drop for MixListener {
+    fn drop(&mut self) {
+        if let Some(key) = self.fed.take() {
+            let _ = self.shared.local.try_send(Local::Gone(key));
+        }
+    }
 }
 
 impl MixListener {
+    /// Mixes an Opus frame the caller publishes as `key` (a [`LocalTrack`]) straight into the room's audio.
+    pub fn feed(&mut self, key: &TrackKey, rtp_time: u64, data: Arc<[u8]>) {
+        if self.fed.as_ref() != Some(key) {
+            if let Some(old) = self.fed.replace(key.clone()) {
+                let _ = self.shared.local.try_send(Local::Gone(old));
+            }
+        }
+        let frame = Local::Frame(key.clone(), rtp_time, data, Instant::now());
+        if self.shared.local.try_send(frame).is_err() {
+            metrics::counter!("sip_room_mix_local_dropped_total").increment(1);
+        }
+    }
+
     /// The next 20 ms of the room (a listener that fell behind skips to the newest); `Err` with the reason
     /// once the mix has stopped.
     pub async fn recv(&mut self) -> Result<RoomFrame, String> {
@@ -109,6 +193,16 @@ impl RoomMixes {
             peer,
             rooms,
             live: Arc::default(),
+            local: Arc::default(),
+        }
+    }
+
+    /// Registers a caller's track as local (see [`LocalTrack`]).
+    pub fn local_track(&self, key: TrackKey) -> LocalTrack {
+        register(&self.local, &key);
+        LocalTrack {
+            key,
+            registry: self.local.clone(),
         }
     }
 
@@ -136,15 +230,23 @@ impl RoomMixes {
             .entry(rate)
             .or_insert_with(|| broadcast::channel(BACKLOG).0)
             .subscribe();
-        MixListener { shared, frames, rate }
+        MixListener {
+            shared,
+            frames,
+            rate,
+            fed: None,
+        }
     }
 
     fn start(&self, room: &str) -> Arc<Shared> {
+        let (local_tx, local_rx) = mpsc::channel(LOCAL_BACKLOG);
         let shared = Arc::new(Shared {
             outputs: Arc::default(),
             stats: Arc::default(),
             cancel: CancellationToken::new(),
+            local: local_tx,
         });
+        let registry = self.local.clone();
         let task = MixTask {
             client: self.client.clone(),
             peer: self.peer.clone(),
@@ -152,6 +254,8 @@ impl RoomMixes {
             outputs: shared.outputs.clone(),
             stats: shared.stats.clone(),
             cancel: shared.cancel.clone(),
+            local: local_rx,
+            skip: Skip::new(move |key| lock(&registry).contains_key(key)),
         };
         let span = tracing::info_span!("sip_room_mix", room = %room);
         tokio::spawn(task.run().instrument(span));
@@ -167,16 +271,56 @@ struct MixTask {
     outputs: Arc<Mutex<Outputs>>,
     stats: Arc<Mutex<HashMap<TrackKey, JitterStats>>>,
     cancel: CancellationToken,
+    local: mpsc::Receiver<Local>,
+    skip: Skip,
 }
 
-/// The decoding side of a running mix: which mid carries which track, and a mixer per phone rate.
+/// The decoding side of a running mix: which mid carries which track, the local callers' tracks, and a mixer
+/// per phone rate.
 #[derive(Default)]
 struct Decoding {
     tracks: HashMap<String, TrackKey>,
+    local: std::collections::HashSet<TrackKey>,
     mixers: HashMap<u32, Mixer<TrackKey>>,
 }
 
 impl Decoding {
+    fn local(&mut self, message: Local) {
+        match message {
+            Local::Frame(key, rtp_time, data, made) => {
+                if self.local.insert(key.clone()) {
+                    metrics::gauge!("sip_room_mix_tracks").increment(1.0);
+                    metrics::gauge!("sip_room_mix_local_tracks").increment(1.0);
+                    for mixer in self.mixers.values_mut() {
+                        if let Err(e) = mixer.add(&key) {
+                            tracing::warn!(error = %e, "sip: local caller not mixed");
+                        }
+                    }
+                }
+                for mixer in self.mixers.values_mut() {
+                    mixer.push(&key, rtp_time, data.clone(), made);
+                }
+            }
+            Local::Gone(key) => {
+                if self.local.remove(&key) {
+                    metrics::gauge!("sip_room_mix_tracks").decrement(1.0);
+                    metrics::gauge!("sip_room_mix_local_tracks").decrement(1.0);
+                    for mixer in self.mixers.values_mut() {
+                        mixer.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the local callers (the mix is stopping).
+    fn clear_local(&mut self) {
+        let keys: Vec<TrackKey> = self.local.iter().cloned().collect();
+        for key in keys {
+            self.local(Local::Gone(key));
+        }
+    }
+
     fn add(&mut self, track: SubscribedTrack) {
         let key = (track.session_id, track.track_name);
         for mixer in self.mixers.values_mut() {
@@ -205,6 +349,7 @@ impl Decoding {
         Some(mid)
     }
 
+    /// Stops decoding the SFU's tracks (the local callers stay).
     fn clear(&mut self) {
         let keys: Vec<TrackKey> = self.tracks.values().cloned().collect();
         for key in keys {
@@ -219,7 +364,7 @@ impl Decoding {
         for rate in outputs.senders.keys() {
             if !self.mixers.contains_key(rate) {
                 let mut mixer = Mixer::new(*rate);
-                for key in self.tracks.values() {
+                for key in self.tracks.values().chain(&self.local) {
                     let _ = mixer.add(key);
                 }
                 self.mixers.insert(*rate, mixer);
@@ -255,7 +400,7 @@ impl MixTask {
             mut media_in,
             mut events,
         } = streams;
-        let mut pull = RoomPull::new(peer, Follower::audio());
+        let mut pull = RoomPull::new(peer, Follower::audio().skipping(self.skip.clone()));
         let mut decoding = Decoding::default();
         pull.snapshot(&self.subscription.resync().clone());
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -272,6 +417,7 @@ impl MixTask {
                         }
                     }
                 }
+                Some(message) = self.local.recv() => decoding.local(message),
                 frame = media_in.recv() => {
                     let Some(frame) = frame else { break "SFU peer stopped".into() };
                     if let Some(key) = decoding.tracks.get(&frame.mid) {
@@ -315,6 +461,7 @@ impl MixTask {
             }
         };
         decoding.clear();
+        decoding.clear_local();
         why
     }
 }
