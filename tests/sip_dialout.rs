@@ -383,30 +383,13 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
         expect_bye(),
     ]);
     let callee = sipp_uas(sip.dir.path(), "update", &by_update, ports[0]);
-    let (status, call) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15550001", "trunk": "update", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{call}");
-    let id = call["id"].as_str().unwrap().to_string();
-    sip.call_to("+15550001", |c| c["state"] == "answered").await;
-    // Longer than the interval: without refreshes the session would be over (and the gateway hang up).
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
-    assert_eq!(now["state"], "answered", "{now}");
+    let id = outlive_the_interval(&sip, "+15550001", "update").await;
     let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
     assert!(
         sip::share_of(&pcm, 8_000, 440.0) > 0.3,
         "the callee still hears the room"
     );
-    let (status, _) = sip
-        .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
-        .await;
-    assert_eq!(status, 204);
-    assert_ok(callee.finish(Duration::from_secs(20)));
+    hang_up(&sip, &id, callee).await;
 
     // A callee without UPDATE: re-INVITEs with the SDP in use; the answer is applied (the media moves to
     // the port the refresh's answer names).
@@ -431,25 +414,32 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
         expect_bye(),
     ]);
     let callee = sipp_uas(sip.dir.path(), "reinvite", &by_reinvite, ports[1]);
-    let (status, call) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15550002", "trunk": "reinvite", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{call}");
-    let id = call["id"].as_str().unwrap().to_string();
-    sip.call_to("+15550002", |c| c["state"] == "answered").await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
-    assert_eq!(now["state"], "answered", "{now}");
+    let id = outlive_the_interval(&sip, "+15550002", "reinvite").await;
     let (pcm, _) = second.receive(true, Duration::from_secs(1)).await;
     assert!(
         sip::share_of(&pcm, 8_000, 440.0) > 0.3,
         "the room reaches the port of the refresh's answer ({} samples)",
         pcm.len()
     );
+    hang_up(&sip, &id, callee).await;
+}
+
+/// Dials `to` through `trunk` into room r1 and waits past the callee's 4 s session interval: without
+/// refreshes the session would be over (and the gateway hang up). Returns the call id.
+async fn outlive_the_interval(sip: &sip::Sip, to: &str, trunk: &str) -> String {
+    let body = json!({"to": to, "trunk": trunk, "room": "r1"});
+    let (status, call) = sip.send(reqwest::Method::POST, "/v1/calls", Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_string();
+    sip.call_to(to, |c| c["state"] == "answered").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
+    assert_eq!(now["state"], "answered", "{now}");
+    id
+}
+
+/// Hangs the call up through the API; the callee's scenario must end well.
+async fn hang_up(sip: &sip::Sip, id: &str, callee: sip::Sipp) {
     let (status, _) = sip
         .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
         .await;
