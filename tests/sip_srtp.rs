@@ -2,12 +2,16 @@
 //! with `mediaenc=srtp-mand`, speaks a tone from a WAV file and records what it hears. Its voice must reach
 //! the room (decoded from the caller's Opus track) and the room's publisher must reach its recording —
 //! which only happens when both directions are encrypted and authenticated the way libsrtp expects.
-//! With `sip.srtp = "required"`, a plain RTP offer is refused.
+//! With `sip.srtp = "required"`, a plain RTP offer is refused. A phone that re-keys mid-call (re-INVITE with
+//! a new `a=crypto` key) is followed: the test sends SRTP itself, with the old key then the new one.
 
 mod common;
 
 use common::sip::{self, ack, final_response, in_dialog, invite, invite_failing, pause, scenario};
+use sfu_gateway::ingress::sip::g711;
 use sfu_gateway::ingress::sip::pin::Prompt;
+use sfu_gateway::ingress::sip::rtp::RtpPacket;
+use sfu_gateway::ingress::sip::srtp::{MasterKey, Srtp, Suite};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -212,4 +216,85 @@ async fn dial_out_through_an_srtp_trunk_reaches_an_srtp_phone() {
     assert!(heard.len() > 8_000 * 4, "only {} samples heard", heard.len());
     let alice = sip::share_of(&heard[8_000 * 2..], 8_000, 440.0);
     assert!(alice > 0.5, "the callee hears the room's 440 Hz: {alice:.3}");
+}
+
+/// Sends SRTP (µ-law, a swelling tone at `hz`) to `to` from `socket` for `seconds`, protected by `key`,
+/// continuing the sequence numbers and timestamps from `first`.
+async fn send_srtp(
+    socket: &tokio::net::UdpSocket,
+    to: std::net::SocketAddr,
+    key: &MasterKey,
+    first: u32,
+    seconds: u32,
+) {
+    let mut srtp = Srtp::new(Suite::AesCm128HmacSha1_80, key).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let tau = 2.0 * std::f64::consts::PI;
+    for n in first..first + seconds * 50 {
+        tick.tick().await;
+        let payload: Vec<u8> = (0..160)
+            .map(|i| (n as usize * 160 + i) as f64 / 8_000.0)
+            .map(|t| (t * 1_000.0 * tau).sin() * 8_000.0 * (0.75 - 0.25 * (t * 3.0 * tau).sin()))
+            .map(|s| g711::linear_to_ulaw(s as i16))
+            .collect();
+        let mut packet = Vec::new();
+        RtpPacket {
+            payload_type: 0,
+            marker: n == first,
+            seq: n as u16,
+            timestamp: n * 160,
+            ssrc: 0x5eed,
+            payload: &payload,
+        }
+        .write(&mut packet);
+        srtp.protect(&mut packet).unwrap();
+        let _ = socket.send_to(&packet, to).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_re_keys_srtp_mid_call_is_still_heard() {
+    let config = format!("[sip]\nsrtp = \"required\"\n{RULES}");
+    let sip = sip::start(&config, &[]).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port().to_string();
+    let (before, after) = (MasterKey::random(), MasterKey::random());
+    let offer = |key: &MasterKey| {
+        sip::sdp(&[(0, "PCMU/8000")], &port, "sendrecv").replace("RTP/AVP", "RTP/SAVP")
+            + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n", key.to_params())
+    };
+    // The phone re-keys with a re-INVITE 3 s into the call (a new a=crypto key, same media).
+    let steps = scenario(&[
+        invite(&offer(&before), ""),
+        final_response(200, ""),
+        ack(false, ""),
+        pause(3_000),
+        in_dialog("INVITE", "application/sdp", &offer(&after), 200),
+        pause(5_000),
+        in_dialog("BYE", "", "", 200),
+    ]);
+    let phone = sip.sipp("re-key", &steps, "100", &[]);
+    let call = sip
+        .call_to("100", |c| c["state"] == "answered" && c["localRtp"].is_string())
+        .await;
+    let gateway: std::net::SocketAddr = call["localRtp"].as_str().unwrap().parse().unwrap();
+    let (session, track) = caller_track(&sip, "r1", &call).await;
+    // The old key until the re-INVITE has surely been answered, then the new one; the room listens to the
+    // caller's track after the switch only.
+    send_srtp(&socket, gateway, &before, 0, 4).await;
+    let listening = sip.listen(&session, &track, Duration::from_secs(3));
+    let (heard, ()) = tokio::join!(listening, send_srtp(&socket, gateway, &after, 200, 4));
+    let tail = &heard[heard.len().min(48_000)..];
+    let share = sip::share_of(tail, 48_000, 1_000.0);
+    assert!(
+        tail.len() > 48_000 && share > 0.3 && sip::rms(tail) > 300.0,
+        "after the re-key the room hears the caller: {} samples, 1 kHz share {share:.3}",
+        tail.len()
+    );
+    let output = phone.finish(Duration::from_secs(20));
+    assert!(
+        output.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
