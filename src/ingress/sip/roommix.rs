@@ -133,7 +133,20 @@ pub struct MixListener {
 impl Drop for MixListener {
     fn drop(&mut self) {
         if let Some(key) = self.fed.take() {
-            let _ = self.shared.local.try_send(Local::Gone(key));
+            gone(&self.shared.local, key);
+        }
+    }
+}
+
+/// Tells the mix a local track is gone; never lost to a full queue (a forgotten input would be concealed,
+/// and decoded, forever). A frame the caller feeds later adds it again.
+fn gone(local: &mpsc::Sender<Local>, key: TrackKey) {
+    if let Err(mpsc::error::TrySendError::Full(message)) = local.try_send(Local::Gone(key)) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let local = local.clone();
+            runtime.spawn(async move {
+                let _ = local.send(message).await;
+            });
         }
     }
 }
@@ -143,7 +156,7 @@ impl MixListener {
     pub fn feed(&mut self, key: &TrackKey, rtp_time: u64, data: Arc<[u8]>) {
         if self.fed.as_ref() != Some(key) {
             if let Some(old) = self.fed.replace(key.clone()) {
-                let _ = self.shared.local.try_send(Local::Gone(old));
+                gone(&self.shared.local, old);
             }
         }
         let frame = Local::Frame(key.clone(), rtp_time, data, Instant::now());
