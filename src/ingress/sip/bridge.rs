@@ -166,7 +166,7 @@ pub(super) async fn bridge(
                         refresh = Refresh::new(timer);
                         // The 200 may move the media (its SDP, when it has one, is the answer that counts).
                         // (Encrypted as the early media was.)
-                        let policy = if leg.negotiated().srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
+                        let policy = policy_in_use(&leg);
                         if !body.is_empty() && !apply_answer(&mut leg, &mut local, &body, policy) {
                             return hang_up(dialog, "unusable SDP answer", 488).await;
                         }
@@ -362,7 +362,7 @@ pub(super) async fn bridge(
             outcome = refresh.outcome() => match refresh.finished(outcome) {
                 Refreshed::Done => {}
                 Refreshed::Answer(body) => {
-                    let policy = if leg.negotiated().srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
+                    let policy = policy_in_use(&leg);
                     if !apply_answer(&mut leg, &mut local, &body, policy) {
                         return hang_up(dialog, "unusable SDP answer to the session refresh", 488).await;
                     }
@@ -398,8 +398,7 @@ pub(super) async fn bridge(
                     refresh.start_if_due(dialog, || {
                         // A refresh re-INVITE offers what is in use (a new version: the same session).
                         local.version += 1;
-                        let srtp = leg.negotiated().srtp.map(|crypto| crypto.suite);
-                        sdp::offer(&local, &[leg.codec()], srtp)
+                        offer_in_use(&leg, &local)
                     });
                 }
                 if pending.is_none() && !leg.on_hold() && leg.last_received.elapsed() > deps.rtp_timeout {
@@ -480,8 +479,7 @@ fn renegotiate(
     if body.is_empty() {
         // No offer (RFC 3261 §14.2): offer what we use now, encrypted as now.
         local.direction = Direction::SendRecv;
-        let srtp = leg.negotiated().srtp.map(|crypto| crypto.suite);
-        return Some(sdp::offer(local, &[leg.codec()], srtp));
+        return Some(offer_in_use(leg, local));
     }
     let remote = sdp::parse(&String::from_utf8_lossy(body)).ok()?;
     // Keep the current codec when the phone still offers it.
@@ -491,6 +489,21 @@ fn renegotiate(
     leg.update(&remote, negotiated, Instant::now()).ok()?;
     local.direction = remote.direction.answer();
     Some(sdp::answer(local, &negotiated))
+}
+
+/// An offer of what the leg uses now: its codec, encrypted as now.
+fn offer_in_use(leg: &Leg, local: &LocalAudio) -> String {
+    let srtp = leg.negotiated().srtp.map(|crypto| crypto.suite);
+    sdp::offer(local, &[leg.codec()], srtp)
+}
+
+/// The SRTP policy an answer to our offer of what is in use must meet: encrypted if the leg is.
+fn policy_in_use(leg: &Leg) -> SrtpPolicy {
+    if leg.negotiated().srtp.is_some() {
+        SrtpPolicy::Required
+    } else {
+        SrtpPolicy::Off
+    }
 }
 
 /// Applies the answer to our re-INVITE offer (same codec, same keys); false when it is not usable.

@@ -47,7 +47,7 @@ type LocalTracks = Arc<Mutex<HashMap<TrackKey, usize>>>;
 /// What a caller hands its room's mix directly.
 enum Local {
     /// An Opus frame the caller publishes, with its RTP time, and when it was made.
-    Frame(TrackKey, u64, Arc<[u8]>, Instant),
+    Frame(Arc<TrackKey>, u64, Arc<[u8]>, Instant),
     /// The caller no longer feeds this track.
     Gone(TrackKey),
 }
@@ -126,14 +126,14 @@ pub struct MixListener {
     shared: Arc<Shared>,
     frames: broadcast::Receiver<RoomFrame>,
     rate: u32,
-    /// The local track this listener feeds the mix with.
-    fed: Option<TrackKey>,
+    /// The local track this listener feeds the mix with (shared by its frames: no key copy per packet).
+    fed: Option<Arc<TrackKey>>,
 }
 
 impl Drop for MixListener {
     fn drop(&mut self) {
         if let Some(key) = self.fed.take() {
-            gone(&self.shared.local, key);
+            gone(&self.shared.local, (*key).clone());
         }
     }
 }
@@ -154,12 +154,17 @@ fn gone(local: &mpsc::Sender<Local>, key: TrackKey) {
 impl MixListener {
     /// Mixes an Opus frame the caller publishes as `key` (a [`LocalTrack`]) straight into the room's audio.
     pub fn feed(&mut self, key: &TrackKey, rtp_time: u64, data: Arc<[u8]>) {
-        if self.fed.as_ref() != Some(key) {
-            if let Some(old) = self.fed.replace(key.clone()) {
-                gone(&self.shared.local, old);
+        let fed = match &self.fed {
+            Some(fed) if **fed == *key => fed.clone(),
+            _ => {
+                let fed = Arc::new(key.clone());
+                if let Some(old) = self.fed.replace(fed.clone()) {
+                    gone(&self.shared.local, (*old).clone());
+                }
+                fed
             }
-        }
-        let frame = Local::Frame(key.clone(), rtp_time, data, Instant::now());
+        };
+        let frame = Local::Frame(fed, rtp_time, data, Instant::now());
         if self.shared.local.try_send(frame).is_err() {
             metrics::counter!("sip_room_mix_local_dropped_total").increment(1);
         }
@@ -301,7 +306,8 @@ impl Decoding {
     fn local(&mut self, message: Local) {
         match message {
             Local::Frame(key, rtp_time, data, made) => {
-                if self.local.insert(key.clone()) {
+                if !self.local.contains(&*key) {
+                    self.local.insert((*key).clone());
                     metrics::gauge!("sip_room_mix_tracks").increment(1.0);
                     metrics::gauge!("sip_room_mix_local_tracks").increment(1.0);
                     for mixer in self.mixers.values_mut() {
