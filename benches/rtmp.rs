@@ -156,7 +156,7 @@ async fn opus_publisher(addr: String, key: String, video: std::sync::Arc<(Vec<(u
     let mut rtmp = rtmp_client::connect(&addr, &key)
         .await
         .expect("E-RTMP publisher connects");
-    let opus_head = [&b"\x90OpusOpusHead"[..], &[1, 2, 0x38, 0x01, 0x80, 0xbb, 0, 0, 0, 0, 0]].concat();
+    let opus_head = [&b"\x90Opus"[..], &rtmp_client::OPUS_HEAD].concat();
     rtmp.send(false, 0, opus_head).await.expect("send");
     let start = tokio::time::Instant::now();
     for round in 0u32.. {

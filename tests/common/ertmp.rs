@@ -3,9 +3,10 @@
 //! encoders for the media, and the E-RTMP tag headers written here (FourCC `hvc1`/`av01`, `Opus`/`mp4a`).
 
 use super::media::{EncodedSource, start_source};
-use super::rtmp_client::connect;
+use super::rtmp_client::{OPUS_HEAD, connect};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use sfu_gateway::ingress::rtmp::flv::av1_obus;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -79,27 +80,6 @@ fn codec_data(source: &EncodedSource) -> Option<Vec<u8>> {
     Some(map.as_slice().to_vec())
 }
 
-/// Splits an AV1 temporal unit into its OBUs (each with its size field), as (type, bytes).
-fn av1_obus(mut tu: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut obus = Vec::new();
-    while let Some(&header) = tu.first() {
-        let extension = usize::from(header & 0x04 != 0);
-        let (mut size, mut used) = (0usize, 1 + extension);
-        for i in 0..8 {
-            let byte = tu[used];
-            size |= usize::from(byte & 0x7f) << (7 * i);
-            used += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        let (obu, rest) = tu.split_at(used + size);
-        obus.push(((header >> 3) & 0x0f, obu));
-        tu = rest;
-    }
-    obus
-}
-
 fn fourcc_header(first: u8, fourcc: &[u8; 4]) -> Vec<u8> {
     let mut header = vec![first];
     header.extend_from_slice(fourcc);
@@ -130,7 +110,7 @@ fn video_tags(video: ExVideo, frame: &[u8], keyframe: bool, index: u64, record: 
             tags.push(tag);
         }
         ExVideo::Av1 => {
-            let obus = av1_obus(frame);
+            let obus = av1_obus(frame).expect("whole OBUs from av1parse");
             if record.is_some() {
                 let Some((_, sequence_header)) = obus.iter().find(|(t, _)| *t == 1) else {
                     return tags; // wait for a keyframe with its sequence header
@@ -207,8 +187,7 @@ pub async fn publish(
                 let fourcc = if kind == ExAudio::Opus { b"Opus" } else { b"mp4a" };
                 if !audio_header_sent {
                     let header = match kind {
-                        // OpusHead: version 1, stereo, pre-skip 312, 48 kHz, gain 0, mapping family 0.
-                        ExAudio::Opus => [&b"OpusHead"[..], &[1, 2, 0x38, 0x01, 0x80, 0xbb, 0, 0, 0, 0, 0]].concat(),
+                        ExAudio::Opus => OPUS_HEAD.to_vec(),
                         ExAudio::Aac => codec_data(source).ok_or("no AudioSpecificConfig")?,
                     };
                     rtmp.send(false, 0, [fourcc_header(0x90, fourcc), header].concat()).await?;

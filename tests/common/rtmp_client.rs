@@ -12,6 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
+/// The `OpusHead` an Enhanced RTMP Opus sequence start carries: version 1, stereo, pre-skip 312, 48 kHz,
+/// gain 0, mapping family 0.
+pub const OPUS_HEAD: [u8; 19] = *b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00";
+
 /// A publishing RTMP connection.
 pub struct Rtmp {
     stream: TcpStream,

@@ -356,31 +356,33 @@ pub fn opus_channels(head: &[u8]) -> Option<u8> {
     (family == 0 && (1..=2).contains(&channels)).then_some(channels)
 }
 
-/// The OBU types of an AV1 temporal unit (low-overhead format: every OBU has its size field), in order;
-/// `None` when the OBUs do not add up.
-fn av1_obu_types(mut tu: &[u8]) -> Option<Vec<u8>> {
-    let mut types = Vec::new();
-    while let Some((&header, rest)) = tu.split_first() {
-        let extension = usize::from(header & 0x04 != 0);
-        let rest = rest.get(extension..)?;
+/// The OBUs of an AV1 temporal unit (low-overhead format: every OBU but the last has its size field), as
+/// (OBU type, the whole OBU with its header); `None` when the OBUs do not add up.
+pub fn av1_obus(mut tu: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut obus = Vec::new();
+    while let Some(&header) = tu.first() {
+        let kind = (header >> 3) & 0x0f;
+        let mut used = 1 + usize::from(header & 0x04 != 0); // header, extension
         if header & 0x02 == 0 {
             // No size field: the OBU runs to the end.
-            types.push((header >> 3) & 0x0f);
+            tu.get(used..)?;
+            obus.push((kind, tu));
             break;
         }
-        let (mut size, mut used) = (0usize, 0);
-        loop {
-            let byte = *rest.get(used)?;
-            size |= usize::from(byte & 0x7f).checked_shl(7 * used as u32)?;
+        let mut size = 0usize;
+        for i in 0..8 {
+            let byte = *tu.get(used)?;
+            size |= usize::from(byte & 0x7f).checked_shl(7 * i)?;
             used += 1;
-            if byte & 0x80 == 0 || used == 8 {
+            if byte & 0x80 == 0 {
                 break;
             }
         }
-        types.push((header >> 3) & 0x0f);
-        tu = rest.get(used..)?.get(size..)?;
+        let end = used.checked_add(size)?;
+        obus.push((kind, tu.get(..end)?));
+        tu = &tu[end..];
     }
-    Some(types)
+    Some(obus)
 }
 
 /// AV1 in FLV (as in MP4) may keep the sequence header only in the `av1C` record; a decoder needs it before
@@ -389,7 +391,7 @@ fn av1_obu_types(mut tu: &[u8]) -> Option<Vec<u8>> {
 pub fn av1_with_sequence_header(record: &[u8], keyframe: &[u8]) -> Option<Vec<u8>> {
     const SEQUENCE_HEADER: u8 = 1;
     let config = record.get(4..).filter(|c| !c.is_empty())?;
-    if av1_obu_types(keyframe).is_some_and(|t| t.contains(&SEQUENCE_HEADER)) {
+    if av1_obus(keyframe).is_some_and(|obus| obus.iter().any(|(kind, _)| *kind == SEQUENCE_HEADER)) {
         return None;
     }
     Some([config, keyframe].concat())
@@ -602,19 +604,19 @@ mod tests {
         let sequence_header = [0x0a, 0x02, 0xaa, 0xbb];
         let frame = [0x36, 0x00, 0x03, 1, 2, 3];
         let record = [&[0x81, 0x00, 0x0c, 0x00][..], &sequence_header].concat();
-        assert_eq!(av1_obu_types(&frame), Some(vec![6]));
+        assert_eq!(av1_obus(&frame), Some(vec![(6, &frame[..])]));
         assert_eq!(
             av1_with_sequence_header(&record, &frame),
             Some([&sequence_header[..], &frame].concat())
         );
         let whole = [&sequence_header[..], &frame].concat();
-        assert_eq!(av1_obu_types(&whole), Some(vec![1, 6]));
+        assert_eq!(av1_obus(&whole), Some(vec![(1, &sequence_header[..]), (6, &frame[..])]));
         assert_eq!(av1_with_sequence_header(&record, &whole), None);
         assert_eq!(av1_with_sequence_header(&record[..4], &frame), None);
         // Sizes past the end: not a sequence header, no panic.
-        assert_eq!(av1_obu_types(&[0x0a, 0x7f]), None);
+        assert_eq!(av1_obus(&[0x0a, 0x7f]), None);
         assert_eq!(
-            av1_obu_types(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            av1_obus(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
             None
         );
     }

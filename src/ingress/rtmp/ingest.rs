@@ -417,13 +417,7 @@ impl Ingest {
         let capture = self.capture_of(pts, Some(arrived));
         let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, annex_b);
         self.latency.record("passthrough", arrived);
-        self.update_store(|i| {
-            if sent {
-                i.stats.video_frames_out += 1
-            } else {
-                i.stats.dropped += 1
-            }
-        });
+        self.count_sent(true, sent);
     }
 
     fn transcoded_video(&mut self, rid: Option<String>, mut frame: Frame) {
@@ -461,13 +455,7 @@ impl Ingest {
             rid,
             capture,
         });
-        self.update_store(|i| {
-            if sent {
-                i.stats.video_frames_out += 1
-            } else {
-                i.stats.dropped += 1
-            }
-        });
+        self.count_sent(true, sent);
     }
 
     async fn audio_tag(&mut self, ts: u32, body: &[u8]) {
@@ -510,7 +498,7 @@ impl Ingest {
                     // Already what WebRTC carries: the packet goes out as it came, at its FLV time.
                     let (track, capture) = (self.audio_track.clone(), self.capture_of(pts, None));
                     let sent = self.send(&track, (pts.max(0) as u64) * 48, capture, data.to_vec());
-                    self.audio_sent(sent);
+                    self.count_sent(false, sent);
                 } else {
                     self.update_store(|i| i.stats.dropped += 1);
                 }
@@ -539,13 +527,12 @@ impl Ingest {
         pts
     }
 
-    fn audio_sent(&self, sent: bool) {
-        self.update_store(|i| {
-            if sent {
-                i.stats.audio_frames_out += 1
-            } else {
-                i.stats.dropped += 1
-            }
+    /// Counts a frame handed to the peer (`sent`) or dropped.
+    fn count_sent(&self, video: bool, sent: bool) {
+        self.update_store(|i| match (sent, video) {
+            (true, true) => i.stats.video_frames_out += 1,
+            (true, false) => i.stats.audio_frames_out += 1,
+            (false, _) => i.stats.dropped += 1,
         });
     }
 
@@ -554,7 +541,7 @@ impl Ingest {
         // The Opus encoder's delay is not the capture's: the frame keeps the time of the AAC it came from.
         let capture = self.capture_of((frame.pts_ns / 1_000_000) as i64, None);
         let sent = self.send(&track, frame.ticks(48_000), capture, frame.data);
-        self.audio_sent(sent);
+        self.count_sent(false, sent);
     }
 
     /// During a publisher gap: one silence frame and the last keyframe per tick, at advancing times.
