@@ -68,14 +68,7 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
     let phone_media = PhoneMedia::bind().await;
     let callee_sdp = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
     let callee = sipp_uas(dir, "answer", &answering(&callee_sdp, false), ports[0]);
-    let (status, call) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15551234", "trunk": "answer", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{call}");
+    let call = dial(&sip, json!({"to": "+15551234", "trunk": "answer", "room": "r1"})).await;
     assert_eq!(call["direction"], "outbound");
     assert_eq!(call["from"], "+15550100", "the trunk's caller id");
     let id = call["id"].as_str().unwrap().to_string();
@@ -101,14 +94,7 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
         "<recv request=\"ACK\"/>\n".into(),
     ]);
     let busy = sipp_uas(dir, "busy", &busy_scenario, ports[1]);
-    let (status, _) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15552222", "trunk": "busy", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    dial(&sip, json!({"to": "+15552222", "trunk": "busy", "room": "r1"})).await;
     let ended = sip.call_to("+15552222", |c| c["state"] == "ended").await;
     assert_eq!(ended["sipStatus"], 486);
     assert_ok(busy.finish(Duration::from_secs(20)));
@@ -125,14 +111,11 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
         "<recv request=\"ACK\"/>\n".into(),
     ]);
     let silent = sipp_uas(dir, "silent", &silent_scenario, ports[2]);
-    let (status, _) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15553333", "trunk": "silent", "room": "r1", "ringTimeout": 2})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    dial(
+        &sip,
+        json!({"to": "+15553333", "trunk": "silent", "room": "r1", "ringTimeout": 2}),
+    )
+    .await;
     let ended = sip.call_to("+15553333", |c| c["state"] == "ended").await;
     assert_eq!(ended["sipStatus"], 487);
     assert_eq!(ended["reason"], "no answer");
@@ -145,14 +128,11 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
         &answering(&sip::sdp(&[PCMU], "[media_port]", "sendrecv"), true),
         ports[3],
     );
-    let (status, call) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15554444", "trunk": "auth", "room": "r1", "callerId": "+15559999"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let call = dial(
+        &sip,
+        json!({"to": "+15554444", "trunk": "auth", "room": "r1", "callerId": "+15559999"}),
+    )
+    .await;
     assert_eq!(call["from"], "+15559999");
     sip.call_to("+15554444", |c| c["state"] == "answered").await;
     assert_eq!(sip.hang_up(&call).await, 204);
@@ -272,14 +252,7 @@ async fn early_media_from_the_callee_reaches_the_room_before_the_answer() {
         expect_bye(),
     ]);
     let callee = sipp_uas(sip.dir.path(), "early", &steps, port);
-    let (status, placed) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15554444", "trunk": "early", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{placed}");
+    dial(&sip, json!({"to": "+15554444", "trunk": "early", "room": "r1"})).await;
     let early = sip
         .call_to("+15554444", |c| {
             c["state"] == "early-media" && c["localRtp"].is_string()
@@ -312,14 +285,7 @@ async fn early_media_from_the_callee_reaches_the_room_before_the_answer() {
         "<recv request=\"ACK\"/>\n".into(),
     ]);
     let callee = sipp_uas(sip.dir.path(), "unavailable", &failing, failing_port);
-    let (status, _) = sip
-        .send(
-            reqwest::Method::POST,
-            "/v1/calls",
-            Some(json!({"to": "+15555555", "trunk": "unavailable", "room": "r1"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    dial(&sip, json!({"to": "+15555555", "trunk": "unavailable", "room": "r1"})).await;
     sip.call_to("+15555555", |c| c["state"] == "early-media").await;
     let ended = sip.call_to("+15555555", |c| c["state"] == "ended").await;
     assert_eq!(ended["sipStatus"], 480, "{ended}");
@@ -427,9 +393,7 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
 /// Dials `to` through `trunk` into room r1 and waits past the callee's 4 s session interval: without
 /// refreshes the session would be over (and the gateway hang up). Returns the call id.
 async fn outlive_the_interval(sip: &sip::Sip, to: &str, trunk: &str) -> String {
-    let body = json!({"to": to, "trunk": trunk, "room": "r1"});
-    let (status, call) = sip.send(reqwest::Method::POST, "/v1/calls", Some(body)).await;
-    assert_eq!(status, 201, "{call}");
+    let call = dial(sip, json!({"to": to, "trunk": trunk, "room": "r1"})).await;
     let id = call["id"].as_str().unwrap().to_string();
     sip.call_to(to, |c| c["state"] == "answered").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -445,4 +409,11 @@ async fn hang_up(sip: &sip::Sip, id: &str, callee: sip::Sipp) {
         .await;
     assert_eq!(status, 204);
     assert_ok(callee.finish(Duration::from_secs(20)));
+}
+
+/// `POST /v1/calls` with `body`, which must be accepted (201); the call as answered.
+async fn dial(sip: &sip::Sip, body: serde_json::Value) -> serde_json::Value {
+    let (status, call) = sip.send(reqwest::Method::POST, "/v1/calls", Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    call
 }
