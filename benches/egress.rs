@@ -9,6 +9,8 @@
 //! test only runs the egresses, so its CPU and RSS are theirs. Each egress and each baseline ffmpeg sends its
 //! FLV to its own `ffmpeg -listen 1 … -c copy -f null` destination (not measured). The added latency (frame
 //! in → FLV video tag out) is the gateway's `egress_added_latency_seconds` summary.
+//! The baseline's input is the same video with the audio as Opus, as the egress receives it; the old baseline
+//! (the file's AAC) is printed beside it.
 
 mod util;
 
@@ -20,6 +22,9 @@ use util::{Proc, cores, ffmpeg, sample_all};
 const APP: &str = "0000000000000000000000000000e6e5";
 const SECRET: &str = "egress-bench-secret-egress-bench-secret-egress-bench-secret-egr";
 const INPUT: &str = "/tmp/sfu-gateway-bench-720p30-3M.flv";
+/// The same video with the audio an egress receives from the SFU (the ingest's Opus: 48 kHz stereo, 64 kbit/s,
+/// 20 ms frames), so the baseline decodes what the egress decodes.
+const INPUT_OPUS: &str = "/tmp/sfu-gateway-bench-720p30-3M-opus.mkv";
 
 /// An RTMP destination that takes one stream and throws it away; returns it and its URL.
 async fn destination() -> (Proc, String) {
@@ -42,6 +47,7 @@ async fn main() {
     // Participants per egress: 0 = one named source (the single-track case).
     let composite = flags["composite"] as usize;
     util::prepare_input(INPUT, "1280x720", "3M");
+    prepare_opus_input();
     let binary = env!("CARGO_BIN_EXE_sfu-gateway");
     let http = reqwest::Client::new();
 
@@ -148,23 +154,12 @@ async fn main() {
     }
     drop(destinations);
 
-    // Baseline: ffmpeg decoding the same 720p30 H.264 + AAC and encoding what the egress encodes, with the
-    // egress's x264 and AAC settings (`pipelines/video-encode-h264.gst`, `audio-encode-aac.gst`), to RTMP.
-    let mut baseline = Vec::new();
-    let mut pids = Vec::new();
-    for _ in 0..n {
-        let (sink, url) = destination().await;
-        let args = baseline_args(composite, &url);
-        let encoder = ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        pids.push(encoder.0.id());
-        baseline.push((sink, encoder));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
-    let start = sample_all(&pids);
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let end = sample_all(&pids);
-    let (ff_cores, ff_rss) = (cores(&start, &end), end.rss / n as f64);
-    drop(baseline);
+    // Baseline: ffmpeg decoding the same 720p30 H.264 and the same Opus the egress receives, encoding what the
+    // egress encodes with its x264 and AAC settings (`pipelines/video-encode-h264.gst`,
+    // `audio-encode-aac.gst`), to RTMP. Also measured: the same with the file's AAC as input (the baseline of
+    // the earlier sessions, which decodes cheaper audio than the egress does).
+    let (ff_cores, ff_rss) = baseline(n, composite, seconds, INPUT_OPUS).await;
+    let (ff_aac_cores, _) = baseline(n, composite, seconds, INPUT).await;
 
     let mib = |b: f64| b / 1_048_576.0;
     let what = if composite > 0 {
@@ -183,6 +178,12 @@ async fn main() {
         gw_cores / ff_cores.max(1e-9)
     );
     println!(
+        "| the same, ffmpeg decoding the file's AAC instead of Opus | {:.1} % | {:.1} % | {:.2} |",
+        gw_cores / n as f64 * 100.0,
+        ff_aac_cores / n as f64 * 100.0,
+        gw_cores / ff_aac_cores.max(1e-9)
+    );
+    println!(
         "| RSS per egress | {:.1} MiB (added to the idle process) | {:.1} MiB (whole ffmpeg) | |",
         mib(gw_rss),
         mib(ff_rss)
@@ -190,6 +191,38 @@ async fn main() {
     println!(
         "| added latency p50 / p95 (frame in → FLV video tag out) | {p50:.0} / {p95:.0} ms | not instrumented | |"
     );
+}
+
+/// Runs `n` baseline ffmpegs on `input` for `seconds` (after a warm-up); returns their cores and RSS per ffmpeg.
+async fn baseline(n: usize, composite: usize, seconds: u64, input: &str) -> (f64, f64) {
+    let mut running = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let (sink, url) = destination().await;
+        let args = baseline_args(composite, input, &url);
+        let encoder = ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        pids.push(encoder.0.id());
+        running.push((sink, encoder));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // warm-up
+    let start = sample_all(&pids);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let end = sample_all(&pids);
+    (cores(&start, &end), end.rss / n as f64)
+}
+
+/// Encodes [`INPUT_OPUS`] once from [`INPUT`]: the video copied, the audio as the ingest publishes it.
+fn prepare_opus_input() {
+    if std::path::Path::new(INPUT_OPUS).exists() {
+        return;
+    }
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i", INPUT, "-c:v", "copy"])
+        .args(["-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2", "-frame_duration", "20"])
+        .arg(INPUT_OPUS)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "cannot make the Opus input");
 }
 
 /// Publishes source `i` (the input file, copied) through an RTMP ingest of the SFU process; waits until it is
@@ -223,13 +256,13 @@ async fn publish(http: &reqwest::Client, source_api: &str, rtmp: &str, i: usize)
     }
 }
 
-/// ffmpeg doing what an egress does: decode the input(s) (`composite` of them, laid out in the egress's grid,
+/// ffmpeg doing what an egress does: decode `input` (`composite` of them, laid out in the egress's grid,
 /// or one), encode with the egress's x264 and AAC settings (`pipelines/video-encode-h264.gst`,
 /// `audio-encode-aac.gst`), send FLV to `url`.
-fn baseline_args(composite: usize, url: &str) -> Vec<String> {
+fn baseline_args(composite: usize, input: &str, url: &str) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     for _ in 0..composite.max(1) {
-        args.extend(["-re", "-stream_loop", "-1", "-i", INPUT].map(String::from));
+        args.extend(["-re", "-stream_loop", "-1", "-i", input].map(String::from));
     }
     if composite > 0 {
         let mut graph = String::from("color=black:s=1280x720:r=30[bg0];");
