@@ -218,7 +218,18 @@ fn prepare_opus_input() {
     }
     let status = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-i", INPUT, "-c:v", "copy"])
-        .args(["-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2", "-frame_duration", "20"])
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-frame_duration",
+            "20",
+        ])
         .arg(INPUT_OPUS)
         .status()
         .expect("ffmpeg");

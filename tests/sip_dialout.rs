@@ -1,6 +1,7 @@
 //! Dial-out through trunks to sipp acting as the called phone: answered (the callee hears the room and is
 //! hung up through the API), busy (486), no answer (CANCEL after the ring timeout, 487), and a trunk that
-//! asks for digest credentials (401, then the INVITE with Authorization is answered).
+//! asks for digest credentials (401, then the INVITE with Authorization is answered); session timers (the
+//! gateway refreshing, and a callee's 422 answered by a second INVITE with its Min-SE).
 
 mod common;
 
@@ -386,6 +387,43 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
         sip::share_of(&pcm, 8_000, 440.0) > 0.3,
         "the room reaches the port of the refresh's answer ({} samples)",
         pcm.len()
+    );
+    hang_up(&sip, &id, callee).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_that_wants_a_longer_session_interval_is_invited_again_with_it() {
+    let port = sip::free_even_port();
+    let sip = sip::start(&trunk("picky", port, false), &[]).await;
+    let _alice = sip.tone_publisher("r1", "alice", 440.0).await;
+    let phone_media = PhoneMedia::bind().await;
+    let callee_sdp = sip::sdp(&[PCMU, EVENTS], &phone_media.port().to_string(), "sendrecv");
+    // 422 with Min-SE 3600 to the INVITE's 1800 s; the second INVITE (same Call-ID, so the same sipp call)
+    // must ask for 3600 s and accept no less.
+    let again = "<recv request=\"INVITE\" timeout=\"5000\"><action>\
+        <ereg regexp=\"Session-Expires: 3600\" search_in=\"msg\" check_it=\"true\" assign_to=\"se\"/>\
+        <ereg regexp=\"Min-SE: 3600\" search_in=\"msg\" check_it=\"true\" assign_to=\"min\"/><log message=\"[$se] [$min]\"/></action></recv>\n";
+    let steps = scenario(&[
+        recv_matching("INVITE", "Session-Expires: 1800"),
+        uas_response("422 Session Interval Too Small", "Min-SE: 3600\n", ""),
+        "<recv request=\"ACK\"/>\n".into(),
+        again.into(),
+        uas_response(
+            "200 OK",
+            "Session-Expires: 3600;refresher=uas\nRequire: timer\n",
+            &callee_sdp,
+        ),
+        "<recv request=\"ACK\" crlf=\"true\"/>\n".into(),
+        expect_bye(),
+    ]);
+    let callee = sipp_uas(sip.dir.path(), "picky", &steps, port);
+    let call = dial(&sip, json!({"to": "+15550003", "trunk": "picky", "room": "r1"})).await;
+    let id = call["id"].as_str().unwrap().to_string();
+    sip.call_to("+15550003", |c| c["state"] == "answered").await;
+    let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
+    assert!(
+        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
+        "the callee hears the room after the second INVITE"
     );
     hang_up(&sip, &id, callee).await;
 }

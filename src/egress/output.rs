@@ -34,8 +34,8 @@ impl Target {
     fn describe(&self) -> String {
         match self {
             Target::Rtmp(url) => format!(
-                "appsrc name=src format=time is-live=true max-bytes=0 max-time=2000000000 leaky-type=downstream ! \
-                 rtmp2sink name=sink chunk-size=4096 location=\"{}\"",
+                "appsrc name=src format=time is-live=true ! queue max-size-time=2000000000 leaky=downstream ! \
+                 rtmp2sink name=sink location=\"{}\"",
                 url.expose().replace('"', "")
             ),
             Target::File(path) => format!(

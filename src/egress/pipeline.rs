@@ -1,6 +1,6 @@
-//! The GStreamer pipeline of an egress: a black slate under a compositor and an audio mixer that runs on its
-//! own clock, silent until a source comes (so the destination gets a valid stream from the first second, and
-//! audio-only or video-only sources still give both), encoded H.264 + AAC with the fragments of `pipelines/` and muxed to FLV once for every output. The
+//! The GStreamer pipeline of an egress: a black slate under a compositor and silence under an audio mixer (so
+//! the destination gets a valid stream from the first second, and audio-only or video-only sources still give
+//! both), encoded H.264 + AAC with the fragments of `pipelines/` and muxed to FLV once for every output. The
 //! sources are added to it while it plays, one branch per track (`branch.rs`).
 
 use super::store::VideoOut;
@@ -37,8 +37,8 @@ pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaE
          {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! appsink name=flv sync=false \
          videotestsrc is-live=true pattern=black ! \
          capsfilter caps=\"video/x-raw,format=I420,width=16,height=16,framerate={fps}/1\" ! mix. \
-         audiomixer name=amix latency={LATENCY_NS} force-live=true ! capsfilter caps=\"{AUDIO_CAPS}\" ! {} ! \
-         aacparse ! mux.",
+         audiomixer name=amix latency={LATENCY_NS} ! {} ! aacparse ! mux. \
+         audiotestsrc is-live=true wave=silence ! capsfilter caps=\"{AUDIO_CAPS}\" ! amix.",
         fragment("video-encode-h264", "v")?,
         fragment("audio-encode-aac", "a")?,
     );

@@ -1,6 +1,7 @@
 //! Dial-out: `POST /v1/calls` sends an INVITE through an outbound trunk (digest credentials answered on
 //! 401/407 by the stack), follows ringing, busy, no answer and failure, and bridges the callee into the room
-//! on answer with the same media loop as an inbound call.
+//! on answer with the same media loop as an inbound call. A callee that answers 422 (Session Interval Too
+//! Small) is invited once more with the interval its `Min-SE` names (RFC 4028 §7.4).
 
 use super::bridge::{self, Media};
 use super::call::{self, Ended, SfuSide};
@@ -162,13 +163,17 @@ async fn place(
         (Ok(caller), Ok(callee)) => (caller, callee),
         (Err(e), _) | (_, Err(e)) => return Ended::failed(e, None),
     };
-    let option = InviteOption {
-        caller,
-        callee,
+    let min_se = shared.config.min_session_expires.as_secs() as u32;
+    let offer = sdp::offer(&local, &deps.codecs, suite).into_bytes();
+    // The INVITE asking for a session interval of `expires` seconds, `min_se` the least we accept (a retry
+    // keeps the first INVITE's Call-ID, RFC 3261 §8.1.3.5).
+    let invite = |expires: u32, min_se: u32, call_id: Option<String>| InviteOption {
+        caller: caller.clone(),
+        callee: callee.clone(),
         contact: shared.contact.clone(),
-        offer: Some(sdp::offer(&local, &deps.codecs, suite).into_bytes()),
+        offer: Some(offer.clone()),
         headers: Some(
-            super::timer::offer_headers(SESSION_EXPIRES, shared.config.min_session_expires.as_secs() as u32)
+            super::timer::offer_headers(expires, min_se)
                 .into_iter()
                 .chain(
                     request
@@ -184,13 +189,18 @@ async fn place(
             realm: None,
             auth_username: None,
         }),
+        call_id,
         ..InviteOption::default()
     };
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
-    let (dialog, mut answer) = match shared.dialogs.do_invite_async(option, state_tx) {
+    let (mut dialog, mut answer) = match shared
+        .dialogs
+        .do_invite_async(invite(SESSION_EXPIRES, min_se, None), state_tx)
+    {
         Ok(started) => started,
         Err(e) => return Ended::failed(format!("INVITE: {e}"), None),
     };
+    let mut retried = false;
     let result = async {
         // The SFU side is set up while the phone rings.
         let mut sfu: Option<Result<SfuSide, SessionError>> = None;
@@ -201,7 +211,24 @@ async fn place(
         let rung = loop {
             tokio::select! {
                 connected = &mut connect, if sfu.is_none() => sfu = Some(connected),
-                joined = &mut answer => break Rung::Final(joined),
+                joined = &mut answer => {
+                    // A 422 names the least interval the callee takes: invite again, once, asking for it.
+                    let asked = match &joined {
+                        Ok(Ok((_, Some(response)))) if !retried => {
+                            super::timer::retry_interval(response, SESSION_EXPIRES)
+                        }
+                        _ => None,
+                    };
+                    let Some(asked) = asked else { break Rung::Final(joined) };
+                    tracing::info!(asked, "sip: callee wants a longer session interval (422); inviting again");
+                    retried = true;
+                    shared.dialogs.remove_dialog(&dialog.id());
+                    let (state_tx, new_states) = shared.dialogs.new_dialog_state_channel();
+                    match shared.dialogs.do_invite_async(invite(asked, asked, Some(dialog.id().call_id)), state_tx) {
+                        Ok((new_dialog, new_answer)) => (dialog, answer, states) = (new_dialog, new_answer, new_states),
+                        Err(e) => return Ended::failed(format!("INVITE: {e}"), None),
+                    }
+                }
                 () = &mut deadline => {
                     let _ = dialog.cancel().await;
                     deps.store.update(&id, |c| c.sip_status = Some(487));

@@ -85,6 +85,26 @@ pub fn offer_headers(secs: u32, min_se: u32) -> Vec<Header> {
     ]
 }
 
+/// Longest interval a callee's 422 may make us ask for: a day (a session refreshed that rarely is as good as
+/// none, and a larger `Min-SE` is more likely a broken peer).
+const MAX_RETRY_INTERVAL: u32 = 86_400;
+
+/// The interval to ask for again after a 422 (Session Interval Too Small) to our INVITE that offered
+/// `offered` seconds: the 422's `Min-SE` (RFC 4028 §7.4). `None` for any other answer, a 422 without a usable
+/// `Min-SE`, or one not above what was offered.
+pub fn retry_interval(response: &Response, offered: u32) -> Option<u32> {
+    if response.status_code.code() != 422 {
+        return None;
+    }
+    let min_se: u32 = header_value(response.headers.iter(), "min-se", "min-se")?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    (min_se > offered && min_se <= MAX_RETRY_INTERVAL).then_some(min_se)
+}
+
 /// Headers of our refresh (UPDATE or re-INVITE): the same interval, us refreshing.
 pub fn refresh_headers(timer: &Timer) -> Vec<Header> {
     vec![
@@ -166,8 +186,12 @@ mod tests {
     }
 
     fn ok(extra: &str) -> Response {
+        response("200 OK", extra)
+    }
+
+    fn response(status: &str, extra: &str) -> Response {
         let text = format!(
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
              From: <sip:gw@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
         );
         Response::try_from(text.as_str()).unwrap()
@@ -194,5 +218,11 @@ mod tests {
         assert_eq!(headers, ["Session-Expires: 120;refresher=uac", "Supported: timer"]);
         let offer: Vec<String> = offer_headers(1800, 90).iter().map(|h| h.to_string()).collect();
         assert_eq!(offer, ["Supported: timer", "Session-Expires: 1800", "Min-SE: 90"]);
+        let too_small = |extra: &str| response("422 Session Interval Too Small", extra);
+        assert_eq!(retry_interval(&too_small("Min-SE: 3600\r\n"), 1800), Some(3600));
+        assert_eq!(retry_interval(&too_small("Min-SE: 1800\r\n"), 1800), None);
+        assert_eq!(retry_interval(&too_small("Min-SE: 999999\r\n"), 1800), None);
+        assert_eq!(retry_interval(&too_small(""), 1800), None);
+        assert_eq!(retry_interval(&ok("Min-SE: 3600\r\n"), 1800), None);
     }
 }
