@@ -17,6 +17,7 @@ pub fn cpu_and_rss(stat_path: &str) -> (f64, f64) {
     ((field(14) + field(15)) / 100.0, field(24) * 4096.0)
 }
 
+#[derive(Clone)]
 pub struct Sample {
     /// When it was taken.
     pub at: Instant,
