@@ -1,6 +1,6 @@
 //! Enhanced RTMP ingest through the real binary: a publisher speaking E-RTMP (HEVC or AV1 video, Opus or
-//! `mp4a` audio) → the gateway transcodes the video to H.264, passes Opus through, decodes AAC → a
-//! subscriber through the embedded SFU decodes the picture and hears the tone.
+//! `mp4a` audio) → the gateway transcodes the video to H.264 (or passes AV1 through when asked), passes Opus
+//! through, decodes AAC → a subscriber through the embedded SFU decodes the picture and hears the tone.
 
 mod common;
 
@@ -9,9 +9,16 @@ use common::rtmp::{Setup, receive, start, subscribe};
 use serde_json::Value;
 use std::time::Duration;
 
-/// Publishes `video` + `audio` as ingress `name` and checks what a subscriber decodes, and the ingress view.
+/// Publishes `video` + `audio` as ingress `name` and checks what a subscriber decodes, and the ingress view
+/// (its video transcoded).
 async fn enhanced(setup: &Setup, name: &str, video: ExVideo, audio: ExAudio) -> Value {
     let ingress = setup.create_ingress(name).await;
+    published(setup, ingress, name, video, audio, "transcode").await
+}
+
+/// Publishes `video` + `audio` into `ingress` (named `name`) and checks what a subscriber decodes, and that
+/// the video took `path`.
+async fn published(setup: &Setup, ingress: Value, name: &str, video: ExVideo, audio: ExAudio, path: &str) -> Value {
     let id = ingress["id"].as_str().unwrap().to_string();
     let key = ingress["streamKey"].as_str().unwrap().to_string();
     let addr = setup.rtmp.clone();
@@ -34,7 +41,7 @@ async fn enhanced(setup: &Setup, name: &str, video: ExVideo, audio: ExAudio) -> 
     let decoded = pictures.settled().await;
     assert!(
         decoded.frames * 10 >= expected * 9 && expected >= 90,
-        "{name}: decoded {} of {expected} H.264 frames ({frames} received)",
+        "{name}: decoded {} of {expected} frames ({frames} received)",
         decoded.frames
     );
     assert_eq!(decoded.last_frame_bytes, 320 * 240 * 3 / 2, "{name}: not 320x240");
@@ -47,7 +54,7 @@ async fn enhanced(setup: &Setup, name: &str, video: ExVideo, audio: ExAudio) -> 
     );
 
     let now = setup.ingress(&id).await;
-    assert_eq!(now["stats"]["videoPath"], "transcode", "{now}");
+    assert_eq!(now["stats"]["videoPath"], path, "{now}");
     let sent = publisher.await.unwrap().expect("the publisher ran to its end");
     assert!(sent.video > 300 && sent.audio > 500, "{sent:?}");
     now
@@ -76,4 +83,24 @@ async fn av1_without_in_band_sequence_headers_and_mp4a_audio_decode() {
     let now = enhanced(&setup, "av1", ExVideo::Av1, ExAudio::Aac).await;
     assert_eq!(now["stats"]["inputVideoCodec"], "av1", "{now}");
     assert_eq!(now["stats"]["inputAudioCodec"], "aac", "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn av1_passes_through_to_webrtc_when_passthrough_is_asked() {
+    let setup = start();
+    let ingress = setup
+        .create(
+            "/v1/ingresses",
+            &serde_json::json!({"name": "av1pass", "video": {"mode": "passthrough"}}),
+        )
+        .await;
+    let now = published(&setup, ingress, "av1pass", ExVideo::Av1, ExAudio::Opus, "passthrough").await;
+    let stats = &now["stats"];
+    assert_eq!(stats["inputVideoCodec"], "av1", "{now}");
+    // Passed through: every AV1 frame in went out (a transcoder would have re-timed and re-counted them).
+    let (video_in, video_out) = (
+        stats["videoFramesIn"].as_u64().unwrap(),
+        stats["videoFramesOut"].as_u64().unwrap(),
+    );
+    assert!(video_in > 150 && video_out == video_in, "{now}");
 }

@@ -69,6 +69,9 @@ fn describe(codec: Codec) -> String {
     match codec {
         Codec::Vp8 => format!("{src} caps=video/x-vp8 ! queue ! vp8dec"),
         Codec::Vp9 => format!("{src} caps=video/x-vp9 ! queue ! vp9dec"),
+        Codec::Av1 => {
+            format!("{src} caps=\"video/x-av1,stream-format=obu-stream,alignment=tu\" ! queue ! av1parse ! av1dec")
+        }
         Codec::H264 => format!(
             "{src} caps=\"video/x-h264,stream-format=byte-stream,alignment=au\" ! queue ! h264parse ! avdec_h264"
         ),

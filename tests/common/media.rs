@@ -69,10 +69,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A VP8 (`vp8`) or H.264 (`h264`) video decoder to raw I420.
+    /// A VP8 (`vp8`), AV1 (`av1`) or H.264 (`h264`) video decoder to raw I420.
     pub fn video(codec: &str) -> Decoder {
         let (caps, decode) = match codec {
             "vp8" => ("video/x-vp8", "vp8dec"),
+            "av1" => ("video/x-av1,stream-format=obu-stream,alignment=tu", "av1parse ! av1dec"),
             _ => (
                 "video/x-h264,stream-format=byte-stream,alignment=au",
                 "h264parse ! avdec_h264",

@@ -221,6 +221,7 @@ pub async fn receive(
             let decoder = match frame.codec {
                 Some(Codec::Opus) => Decoder::opus(),
                 Some(Codec::Vp8) => Decoder::video("vp8"),
+                Some(Codec::Av1) => Decoder::video("av1"),
                 _ => Decoder::video("h264"),
             };
             (decoder, frame.rtp_time, frame.rtp_time, 0, frame.codec)

@@ -142,6 +142,8 @@ struct Ingest {
     latency: Latency,
     /// Picture size from `onMetaData` (the top layer's size).
     frame_size: Option<(u32, u32)>,
+    /// The codec the video track was published with (it stays for the session, across reconnects).
+    video_codec: Option<Codec>,
     /// Participant in the ingress's room while live (leaves when dropped).
     membership: Option<crate::rooms::Membership>,
 }
@@ -275,7 +277,8 @@ impl Ingest {
             },
             _ => None,
         };
-        let first = self.video.is_none();
+        // (Published once: the track stays through codec changes and reconnects.)
+        let first = self.video_codec.is_none();
         let layers = (self.layers > 1).then(|| {
             // The top layer is the input size, at most 720p (as WebRTC viewers use it).
             let (width, height) = self.frame_size.unwrap_or((1280, 720));
@@ -286,16 +289,36 @@ impl Ingest {
             };
             ladder(width, height, self.layers)
         });
-        // Only browser-decodable H.264 can pass through; HEVC, AV1 and VP9 are transcoded whatever the mode.
+        // Browser-decodable H.264 passes through in `auto` and `passthrough`; AV1 only when `passthrough` is
+        // asked (not every viewer decodes AV1); HEVC and VP9 are transcoded whatever the mode. A track keeps
+        // the codec it was published with.
         let browser_safe = avc.as_ref().is_some_and(AvcConfig::browser_profile);
+        let av1_pass = codec == flv::VideoCodec::Av1 && self.mode == VideoMode::Passthrough && layers.is_none();
+        let track_codec = match self.codec {
+            _ if av1_pass => Codec::Av1,
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Vp8 => Codec::Vp8,
+        };
+        if self.video_codec.is_some_and(|published| published != track_codec) {
+            tracing::warn!(
+                codec = codec.name(),
+                "the publisher changed codec; the track keeps its own: video dropped until it changes back"
+            );
+            self.video = None;
+            return;
+        }
+        let browser_safe = browser_safe || av1_pass;
         if !browser_safe && self.mode == VideoMode::Passthrough {
             tracing::info!(
                 codec = codec.name(),
                 "passthrough asked, but the stream needs a transcode"
             );
         }
-        let transcode =
-            layers.is_some() || self.codec == VideoCodec::Vp8 || self.mode == VideoMode::Transcode || !browser_safe;
+        let transcode = !av1_pass
+            && (layers.is_some()
+                || self.codec == VideoCodec::Vp8
+                || self.mode == VideoMode::Transcode
+                || !browser_safe);
         let transcoder = match &layers {
             Some(layers) => {
                 Transcoder::video_layers(&self.deps.fragments, codec, record, layers, self.codec.fragment())
@@ -322,11 +345,8 @@ impl Ingest {
         self.update_store(|i| i.stats.input_video_codec = Some(codec.name().into()));
         if first {
             let name = self.video_track.clone();
-            let codec = match self.codec {
-                VideoCodec::H264 => Codec::H264,
-                VideoCodec::Vp8 => Codec::Vp8,
-            };
-            self.publish(name, codec, rids).await;
+            self.video_codec = Some(track_codec);
+            self.publish(name, track_codec, rids).await;
         }
     }
 
@@ -395,6 +415,19 @@ impl Ingest {
             if !transcoder.push(data, ms_to_ns(pts), ms_to_ns(dts), keyframe) {
                 self.update_store(|i| i.stats.dropped += 1);
             }
+            return;
+        }
+        if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
+            // AV1 passed through: the temporal unit as it came (its sequence header completed on keyframes).
+            let data = data.to_vec();
+            if keyframe {
+                video.last_keyframe = Some(data.clone());
+            }
+            let track = self.video_track.clone();
+            let capture = self.capture_of(pts, Some(arrived));
+            let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, data);
+            self.latency.record("passthrough", arrived);
+            self.count_sent(true, sent);
             return;
         }
         let Some(avc) = &video.avc else {
@@ -622,6 +655,7 @@ pub async fn run(
         layers: ingress.layers,
         latency: Latency::default(),
         frame_size: None,
+        video_codec: None,
         membership: None,
     };
     if let Some(room) = &ingress.room {

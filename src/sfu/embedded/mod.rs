@@ -112,6 +112,7 @@ impl EmbeddedSfu {
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
+            .enable_av1(true)
             // Sender reports every second for audio too (str0m's default is 5 s): subscribers line tracks up
             // from them, so they should not wait long for the first.
             .set_rtcp_report_interval_audio(Duration::from_secs(1));

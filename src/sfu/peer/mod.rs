@@ -26,6 +26,8 @@ pub enum Codec {
     H264,
     /// VP9, 90 kHz (received and forwarded; the gateway's own encoders make VP8 or H.264).
     Vp9,
+    /// AV1, 90 kHz (an Enhanced RTMP publisher's AV1 passed through; egresses decode it).
+    Av1,
 }
 
 impl Codec {
@@ -33,7 +35,7 @@ impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
             Codec::Opus => TrackKind::Audio,
-            Codec::Vp8 | Codec::H264 | Codec::Vp9 => TrackKind::Video,
+            Codec::Vp8 | Codec::H264 | Codec::Vp9 | Codec::Av1 => TrackKind::Video,
         }
     }
 
@@ -41,7 +43,7 @@ impl Codec {
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::Vp8 | Codec::H264 | Codec::Vp9 => 90_000,
+            Codec::Vp8 | Codec::H264 | Codec::Vp9 | Codec::Av1 => 90_000,
         }
     }
 }

@@ -88,6 +88,7 @@ fn build_rtc(local_addr: SocketAddr, config: &PeerConfig, now: Instant) -> std::
         .enable_vp8(true)
         .enable_h264(true)
         .enable_vp9(true)
+        .enable_av1(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         // Sender reports carry the capture times receivers sync by: every second for audio too (default 5 s).
         .set_rtcp_report_interval_audio(Duration::from_secs(1));
@@ -106,6 +107,7 @@ fn codec_of(codec: StrCodec) -> Option<Codec> {
         StrCodec::Vp8 => Some(Codec::Vp8),
         StrCodec::H264 => Some(Codec::H264),
         StrCodec::Vp9 => Some(Codec::Vp9),
+        StrCodec::Av1 => Some(Codec::Av1),
         _ => None,
     }
 }
@@ -116,6 +118,7 @@ fn str_codec(codec: Codec) -> StrCodec {
         Codec::Vp8 => StrCodec::Vp8,
         Codec::H264 => StrCodec::H264,
         Codec::Vp9 => StrCodec::Vp9,
+        Codec::Av1 => StrCodec::Av1,
     }
 }
 
