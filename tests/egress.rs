@@ -508,17 +508,41 @@ async fn an_ingress_egress_follows_its_publisher_into_a_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp9_publisher_is_decoded_and_sent_out_as_h264() {
+    decoded_and_sent_out_as_h264(
+        sfu_gateway::sfu::peer::Codec::Vp9,
+        "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=300000",
+        "vp9",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_av1_publisher_is_decoded_and_sent_out_as_h264() {
+    decoded_and_sent_out_as_h264(
+        sfu_gateway::sfu::peer::Codec::Av1,
+        "av1enc usage-profile=realtime cpu-used=9 keyframe-max-dist=30 target-bitrate=300 ! av1parse ! \
+         video/x-av1,stream-format=obu-stream,alignment=tu",
+        "av1",
+    )
+    .await;
+}
+
+/// A publisher of `codec` (320x240 from `encoder`) + Opus → an egress → nginx's `stream`: H.264 with the
+/// picture and the sound.
+async fn decoded_and_sent_out_as_h264(codec: sfu_gateway::sfu::peer::Codec, encoder: &str, stream: &str) {
     use common::media::{audio_source, pump, start_source};
     use sfu_gateway::sfu::peer::Codec;
     let setup = start();
     let nginx = NginxRtmp::start();
-    let (peer, _streams) = common::egress::publisher(&setup, &[("cam", Codec::Vp9), ("mic", Codec::Opus)]).await;
-    let vp9 = start_source(
-        "test-vp9",
-        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! \
-         vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=300000 ! appsink name=sink sync=false",
+    let (peer, _streams) = common::egress::publisher(&setup, &[("cam", codec), ("mic", Codec::Opus)]).await;
+    let source = start_source(
+        &format!("test-{stream}"),
+        &format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! \
+             {encoder} ! appsink name=sink sync=false"
+        ),
     );
-    let _video = pump(vp9, peer.frame_sender(), "cam", 90_000);
+    let _video = pump(source, peer.frame_sender(), "cam", 90_000);
     let _audio = pump(audio_source(), peer.frame_sender(), "mic", 48_000);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let session = peer.session_id();
@@ -526,7 +550,7 @@ async fn a_vp9_publisher_is_decoded_and_sent_out_as_h264() {
         &setup,
         json!({
             "tracks": [{"sessionId": session, "trackName": "cam"}, {"sessionId": session, "trackName": "mic"}],
-            "outputs": [{"url": nginx.url("vp9")}],
+            "outputs": [{"url": nginx.url(stream)}],
             "video": {"width": 320, "height": 240, "fps": 30, "bitrateKbps": 500},
         }),
     )
@@ -540,9 +564,9 @@ async fn a_vp9_publisher_is_decoded_and_sent_out_as_h264() {
     assert_eq!(
         (video["width"].as_u64(), video["height"].as_u64()),
         (Some(320), Some(240)),
-        "{egress}"
+        "{stream}: {egress}"
     );
-    let recording = stop_and_wait(&setup, &id, &nginx, "vp9").await;
+    let recording = stop_and_wait(&setup, &id, &nginx, stream).await;
     let probed = probe(&recording);
     assert_eq!(
         probed.video.as_ref().map(|v| v.codec.as_str()),
@@ -551,6 +575,6 @@ async fn a_vp9_publisher_is_decoded_and_sent_out_as_h264() {
     );
     assert_eq!(decode_errors(&recording), "");
     let ((dark, light), rms) = picture_and_sound(&recording, "5");
-    assert!(light - dark > 100, "the VP9 picture is not there: {dark}..{light}");
+    assert!(light - dark > 100, "the {stream} picture is not there: {dark}..{light}");
     assert!(rms > 0.02, "the sound is silent: {rms}");
 }
