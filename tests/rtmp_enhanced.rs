@@ -104,3 +104,48 @@ async fn av1_passes_through_to_webrtc_when_passthrough_is_asked() {
     );
     assert!(video_in > 150 && video_out == video_in, "{now}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_decodes_an_av1_publisher_passed_through() {
+    use common::browser;
+    use common::rtmp::{APP, SECRET};
+    let setup = start();
+    let ingress = setup
+        .create(
+            "/v1/ingresses",
+            &serde_json::json!({"name": "av1web", "video": {"mode": "passthrough"}}),
+        )
+        .await;
+    let id = ingress["id"].as_str().unwrap().to_string();
+    let key = ingress["streamKey"].as_str().unwrap().to_string();
+    let addr = setup.rtmp.clone();
+    let publisher = tokio::spawn(async move {
+        ertmp::publish(
+            &addr,
+            &key,
+            Some(ExVideo::Av1),
+            Some(ExAudio::Opus),
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    let live = setup
+        .wait_ingress(&id, "live with 2 tracks", |i| {
+            i["state"] == "live" && i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    let session = live["sfu"]["sessionId"].as_str().unwrap();
+    let mut page =
+        browser::open_subscriber(&setup.sfu_api, APP, SECRET, session, ["av1web-video", "av1web-audio"]).await;
+    let report = page.next_loop_report(Duration::from_secs(45)).await;
+    assert!(report.ok, "{report:?}\n{}", page.diagnostics());
+    assert_eq!(report.video_codec.as_deref(), Some("video/AV1"), "{report:?}");
+    assert!(report.frames_decoded > 30, "{report:?}");
+    assert_eq!((report.frame_width, report.frame_height), (320, 240), "{report:?}");
+    assert!(
+        report.total_samples_received > 48_000 && report.total_audio_energy > 0.0,
+        "{report:?}"
+    );
+    drop(page);
+    publisher.abort();
+}

@@ -76,6 +76,9 @@ pub enum Mode {
     /// Like [`Mode::Publish`] with a 1280x720 camera sent as three simulcast layers: `a` (full), `b` (half),
     /// `c` (quarter).
     Simulcast,
+    /// Pull a video and an audio track of another session (see [`open_subscriber`]) and report the inbound
+    /// statistics ([`LoopReport`]).
+    Subscribe,
 }
 
 impl Mode {
@@ -85,6 +88,7 @@ impl Mode {
             Mode::Loop => "loop",
             Mode::Publish => "publish",
             Mode::Simulcast => "simulcast",
+            Mode::Subscribe => "subscribe",
         }
     }
 }
@@ -171,20 +175,32 @@ pub struct BrowserGuard {
 /// `http://127.0.0.1:PORT/v1`) with app `app` and bearer `secret`. Returns at once; read the outcome with
 /// [`BrowserGuard::next_report`]. Panics if [`CHROMIUM`] is missing or does not start.
 pub async fn open_page(mode: Mode, api: &str, app: &str, secret: &str) -> BrowserGuard {
+    open_calls_page(mode, &[("api", api), ("app", app), ("secret", secret)]).await
+}
+
+/// Opens `calls.html` in [`Mode::Subscribe`]: it pulls `tracks` (a video, then an audio track name) of Calls
+/// session `session` from the Calls API at `api` and reports what it decoded ([`BrowserGuard::next_loop_report`]).
+pub async fn open_subscriber(api: &str, app: &str, secret: &str, session: &str, tracks: [&str; 2]) -> BrowserGuard {
+    let tracks = tracks.join(",");
+    let params = [
+        ("api", api),
+        ("app", app),
+        ("secret", secret),
+        ("session", session),
+        ("tracks", tracks.as_str()),
+    ];
+    open_calls_page(Mode::Subscribe, &params).await
+}
+
+/// `calls.html` in `mode` with `params`, reporting to the harness.
+async fn open_calls_page(mode: Mode, params: &[(&str, &str)]) -> BrowserGuard {
     launch(Some(mode), |origin| {
         let report_url = format!("{origin}/report");
         let log_url = format!("{origin}/log");
-        page_url(
-            origin,
-            &[
-                ("mode", mode.as_str()),
-                ("api", api),
-                ("app", app),
-                ("secret", secret),
-                ("report", report_url.as_str()),
-                ("log", log_url.as_str()),
-            ],
-        )
+        let mut all = vec![("mode", mode.as_str())];
+        all.extend_from_slice(params);
+        all.extend([("report", report_url.as_str()), ("log", log_url.as_str())]);
+        page_url(origin, &all)
     })
     .await
 }
