@@ -85,15 +85,16 @@ async fn av1_without_in_band_sequence_headers_and_mp4a_audio_decode() {
     assert_eq!(now["stats"]["inputAudioCodec"], "aac", "{now}");
 }
 
+/// A new ingress `name` whose video is to pass through.
+async fn passthrough_ingress(setup: &Setup, name: &str) -> Value {
+    let body = serde_json::json!({"name": name, "video": {"mode": "passthrough"}});
+    setup.create("/v1/ingresses", &body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn av1_passes_through_to_webrtc_when_passthrough_is_asked() {
     let setup = start();
-    let ingress = setup
-        .create(
-            "/v1/ingresses",
-            &serde_json::json!({"name": "av1pass", "video": {"mode": "passthrough"}}),
-        )
-        .await;
+    let ingress = passthrough_ingress(&setup, "av1pass").await;
     let now = published(&setup, ingress, "av1pass", ExVideo::Av1, ExAudio::Opus, "passthrough").await;
     let stats = &now["stats"];
     assert_eq!(stats["inputVideoCodec"], "av1", "{now}");
@@ -110,12 +111,7 @@ async fn chromium_decodes_an_av1_publisher_passed_through() {
     use common::browser;
     use common::rtmp::{APP, SECRET};
     let setup = start();
-    let ingress = setup
-        .create(
-            "/v1/ingresses",
-            &serde_json::json!({"name": "av1web", "video": {"mode": "passthrough"}}),
-        )
-        .await;
+    let ingress = passthrough_ingress(&setup, "av1web").await;
     let id = ingress["id"].as_str().unwrap().to_string();
     let key = ingress["streamKey"].as_str().unwrap().to_string();
     let addr = setup.rtmp.clone();

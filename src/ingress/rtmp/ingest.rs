@@ -417,38 +417,30 @@ impl Ingest {
             }
             return;
         }
-        if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
+        let payload = if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
             // AV1 passed through: the temporal unit as it came (its sequence header completed on keyframes).
-            let data = data.to_vec();
-            if keyframe {
-                video.last_keyframe = Some(data.clone());
-            }
-            let track = self.video_track.clone();
-            let capture = self.capture_of(pts, Some(arrived));
-            let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, data);
-            self.latency.record("passthrough", arrived);
-            self.count_sent(true, sent);
-            return;
-        }
-        let Some(avc) = &video.avc else {
-            // Not passthrough-able and its transcoder did not start.
-            self.update_store(|i| i.stats.dropped += 1);
-            return;
-        };
-        let annex_b = match avc.to_annex_b(data, keyframe) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::debug!(error = %e, "video frame dropped");
+            data.to_vec()
+        } else {
+            let Some(avc) = &video.avc else {
+                // Not passthrough-able and its transcoder did not start.
                 self.update_store(|i| i.stats.dropped += 1);
                 return;
+            };
+            match avc.to_annex_b(data, keyframe) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::debug!(error = %e, "video frame dropped");
+                    self.update_store(|i| i.stats.dropped += 1);
+                    return;
+                }
             }
         };
         if keyframe {
-            video.last_keyframe = Some(annex_b.clone());
+            video.last_keyframe = Some(payload.clone());
         }
         let track = self.video_track.clone();
         let capture = self.capture_of(pts, Some(arrived));
-        let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, annex_b);
+        let sent = self.send(&track, (pts.max(0) as u64) * 90, capture, payload);
         self.latency.record("passthrough", arrived);
         self.count_sent(true, sent);
     }
