@@ -201,6 +201,11 @@ async fn phones_in_one_room_hear_each_other_through_one_shared_mix() {
     assert_eq!(gauge(&metrics, "sip_room_mixes "), 1.0);
     assert_eq!(gauge(&metrics, "sip_room_mix_tracks "), 3.0);
     assert_eq!(gauge(&metrics, "sip_room_mix_local_tracks "), 2.0);
+    // ... from the PCM they were encoded from: a µ-law phone's 8 kHz is the mix's rate, nothing to decode.
+    assert!(
+        gauge(&metrics, "sip_room_mix_local_pcm_frames_total ") > 100.0,
+        "{metrics}"
+    );
     for phone in [phone_a, phone_b] {
         let output = phone.finish(Duration::from_secs(30));
         assert!(

@@ -193,9 +193,10 @@ pub(super) async fn bridge(
                 match leg.receive(&buf[..len], from, arrived, &mut frames) {
                     Received::Audio => {
                         if let Some(in_room) = room.as_mut().filter(|_| !frames.is_empty()) {
-                            for frame in frames.drain(..) {
+                            for mut frame in frames.drain(..) {
                                 // The room's phones hear the caller straight away; everyone else through the SFU.
-                                in_room.mix.feed(&in_room.own, frame.rtp_time, Arc::from(frame.data.as_slice()));
+                                let pcm = frame.pcm.take().map(|pcm| (leg.codec().pcm_rate(), pcm));
+                                in_room.mix.feed(&in_room.own, frame.rtp_time, Arc::from(frame.data.as_slice()), pcm);
                                 peer.send_frame(OutFrame { track: track.clone(), rtp_time: frame.rtp_time, data: frame.data, rid: None, capture: None });
                             }
                             uplink_delay.record(arrived.elapsed().as_secs_f64());

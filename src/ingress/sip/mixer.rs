@@ -2,7 +2,8 @@
 //! decoder (at the phone legs' sample rate, so no separate resampling), summed once per 20 ms tick.
 //!
 //! Each track is decoded once per room, not once per listening phone: a tick yields the total and every
-//! track's own part, and a phone hears the total minus its own part ([`MixFrame::heard_by`]).
+//! track's own part, and a phone hears the total minus its own part ([`MixFrame::heard_by`]). The gateway's
+//! own callers come as the PCM they were encoded from ([`Mixer::push_pcm`]): same jitter buffer, no decode.
 
 use super::jitter::{FRAME_TICKS, JitterBuffer, JitterStats, Pull};
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +16,19 @@ struct Input {
     buffer: JitterBuffer,
     decoder: opus::Decoder,
     pcm: VecDeque<i16>,
+    /// Its packets are PCM at the mixer's rate (little-endian samples), not Opus.
+    raw: bool,
+}
+
+impl Input {
+    /// Makes the input take `raw` packets (PCM) or Opus; a switch (a caller's codec changed) starts over.
+    fn expect(&mut self, raw: bool) {
+        if self.raw != raw {
+            self.raw = raw;
+            self.buffer = JitterBuffer::new();
+            self.pcm.clear();
+        }
+    }
 }
 
 /// Mixes Opus inputs (keyed by `K`) into 20 ms PCM frames.
@@ -82,6 +96,7 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
                     buffer: JitterBuffer::new(),
                     decoder,
                     pcm: VecDeque::new(),
+                    raw: false,
                 },
             );
         }
@@ -106,8 +121,20 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
     /// Hands a received Opus packet to its input's jitter buffer (ignored for an unknown key).
     pub fn push(&mut self, key: &K, rtp_time: u64, data: Arc<[u8]>, now: Instant) {
         if let Some(input) = self.inputs.get_mut(key) {
+            input.expect(false);
             let ticks = opus::packet::get_nb_samples(&data, 48_000).map_or(FRAME_TICKS, |n| n as u64);
             input.buffer.push(rtp_time, data, ticks, now);
+        }
+    }
+
+    /// Hands 20 ms of PCM at the mixer's rate (`rtp_time` on the 48 kHz clock) to its input's jitter buffer,
+    /// to be mixed as it is (ignored for an unknown key).
+    pub fn push_pcm(&mut self, key: &K, rtp_time: u64, samples: Arc<[i16]>, now: Instant) {
+        if let Some(input) = self.inputs.get_mut(key) {
+            input.expect(true);
+            let bytes: Arc<[u8]> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let ticks = samples.len() as u64 * 48_000 / u64::from(self.rate);
+            input.buffer.push(rtp_time, bytes, ticks, now);
         }
     }
 
@@ -140,7 +167,21 @@ impl<K: Hash + Eq + Clone> Mixer<K> {
 /// Decodes packets (or conceals) until the input holds at least one frame, or it has nothing to play.
 fn fill(input: &mut Input, frame: usize, scratch: &mut [i16], delay: &metrics::Histogram) {
     while input.pcm.len() < frame {
-        let decoded = match input.buffer.pull() {
+        let pulled = input.buffer.pull();
+        if input.raw {
+            match pulled {
+                Pull::Idle => return,
+                Pull::Packet(data, _, arrived) => {
+                    delay.record(arrived.elapsed().as_secs_f64());
+                    let samples = data.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]));
+                    input.pcm.extend(samples);
+                }
+                // A frame that did not come (the caller's silence, or a loss): silence.
+                Pull::Conceal(_) => input.pcm.extend(std::iter::repeat_n(0, frame)),
+            }
+            continue;
+        }
+        let decoded = match pulled {
             Pull::Idle => return,
             Pull::Packet(data, _, arrived) => {
                 // Time from arrival to play-out: the delay the mix adds (jitter buffer and tick alignment).
@@ -222,6 +263,40 @@ pub(crate) mod tests {
         assert!(mixer.stats().all(|(_, s)| s.concealed == 0));
         mixer.remove(&"a");
         assert_eq!(mixer.len(), 1);
+    }
+
+    #[test]
+    fn pcm_inputs_are_mixed_as_they_came_beside_opus_ones() {
+        let mut mixer = Mixer::new(8_000);
+        mixer.add(&"local").unwrap();
+        mixer.add(&"remote").unwrap();
+        let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let start = Instant::now();
+        let (mut sent, mut heard) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
+        for n in 0..50usize {
+            let now = start + Duration::from_millis(20 * n as u64);
+            let ts = (n * 960) as u64;
+            let pcm = tone(8_000, 440.0, 160, n * 160);
+            sent.extend_from_slice(&pcm);
+            mixer.push_pcm(&"local", ts, Arc::from(pcm), now);
+            let opus = encoder.encode_vec(&tone(48_000, 1_000.0, 960, n * 960), 400).unwrap();
+            mixer.push(&"remote", ts, Arc::from(opus), now);
+            let frame = mixer.mix();
+            // The remote phone hears the local caller's samples exactly (an Opus round trip would not be).
+            frame.heard_by(Some(&"remote"), &mut out);
+            heard.extend_from_slice(&out);
+            frame.heard_by(Some(&"local"), &mut out);
+            let (a, b) = (share_of(&out, 8_000, 440.0), share_of(&out, 8_000, 1_000.0));
+            assert!(
+                n < 10 || (a < 0.001 && b > 0.5),
+                "local hears only remote: {a:.4} {b:.3}"
+            );
+        }
+        let offset = heard.iter().position(|&s| s != 0).expect("the local caller is heard");
+        let first = sent.iter().position(|&s| s != 0).unwrap();
+        assert_eq!(&heard[offset..], &sent[first..first + heard.len() - offset]);
+        assert!(mixer.stats().all(|(_, s)| s.concealed == 0));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! each phone, which takes its own part out ([`MixFrame::heard_by`]).
 //!
 //! The gateway's own callers are not pulled back from the SFU: each call registers its track as local
-//! ([`RoomMixes::local_track`]) before it joins the room, and feeds the Opus frames it publishes straight
-//! into the mix ([`MixListener::feed`]) — no SFU round trip, no receive and decrypt per caller.
+//! ([`RoomMixes::local_track`]) before it joins the room, and feeds the frames it publishes straight into the
+//! mix ([`MixListener::feed`]) — no SFU round trip, no receive and decrypt per caller, and for the mixers at
+//! the caller's own rate no Opus decode either: they take the PCM the frame was encoded from
+//! (`sip_room_mix_local_pcm_frames_total`).
 //!
 //! A room of N phones thus costs N decoders instead of N × (N − 1). The mix lives as
 //! long as a phone listens; the last [`MixListener`] dropped stops it and closes its SFU session. When the
@@ -46,8 +48,9 @@ type LocalTracks = Arc<Mutex<HashMap<TrackKey, usize>>>;
 
 /// What a caller hands its room's mix directly.
 enum Local {
-    /// An Opus frame the caller publishes, with its RTP time, and when it was made.
-    Frame(Arc<TrackKey>, u64, Arc<[u8]>, Instant),
+    /// A frame the caller publishes: its RTP time, the Opus packet, the PCM it encodes (with its rate) when
+    /// the gateway encoded it, and when it was made.
+    Frame(Arc<TrackKey>, u64, Arc<[u8]>, Option<(u32, Arc<[i16]>)>, Instant),
     /// The caller no longer feeds this track.
     Gone(TrackKey),
 }
@@ -152,8 +155,9 @@ fn gone(local: &mpsc::Sender<Local>, key: TrackKey) {
 }
 
 impl MixListener {
-    /// Mixes an Opus frame the caller publishes as `key` (a [`LocalTrack`]) straight into the room's audio.
-    pub fn feed(&mut self, key: &TrackKey, rtp_time: u64, data: Arc<[u8]>) {
+    /// Mixes a frame the caller publishes as `key` (a [`LocalTrack`]) straight into the room's audio: its
+    /// PCM (`pcm`: rate and samples) for the mixers at that rate, the Opus packet `data` decoded for others.
+    pub fn feed(&mut self, key: &TrackKey, rtp_time: u64, data: Arc<[u8]>, pcm: Option<(u32, Arc<[i16]>)>) {
         let fed = match &self.fed {
             Some(fed) if **fed == *key => fed.clone(),
             _ => {
@@ -164,7 +168,7 @@ impl MixListener {
                 fed
             }
         };
-        let frame = Local::Frame(fed, rtp_time, data, Instant::now());
+        let frame = Local::Frame(fed, rtp_time, data, pcm, Instant::now());
         if self.shared.local.try_send(frame).is_err() {
             metrics::counter!("sip_room_mix_local_dropped_total").increment(1);
         }
@@ -305,7 +309,7 @@ struct Decoding {
 impl Decoding {
     fn local(&mut self, message: Local) {
         match message {
-            Local::Frame(key, rtp_time, data, made) => {
+            Local::Frame(key, rtp_time, data, pcm, made) => {
                 if !self.local.contains(&*key) {
                     self.local.insert((*key).clone());
                     metrics::gauge!("sip_room_mix_tracks").increment(1.0);
@@ -316,8 +320,14 @@ impl Decoding {
                         }
                     }
                 }
-                for mixer in self.mixers.values_mut() {
-                    mixer.push(&key, rtp_time, data.clone(), made);
+                for (rate, mixer) in &mut self.mixers {
+                    match &pcm {
+                        Some((pcm_rate, samples)) if pcm_rate == rate => {
+                            metrics::counter!("sip_room_mix_local_pcm_frames_total").increment(1);
+                            mixer.push_pcm(&key, rtp_time, samples.clone(), made);
+                        }
+                        _ => mixer.push(&key, rtp_time, data.clone(), made),
+                    }
                 }
             }
             Local::Gone(key) => {

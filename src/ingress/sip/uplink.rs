@@ -11,6 +11,7 @@ use ezk_g722::libg722::Bitrate;
 use ezk_g722::libg722::decoder::Decoder as G722Decoder;
 use ezk_g722::libg722::encoder::Encoder as G722Encoder;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A silent stream still sends one frame this often (in 20 ms frames: 400 ms).
 const KEEPALIVE_FRAMES: u32 = 20;
@@ -24,6 +25,9 @@ pub struct OpusFrame {
     pub rtp_time: u64,
     /// The Opus packet.
     pub data: Vec<u8>,
+    /// The 20 ms of PCM it encodes, at the phone's rate (`None` for a phone that sends Opus itself): the
+    /// room's other phones are mixed from it, with no Opus decode and no coding loss.
+    pub pcm: Option<Arc<[i16]>>,
 }
 
 /// Why the uplink could not be set up.
@@ -108,6 +112,7 @@ impl Uplink {
             out.push(OpusFrame {
                 rtp_time: ts,
                 data: payload.to_vec(),
+                pcm: None,
             });
             return;
         }
@@ -167,6 +172,7 @@ impl Uplink {
             out.push(OpusFrame {
                 rtp_time,
                 data: self.packet[..len].to_vec(),
+                pcm: Some(Arc::from(self.frame.as_slice())),
             });
         }
     }
