@@ -225,23 +225,36 @@ pub(crate) mod tests {
         power / total.max(1.0)
     }
 
+    /// An 8 kHz mixer with the inputs `keys`.
+    fn mixer_of(keys: &[&'static str]) -> Mixer<&'static str> {
+        let mut mixer = Mixer::new(8_000);
+        for key in keys {
+            mixer.add(key).unwrap();
+        }
+        mixer
+    }
+
+    /// Frame `n` of a 20 ms Opus tone of `hz` from `encoder`.
+    fn opus_tone(encoder: &mut opus::Encoder, hz: f64, n: usize) -> Arc<[u8]> {
+        Arc::from(encoder.encode_vec(&tone(48_000, hz, 960, n * 960), 400).unwrap())
+    }
+
+    fn voip_encoder() -> opus::Encoder {
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap()
+    }
+
     #[test]
     fn two_opus_inputs_are_both_heard_in_the_mix_and_a_listener_never_hears_itself() {
-        let mut mixer = Mixer::new(8_000);
-        mixer.add(&"a").unwrap();
-        mixer.add(&"b").unwrap();
-        let mut enc_a = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        let mut enc_b = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut mixer = mixer_of(&["a", "b"]);
+        let (mut enc_a, mut enc_b) = (voip_encoder(), voip_encoder());
         let start = Instant::now();
         let (mut everyone, mut heard_by_a) = (Vec::new(), Vec::new());
         let mut out = Vec::new();
         for n in 0..50usize {
             let now = start + Duration::from_millis(20 * n as u64);
             let ts = (n * 960) as u64;
-            let a = enc_a.encode_vec(&tone(48_000, 440.0, 960, n * 960), 400).unwrap();
-            let b = enc_b.encode_vec(&tone(48_000, 1_000.0, 960, n * 960), 400).unwrap();
-            mixer.push(&"a", ts, Arc::from(a), now);
-            mixer.push(&"b", ts, Arc::from(b), now);
+            mixer.push(&"a", ts, opus_tone(&mut enc_a, 440.0, n), now);
+            mixer.push(&"b", ts, opus_tone(&mut enc_b, 1_000.0, n), now);
             let frame = mixer.mix();
             assert_eq!(frame.total.len(), 160);
             frame.heard_by(None, &mut out);
@@ -267,21 +280,16 @@ pub(crate) mod tests {
 
     #[test]
     fn pcm_inputs_are_mixed_as_they_came_beside_opus_ones() {
-        let mut mixer = Mixer::new(8_000);
-        mixer.add(&"local").unwrap();
-        mixer.add(&"remote").unwrap();
-        let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut mixer = mixer_of(&["local", "remote"]);
+        let mut encoder = voip_encoder();
         let start = Instant::now();
-        let (mut sent, mut heard) = (Vec::new(), Vec::new());
-        let mut out = Vec::new();
+        let (mut sent, mut heard, mut out) = (Vec::new(), Vec::new(), Vec::new());
         for n in 0..50usize {
-            let now = start + Duration::from_millis(20 * n as u64);
-            let ts = (n * 960) as u64;
+            let (now, ts) = (start + Duration::from_millis(20 * n as u64), (n * 960) as u64);
             let pcm = tone(8_000, 440.0, 160, n * 160);
             sent.extend_from_slice(&pcm);
             mixer.push_pcm(&"local", ts, Arc::from(pcm), now);
-            let opus = encoder.encode_vec(&tone(48_000, 1_000.0, 960, n * 960), 400).unwrap();
-            mixer.push(&"remote", ts, Arc::from(opus), now);
+            mixer.push(&"remote", ts, opus_tone(&mut encoder, 1_000.0, n), now);
             let frame = mixer.mix();
             // The remote phone hears the local caller's samples exactly (an Opus round trip would not be).
             frame.heard_by(Some(&"remote"), &mut out);
