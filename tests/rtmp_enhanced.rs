@@ -107,6 +107,30 @@ async fn av1_passes_through_to_webrtc_when_passthrough_is_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_av1_frames_are_dropped_and_the_passthrough_goes_on() {
+    let setup = start();
+    let ingress = passthrough_ingress(&setup, "av1bad").await;
+    // Every 30th temporal unit is garbage: each is dropped (counted), the rest still decode at the subscriber.
+    let now = published(
+        &setup,
+        ingress,
+        "av1bad",
+        ExVideo::Av1WithGarbage,
+        ExAudio::Opus,
+        "passthrough",
+    )
+    .await;
+    let stats = &now["stats"];
+    let (video_in, video_out, dropped) = (
+        stats["videoFramesIn"].as_u64().unwrap(),
+        stats["videoFramesOut"].as_u64().unwrap(),
+        stats["dropped"].as_u64().unwrap(),
+    );
+    assert!(dropped >= 4 && video_out + dropped == video_in, "{now}");
+    assert_eq!(now["state"], "live", "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_decodes_an_av1_publisher_passed_through() {
     use common::browser;
     use common::rtmp::{APP, SECRET};

@@ -18,6 +18,9 @@ pub enum ExVideo {
     /// AV1, sequence start = av1C; temporal units stripped of temporal delimiters and sequence headers
     /// (allowed: the sequence header then lives only in the record).
     Av1,
+    /// [`ExVideo::Av1`] with the last frame before each keyframe (every 30th) replaced by a malformed
+    /// temporal unit: an OBU whose size field runs past the data.
+    Av1WithGarbage,
 }
 
 /// The audio codec the publisher sends (both as Enhanced RTMP audio).
@@ -46,7 +49,7 @@ fn video_source(video: ExVideo) -> EncodedSource {
             "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h265parse ! \
              video/x-h265,stream-format=hvc1,alignment=au"
         }
-        ExVideo::Av1 => {
+        ExVideo::Av1 | ExVideo::Av1WithGarbage => {
             "av1enc usage-profile=realtime cpu-used=9 keyframe-max-dist=30 ! \
              av1parse ! video/x-av1,stream-format=obu-stream,alignment=tu"
         }
@@ -109,7 +112,13 @@ fn video_tags(video: ExVideo, frame: &[u8], keyframe: bool, index: u64, record: 
             };
             tags.push(tag);
         }
-        ExVideo::Av1 => {
+        ExVideo::Av1 | ExVideo::Av1WithGarbage => {
+            if video == ExVideo::Av1WithGarbage && index % 30 == 29 {
+                // A frame OBU (type 6, size field present) claiming 32,767 bytes, followed by three.
+                let garbage = vec![0x32, 0xff, 0xff, 0x01, 0xde, 0xad, 0x00];
+                tags.push([fourcc_header(EX | frame_type | 1, b"av01"), garbage].concat());
+                return tags;
+            }
             let obus = av1_obus(frame).expect("whole OBUs from av1parse");
             if record.is_some() {
                 let Some((_, sequence_header)) = obus.iter().find(|(t, _)| *t == 1) else {
@@ -169,7 +178,7 @@ pub async fn publish(
                     }
                     video_record = Some(match kind {
                         ExVideo::Hevc => codec_data(source).ok_or("no hvcC")?,
-                        ExVideo::Av1 => Vec::new(), // built from the first sequence header OBU
+                        ExVideo::Av1 | ExVideo::Av1WithGarbage => Vec::new(), // from the first sequence header OBU
                     });
                 }
                 let ms = (frame.pts_ns.saturating_sub(*video_base.get_or_insert(frame.pts_ns)) / 1_000_000) as u32;

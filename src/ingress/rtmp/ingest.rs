@@ -418,7 +418,13 @@ impl Ingest {
             return;
         }
         let payload = if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
-            // AV1 passed through: the temporal unit as it came (its sequence header completed on keyframes).
+            // AV1 passed through: the temporal unit as it came (its sequence header completed on keyframes),
+            // once its OBUs add up (the packetizer would fail the whole SFU session on a malformed one).
+            if flv::av1_obus(data).is_none() {
+                tracing::debug!("malformed AV1 temporal unit dropped");
+                self.update_store(|i| i.stats.dropped += 1);
+                return;
+            }
             data.to_vec()
         } else {
             let Some(avc) = &video.avc else {
