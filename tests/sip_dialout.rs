@@ -351,12 +351,7 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
     ]);
     let callee = sipp_uas(sip.dir.path(), "update", &by_update, ports[0]);
     let id = outlive_the_interval(&sip, "+15550001", "update").await;
-    let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
-    assert!(
-        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
-        "the callee still hears the room"
-    );
-    hang_up(&sip, &id, callee).await;
+    hears_the_room_then_hang_up(&sip, &id, callee, &phone_media, "the callee still hears the room").await;
 
     // A callee without UPDATE: re-INVITEs with the SDP in use; the answer is applied (the media moves to
     // the port the refresh's answer names).
@@ -382,13 +377,8 @@ async fn dial_out_refreshes_the_session_when_the_callee_makes_it_the_refresher()
     ]);
     let callee = sipp_uas(sip.dir.path(), "reinvite", &by_reinvite, ports[1]);
     let id = outlive_the_interval(&sip, "+15550002", "reinvite").await;
-    let (pcm, _) = second.receive(true, Duration::from_secs(1)).await;
-    assert!(
-        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
-        "the room reaches the port of the refresh's answer ({} samples)",
-        pcm.len()
-    );
-    hang_up(&sip, &id, callee).await;
+    let what = "the room reaches the port of the refresh's answer";
+    hears_the_room_then_hang_up(&sip, &id, callee, &second, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,12 +410,8 @@ async fn a_callee_that_wants_a_longer_session_interval_is_invited_again_with_it(
     let call = dial(&sip, json!({"to": "+15550003", "trunk": "picky", "room": "r1"})).await;
     let id = call["id"].as_str().unwrap().to_string();
     sip.call_to("+15550003", |c| c["state"] == "answered").await;
-    let (pcm, _) = phone_media.receive(true, Duration::from_secs(1)).await;
-    assert!(
-        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
-        "the callee hears the room after the second INVITE"
-    );
-    hang_up(&sip, &id, callee).await;
+    let what = "the callee hears the room after the second INVITE";
+    hears_the_room_then_hang_up(&sip, &id, callee, &phone_media, what).await;
 }
 
 /// Dials `to` through `trunk` into room r1 and waits past the callee's 4 s session interval: without
@@ -438,6 +424,18 @@ async fn outlive_the_interval(sip: &sip::Sip, to: &str, trunk: &str) -> String {
     let (_, now) = sip.get(&format!("/v1/calls/{id}")).await;
     assert_eq!(now["state"], "answered", "{now}");
     id
+}
+
+/// Checks that `media` (the callee's RTP port) receives the room's 440 Hz for a second (`what` says why it
+/// should), then hangs call `id` up.
+async fn hears_the_room_then_hang_up(sip: &sip::Sip, id: &str, callee: sip::Sipp, media: &PhoneMedia, what: &str) {
+    let (pcm, _) = media.receive(true, Duration::from_secs(1)).await;
+    assert!(
+        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
+        "{what} ({} samples)",
+        pcm.len()
+    );
+    hang_up(sip, id, callee).await;
 }
 
 /// Hangs the call up through the API; the callee's scenario must end well.
