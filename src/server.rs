@@ -103,6 +103,9 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         None
     };
 
+    let ca = &config.egress.tls_ca_file;
+    let egress_tls = crate::egress::rtmp_out::tls_config(Some(ca.as_path()).filter(|p| !p.as_os_str().is_empty()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let listen = api::effective_listen(config.api.listen, &config.api.token);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let api_shutdown = CancellationToken::new();
@@ -123,6 +126,7 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         egress_client: Some(client.clone()),
         egress_cost: config.supervisor.costs.egress,
         recordings_dir: Some(config.egress.recordings_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
+        egress_tls,
         fragments: fragments.clone(),
         webhooks: webhooks.clone(),
         sip,

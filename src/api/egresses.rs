@@ -91,13 +91,13 @@ fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError
     for (i, output) in outputs.iter().enumerate() {
         let target = match (&output.url, &output.file, &output.hls) {
             (Some(url), None, None) => {
-                if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) || url.contains('"') {
+                if let Err(e) = crate::egress::publish::RtmpUrl::parse(url) {
                     return Err(invalid(
                         &format!("outputs[{i}].url"),
-                        "must be an rtmp:// or rtmps:// URL",
+                        &format!("must be rtmp[s]://host[:port]/app/stream ({e})"),
                     ));
                 }
-                Target::Rtmp(Secret::new(url.clone()))
+                Target::Rtmp(Secret::new(url.clone()), state.egress_tls.clone())
             }
             (None, Some(name), None) | (None, None, Some(name)) => {
                 let field = if output.file.is_some() { "file" } else { "hls" };

@@ -153,6 +153,9 @@ pub struct RoomsConfig {
 pub struct EgressConfig {
     /// Directory of the egresses' MP4 recordings (`outputs: [{file: "name"}]`); empty: recordings are off.
     pub recordings_dir: PathBuf,
+    /// A PEM file of CA certificates rtmps:// outputs trust besides the system's (a private server's CA);
+    /// empty: the system's only.
+    pub tls_ca_file: PathBuf,
 }
 
 /// `[webhooks]`
@@ -614,6 +617,9 @@ impl Config {
                 "egress.recordings_dir",
                 format!("directory {} does not exist", self.egress.recordings_dir.display()),
             ));
+        }
+        if !self.egress.tls_ca_file.as_os_str().is_empty() {
+            crate::egress::rtmp_out::tls_config(Some(&self.egress.tls_ca_file))?;
         }
         let resolver = &self.rooms.resolver_url;
         if !(resolver.is_empty() || resolver.starts_with("http://") || resolver.starts_with("https://")) {

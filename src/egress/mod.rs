@@ -6,6 +6,8 @@ pub mod composite;
 pub mod layout;
 pub mod output;
 pub mod pipeline;
+pub mod publish;
+pub mod rtmp_out;
 pub mod session;
 pub mod sources;
 pub mod speaker;

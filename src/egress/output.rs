@@ -1,7 +1,8 @@
-//! One egress destination in its own small pipeline, fed with the FLV the main egress pipeline muxes once:
-//! `appsrc ! rtmp2sink` for RTMP(S), `appsrc ! flvdemux ! splitmuxsink` writing fragmented MP4 (a crash
-//! loses at most the last second), or `appsrc ! flvdemux ! hlssink2` writing a live HLS playlist. A destination that refuses or drops the connection is restarted with
-//! backoff (forever) without touching the other outputs; after a restart it resumes at the next keyframe.
+//! One egress destination, fed with the FLV the main egress pipeline muxes once: RTMP(S) through our own
+//! publisher straight from this task (`rtmp_out.rs`), `appsrc ! flvdemux ! splitmuxsink` writing fragmented
+//! MP4 (a crash loses at most the last second), or `appsrc ! flvdemux ! hlssink2` writing a live HLS
+//! playlist. A destination that refuses or drops the connection is retried with backoff (forever) without
+//! touching the other outputs; after a restart it resumes at the next keyframe.
 
 use super::store::{EgressState, EgressStore};
 use crate::media::PipelineGuard;
@@ -9,6 +10,7 @@ use crate::media::frames::{Frame, FramePusher};
 use crate::redact::Secret;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +23,9 @@ const QUEUE: usize = 512;
 /// Where an output sends the stream.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// An rtmp:// or rtmps:// URL (its key is a secret).
-    Rtmp(Secret),
+    /// An rtmp:// or rtmps:// URL (its key is a secret), published by our own RTMP client
+    /// (`rtmp_out.rs`); rtmps:// verifies the server with this TLS configuration.
+    Rtmp(Secret, Arc<rustls::ClientConfig>),
     /// A fragmented MP4 recording: files `{path}_00000.mp4`, ... (a new file every 10 minutes).
     File(std::path::PathBuf),
     /// Live HLS in a directory: `index.m3u8` over the last 6 segments of ~2 s (`segment00000.ts`, ...; the
@@ -31,13 +34,10 @@ pub enum Target {
 }
 
 impl Target {
+    /// The pipeline of a file or HLS output (an RTMP output has none).
     fn describe(&self) -> String {
         match self {
-            Target::Rtmp(url) => format!(
-                "appsrc name=src format=time is-live=true ! queue max-size-time=2000000000 leaky=downstream ! \
-                 rtmp2sink name=sink location=\"{}\"",
-                url.expose().replace('"', "")
-            ),
+            Target::Rtmp(..) => String::new(),
             Target::File(path) => format!(
                 "appsrc name=src format=time is-live=true ! flvdemux name=demux \
                  demux.video ! queue ! h264parse ! rec.video demux.audio ! queue ! aacparse ! rec.audio_0 \
@@ -62,7 +62,7 @@ impl Target {
     /// The target as it may be logged (stream key redacted).
     fn shown(&self) -> String {
         match self {
-            Target::Rtmp(url) => super::store::redact_url(url.expose()),
+            Target::Rtmp(url, _) => super::store::redact_url(url.expose()),
             Target::File(path) | Target::Hls(path) => path.display().to_string(),
         }
     }
@@ -102,11 +102,61 @@ fn set_state(store: &EgressStore, egress: &str, index: usize, state: &str, recon
                 output.reconnects += 1;
             }
         }
-        // The egress is active the moment its last output starts sending (the session's tick only refreshes).
-        if e.state == EgressState::Starting && e.outputs.iter().all(|o| o.state == "active") {
-            e.state = EgressState::Active;
+        // The egress is active the moment its last output sends, degraded the moment one goes down (the
+        // session's tick only refreshes this).
+        let all_active = e.outputs.iter().all(|o| o.state == "active");
+        match e.state {
+            EgressState::Starting | EgressState::Degraded if all_active => e.state = EgressState::Active,
+            EgressState::Active if !all_active => e.state = EgressState::Degraded,
+            _ => {}
         }
     });
+}
+
+/// How one attempt of an output ended.
+pub(super) enum Attempt {
+    /// The egress stopped (or its FLV ended): the output is done.
+    Cancelled,
+    /// The destination failed, for this reason (safe to log): retry after the backoff.
+    Down(String),
+}
+
+/// What an output reports to the egress state: its state, bytes and bitrate.
+pub(super) struct Progress {
+    store: EgressStore,
+    egress: String,
+    index: usize,
+    /// Bytes sent over all attempts, and in the current second.
+    bytes: u64,
+    this_second: u64,
+    /// Whether the current attempt got to sending.
+    went_active: bool,
+}
+
+impl Progress {
+    /// The output started sending.
+    pub(super) fn active(&mut self) {
+        self.went_active = true;
+        set_state(&self.store, &self.egress, self.index, "active", false);
+    }
+
+    /// `n` more bytes were handed to the destination.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.this_second += n as u64;
+    }
+
+    /// Once a second: publishes the byte count and the last second's bitrate.
+    pub(super) fn tick(&mut self) {
+        let rate = std::mem::take(&mut self.this_second) * 8;
+        let bytes = self.bytes;
+        self.store.update(&self.egress, |e| {
+            if let Some(output) = e.outputs.get_mut(self.index) {
+                output.bytes = bytes;
+                output.bitrate_bps = rate;
+            }
+        });
+    }
 }
 
 async fn run(
@@ -119,81 +169,38 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
-    // Bytes sent over all attempts, and in the current second.
-    let (mut bytes, mut this_second) = (0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let headers = match target {
-        Target::File(_) | Target::Hls(_) => stream_headers(&caps),
-        Target::Rtmp(_) => Vec::new(), // rtmp2sink takes them from the caps
-    };
+    let headers = stream_headers(&caps);
     if let Target::Hls(dir) = &target {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::warn!(egress = %egress, output = index, error = %e, "cannot create the HLS directory");
         }
     }
+    let mut progress = Progress {
+        store: store.clone(),
+        egress: egress.clone(),
+        index,
+        bytes: 0,
+        this_second: 0,
+        went_active: false,
+    };
+    let tag_headers: Vec<Vec<u8>> = headers
+        .iter()
+        .filter_map(|b| b.map_readable().ok().map(|m| m.as_slice().to_vec()))
+        .collect();
     loop {
-        let description = target.describe();
-        let started = PipelineGuard::parse("egress-output", &description).and_then(|guard| {
-            guard.element("src")?.set_property("caps", &caps);
-            let pusher = FramePusher::new(&guard, "src")?;
-            let ended = guard.start()?;
-            Ok((guard, pusher, ended))
-        });
-        let reason = match started {
-            Ok((guard, pusher, mut ended)) => {
-                let mut sending = false;
-                let reason = loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => {
-                            // Let a recording write its last fragment before the pipeline stops.
-                            pusher.end();
-                            let _ = tokio::time::timeout(Duration::from_secs(3), &mut ended).await;
-                            return;
-                        }
-                        end = &mut ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
-                        frame = frames.recv() => {
-                            let Some(frame) = frame else { return };
-                            // flvmux also sends its headers as buffers; they come from the caps instead.
-                            if frame.header {
-                                continue;
-                            }
-                            // A (re)started output begins at a keyframe, after the stream headers of the caps.
-                            if !sending && !frame.keyframe {
-                                continue;
-                            }
-                            if !sending {
-                                sending = true;
-                                for header in &headers {
-                                    pusher.push_buffer(header.clone());
-                                }
-                                set_state(&store, &egress, index, "active", false);
-                                backoff = Duration::from_millis(500);
-                            }
-                            pusher.push_with_dts(&frame.data, frame.pts_ns, frame.pts_ns, frame.keyframe);
-                            bytes += frame.data.len() as u64;
-                            this_second += frame.data.len() as u64;
-                        }
-                        _ = tick.tick() => {
-                            let rate = std::mem::take(&mut this_second) * 8;
-                            store.update(&egress, |e| {
-                                if let Some(output) = e.outputs.get_mut(index) {
-                                    output.bytes = bytes;
-                                    output.bitrate_bps = rate;
-                                }
-                            });
-                        }
-                    }
-                };
-                drop(guard);
-                reason
+        progress.went_active = false;
+        let attempt = match &target {
+            Target::Rtmp(url, tls) => {
+                super::rtmp_out::attempt(url, tls, &tag_headers, &mut frames, &cancel, &mut progress).await
             }
-            Err(e) => e.to_string(),
+            Target::File(_) | Target::Hls(_) => {
+                pipeline_attempt(&target, &caps, &headers, &mut frames, &cancel, &mut progress).await
+            }
         };
-        // GStreamer's message may quote the URL: keep its stream key out of the log.
-        let reason = match &target {
-            Target::Rtmp(url) => reason.replace(url.expose().as_str(), &target.shown()),
-            Target::File(_) | Target::Hls(_) => reason,
-        };
+        let Attempt::Down(reason) = attempt else { return };
+        if progress.went_active {
+            backoff = Duration::from_millis(500);
+        }
         tracing::warn!(egress = %egress, output = index, target = %target.shown(), %reason, ?backoff, "egress output down; retrying");
         set_state(&store, &egress, index, "reconnecting", true);
         tokio::select! {
@@ -202,5 +209,60 @@ async fn run(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
         while frames.try_recv().is_ok() {} // stale: resume from a fresh keyframe
+    }
+}
+
+/// One attempt of a file or HLS output: its own small pipeline fed with the FLV bytes.
+async fn pipeline_attempt(
+    target: &Target,
+    caps: &gst::Caps,
+    headers: &[gst::Buffer],
+    frames: &mut mpsc::Receiver<Frame>,
+    cancel: &CancellationToken,
+    progress: &mut Progress,
+) -> Attempt {
+    let started = PipelineGuard::parse("egress-output", &target.describe()).and_then(|guard| {
+        guard.element("src")?.set_property("caps", caps);
+        let pusher = FramePusher::new(&guard, "src")?;
+        let ended = guard.start()?;
+        Ok((guard, pusher, ended))
+    });
+    let (_guard, pusher, mut ended) = match started {
+        Ok(started) => started,
+        Err(e) => return Attempt::Down(e.to_string()),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sending = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                // Let a recording write its last fragment before the pipeline stops.
+                pusher.end();
+                let _ = tokio::time::timeout(Duration::from_secs(3), &mut ended).await;
+                return Attempt::Cancelled;
+            }
+            end = &mut ended => return Attempt::Down(end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into())),
+            frame = frames.recv() => {
+                let Some(frame) = frame else { return Attempt::Cancelled };
+                // flvmux also sends its headers as buffers; they come from the caps instead.
+                if frame.header {
+                    continue;
+                }
+                // A (re)started output begins at a keyframe, after the stream headers of the caps.
+                if !sending && !frame.keyframe {
+                    continue;
+                }
+                if !sending {
+                    sending = true;
+                    for header in headers {
+                        pusher.push_buffer(header.clone());
+                    }
+                    progress.active();
+                }
+                pusher.push_with_dts(&frame.data, frame.pts_ns, frame.pts_ns, frame.keyframe);
+                progress.sent(frame.data.len());
+            }
+            _ = tick.tick() => progress.tick(),
+        }
     }
 }
