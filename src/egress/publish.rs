@@ -169,6 +169,13 @@ impl Publisher {
 
     /// Takes bytes received from the server.
     pub fn receive(&mut self, data: &[u8]) -> Result<(), PublishError> {
+        // rml_rtmp can panic on some malformed input: a hostile or broken server must not take the
+        // gateway's task down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.receive_unguarded(data)))
+            .unwrap_or_else(|_| Err(PublishError::Protocol("malformed data from the server".into())))
+    }
+
+    fn receive_unguarded(&mut self, data: &[u8]) -> Result<(), PublishError> {
         if let State::Handshake(handshake) = &mut self.state {
             let result = handshake
                 .process_bytes(data)
@@ -223,15 +230,23 @@ impl Publisher {
             self.message(RtmpMessage::Acknowledgement { sequence_number }, 0)?;
         }
         let mut input = data;
-        // rml_rtmp's deserializer can panic on some malformed chunks: a hostile server must not take the
-        // gateway down.
-        while let Some(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.deserializer.get_next_message(input)
-        }))
-        .map_err(|_| PublishError::Protocol("malformed chunk".into()))?
-        .map_err(protocol)?
-        {
+        while let Some(payload) = self.deserializer.get_next_message(input).map_err(protocol)? {
             input = &[];
+            // Commands are read here: rml_rtmp's own reader panics on a command of fewer than three values,
+            // which servers send (ffmpeg's `onFCPublish`). 17 is AMF3-flagged AMF0, after a zero byte.
+            let command = match payload.type_id {
+                20 => Some(&payload.data[..]),
+                17 => Some(payload.data.strip_prefix(&[0]).unwrap_or(&payload.data[..])),
+                _ => None,
+            };
+            if let Some(command) = command {
+                let values = rml_rtmp::rml_amf0::deserialize(&mut std::io::Cursor::new(command)).map_err(protocol)?;
+                if let [Amf0Value::Utf8String(name), Amf0Value::Number(transaction), rest @ ..] = &values[..] {
+                    // `rest` is the command object, then the arguments.
+                    self.command_received(name, *transaction, rest.get(1..).unwrap_or_default())?;
+                }
+                continue;
+            }
             let message = payload.to_rtmp_message().map_err(protocol)?;
             self.handle(message)?;
         }
@@ -257,12 +272,6 @@ impl Publisher {
                 };
                 self.message(pong, 0)?;
             }
-            RtmpMessage::Amf0Command {
-                command_name,
-                transaction_id,
-                additional_arguments,
-                ..
-            } => self.command_received(&command_name, transaction_id, &additional_arguments)?,
             _ => {}
         }
         Ok(())

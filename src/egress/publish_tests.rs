@@ -206,3 +206,23 @@ fn urls_split_into_application_and_stream() {
         assert!(RtmpUrl::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_short_command_from_the_server_is_read_not_a_panic() {
+    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
+    let mut publisher = Publisher::new(url).unwrap();
+    let mut server = Server::new(None);
+    converse(&mut publisher, &mut server).unwrap();
+    // ffmpeg's server answers FCPublish with `onFCPublish, 0`: two values, no command object.
+    let values = [Amf0Value::Utf8String("onFCPublish".into()), Amf0Value::Number(0.0)];
+    let payload = MessagePayload {
+        timestamp: RtmpTimestamp::new(0),
+        type_id: 20,
+        message_stream_id: 0,
+        data: Bytes::from(rml_rtmp::rml_amf0::serialize(&values.to_vec()).unwrap()),
+    };
+    // A fresh serializer writes a full (type 0) chunk header the publisher can read on its own.
+    let packet = ChunkSerializer::new().serialize(&payload, true, false).unwrap();
+    assert_eq!(publisher.receive(&packet.bytes), Ok(()));
+    assert!(publisher.is_live());
+}

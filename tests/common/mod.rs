@@ -42,6 +42,32 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
     (cert, key)
 }
 
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (subjectAltName, not a CA: what
+/// rustls verifies), made by openssl; returns the PEM paths (CA, certificate, key) in `dir`.
+#[allow(dead_code)]
+pub fn ca_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=sfu-gateway-test-CA -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem",
+    ] {
+        let status = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args} failed");
+    }
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    (ca, cert, key)
+}
+
 /// The gateway binary built by cargo for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sfu-gateway")
