@@ -78,10 +78,11 @@ async fn dial_out_answered_busy_unanswered_and_with_digest() {
     let answered = sip.call_to("+15551234", |c| c["state"] == "answered").await;
     assert_eq!(answered["sipStatus"], 200);
     assert_eq!(answered["codec"], "PCMU");
-    let (pcm, _) = phone_media.receive(true, Duration::from_secs(2)).await;
-    assert!(pcm.len() > 8_000, "the callee receives audio: {} samples", pcm.len());
-    let share = sip::share_of(&pcm[4_000..], 8_000, 440.0);
-    assert!(share > 0.3, "the callee hears the room's 440 Hz: {share:.3}");
+    let (share, samples) = phone_media.hears(440.0, 0.3, Duration::from_secs(5)).await;
+    assert!(
+        share > 0.3,
+        "the callee hears the room's 440 Hz: {share:.3} ({samples} samples)"
+    );
     let (status, _) = sip
         .send(reqwest::Method::DELETE, &format!("/v1/calls/{id}"), None)
         .await;
@@ -223,11 +224,8 @@ async fn transfer(refer_to: &str, replaces: Option<&str>) {
     assert_eq!(transferred["direction"], "outbound");
     assert_eq!(transferred["room"], "r1");
     assert_eq!(transferred["trunk"], "out");
-    let (pcm, _) = target_media.receive(true, Duration::from_secs(2)).await;
-    assert!(
-        sip::share_of(&pcm[pcm.len().min(4_000)..], 8_000, 440.0) > 0.3,
-        "the target hears the room"
-    );
+    let (share, samples) = target_media.hears(440.0, 0.3, Duration::from_secs(5)).await;
+    assert!(share > 0.3, "the target hears the room: {share:.3} ({samples} samples)");
     assert_eq!(sip.hang_up(&transferred).await, 204);
     assert_ok(target.finish(Duration::from_secs(20)));
 }
@@ -462,12 +460,8 @@ async fn outlive_the_interval(sip: &sip::Sip, to: &str, trunk: &str) -> String {
 /// Checks that `media` (the callee's RTP port) receives the room's 440 Hz for a second (`what` says why it
 /// should), then hangs call `id` up.
 async fn hears_the_room_then_hang_up(sip: &sip::Sip, id: &str, callee: sip::Sipp, media: &PhoneMedia, what: &str) {
-    let (pcm, _) = media.receive(true, Duration::from_secs(1)).await;
-    assert!(
-        sip::share_of(&pcm, 8_000, 440.0) > 0.3,
-        "{what} ({} samples)",
-        pcm.len()
-    );
+    let (share, samples) = media.hears(440.0, 0.3, Duration::from_secs(5)).await;
+    assert!(share > 0.3, "{what}: {share:.3} ({samples} samples)");
     hang_up(sip, id, callee).await;
 }
 

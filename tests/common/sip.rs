@@ -666,6 +666,23 @@ impl PhoneMedia {
         (pcm, events)
     }
 
+    /// Listens (G.711 µ-law) until a one-second window is at least `enough` of `hz`, for `within` at most;
+    /// returns the best window's share and the samples received. The path to a phone that just answered
+    /// (room subscription, jitter buffer) takes a variable time to fill under load: what is checked is that
+    /// the tone arrives, not when.
+    #[allow(dead_code)]
+    pub async fn hears(&self, hz: f64, enough: f64, within: Duration) -> (f64, usize) {
+        let (mut pcm, mut best) = (Vec::new(), 0.0f64);
+        let end = Instant::now() + within;
+        while Instant::now() < end && best < enough {
+            pcm.extend(self.receive(true, Duration::from_millis(250)).await.0);
+            if pcm.len() >= 8_000 {
+                best = best.max(share_of(&pcm[pcm.len() - 8_000..], 8_000, hz));
+            }
+        }
+        (best, pcm.len())
+    }
+
     /// Sends `seconds` of a tone as G.711 to `to`, paced at 20 ms.
     pub async fn send_tone(&self, to: std::net::SocketAddr, ulaw: bool, hz: f64, seconds: u32) {
         self.send_modulated(to, ulaw, hz, seconds, 0.0).await;
