@@ -121,6 +121,8 @@ enum State {
     Publishing,
     /// Accepted: media may flow.
     Live,
+    /// [`Publisher::unpublish`] was called.
+    Unpublished,
 }
 
 /// One publishing RTMP connection, sans-IO.
@@ -318,10 +320,25 @@ impl Publisher {
         Ok(())
     }
 
+    /// Ends the publication politely (`FCUnpublish`, `deleteStream`), as OBS and ffmpeg do when they stop:
+    /// the server ends the stream at once instead of waiting for its idle timeout. The bytes wait in
+    /// [`Publisher::take_output`]; nothing is sent once the connection is not publishing.
+    pub fn unpublish(&mut self) -> Result<(), PublishError> {
+        if !matches!(self.state, State::Publishing | State::Live) {
+            return Ok(());
+        }
+        let stream = Amf0Value::Utf8String(self.url.stream.expose().clone());
+        self.command("FCUnpublish", 6.0, Amf0Value::Null, vec![stream], 0)?;
+        let id = Amf0Value::Number(f64::from(self.stream_id));
+        self.command("deleteStream", 7.0, Amf0Value::Null, vec![id], 0)?;
+        self.state = State::Unpublished;
+        Ok(())
+    }
+
     /// Sends one FLV tag (11-byte header, body, optional 4-byte trailer) as an RTMP message; the FLV file
     /// header is skipped. Returns the bytes now waiting in [`Publisher::take_output`].
     pub fn send_tag(&mut self, tag: &[u8]) -> Result<(), PublishError> {
-        if tag.starts_with(b"FLV") {
+        if tag.starts_with(b"FLV") || matches!(self.state, State::Unpublished) {
             return Ok(());
         }
         if tag.len() < 11 {

@@ -9,17 +9,27 @@ struct Server {
     handshake: Handshake,
     session: Option<ServerSession>,
     events: Vec<ServerSessionEvent>,
-    /// Refuse `publish` with this code.
-    refuse: Option<&'static str>,
+    /// How `publish` is answered.
+    answer: Answer,
+}
+
+/// How the test server answers `publish`.
+#[derive(Clone, Copy)]
+enum Answer {
+    Accept,
+    /// Refused with `_error` and this code.
+    Refuse(&'static str),
+    /// Not at all (the test answers).
+    Hold,
 }
 
 impl Server {
-    fn new(refuse: Option<&'static str>) -> Self {
+    fn new(answer: Answer) -> Self {
         Self {
             handshake: Handshake::new(PeerType::Server),
             session: None,
             events: Vec::new(),
-            refuse,
+            answer,
         }
     }
 
@@ -59,10 +69,13 @@ impl Server {
                         ServerSessionEvent::ConnectionRequested { request_id, .. } => {
                             Some(session.accept_request(*request_id).unwrap())
                         }
-                        ServerSessionEvent::PublishStreamRequested { request_id, .. } => Some(match self.refuse {
-                            Some(code) => session.reject_request(*request_id, code, "not here").unwrap(),
-                            None => session.accept_request(*request_id).unwrap(),
-                        }),
+                        ServerSessionEvent::PublishStreamRequested { request_id, .. } => match self.answer {
+                            Answer::Refuse(code) => {
+                                Some(session.reject_request(*request_id, code, "not here").unwrap())
+                            }
+                            Answer::Accept => Some(session.accept_request(*request_id).unwrap()),
+                            Answer::Hold => None,
+                        },
                         _ => None,
                     };
                     self.events.push(event);
@@ -104,7 +117,7 @@ fn tag(kind: u8, ms: u32, body: &[u8]) -> Vec<u8> {
 fn publishes_metadata_and_media_with_their_timestamps() {
     let url = RtmpUrl::parse("rtmp://127.0.0.1:1935/live/show?token=1").unwrap();
     let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(None);
+    let mut server = Server::new(Answer::Accept);
     converse(&mut publisher, &mut server).unwrap();
     assert!(publisher.is_live());
     assert!(server.events.iter().any(|e| matches!(e,
@@ -152,7 +165,7 @@ fn publishes_metadata_and_media_with_their_timestamps() {
 fn a_refused_publication_is_an_error_with_the_servers_code() {
     let url = RtmpUrl::parse("rtmp://localhost/live/wrong").unwrap();
     let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Some("NetStream.Publish.BadName"));
+    let mut server = Server::new(Answer::Refuse("NetStream.Publish.BadName"));
     let refused = converse(&mut publisher, &mut server).unwrap_err();
     assert_eq!(
         refused,
@@ -165,7 +178,7 @@ fn a_refused_publication_is_an_error_with_the_servers_code() {
 fn garbage_from_the_server_is_an_error_not_a_panic() {
     let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
     let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(None);
+    let mut server = Server::new(Answer::Accept);
     converse(&mut publisher, &mut server).unwrap();
     // A chunk header naming a 16 MiB message of an unknown type, then a chunk-size message of size 0.
     let mut garbage = vec![0x02, 0, 0, 0, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0];
@@ -207,22 +220,76 @@ fn urls_split_into_application_and_stream() {
     }
 }
 
-#[test]
-fn a_short_command_from_the_server_is_read_not_a_panic() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(None);
-    converse(&mut publisher, &mut server).unwrap();
-    // ffmpeg's server answers FCPublish with `onFCPublish, 0`: two values, no command object.
-    let values = [Amf0Value::Utf8String("onFCPublish".into()), Amf0Value::Number(0.0)];
+/// A command message as a fresh serializer writes it: a full (type 0) chunk header the publisher can read
+/// whatever came before.
+fn command_chunk(values: Vec<Amf0Value>) -> Vec<u8> {
     let payload = MessagePayload {
         timestamp: RtmpTimestamp::new(0),
         type_id: 20,
         message_stream_id: 0,
-        data: Bytes::from(rml_rtmp::rml_amf0::serialize(&values.to_vec()).unwrap()),
+        data: Bytes::from(rml_rtmp::rml_amf0::serialize(&values).unwrap()),
     };
-    // A fresh serializer writes a full (type 0) chunk header the publisher can read on its own.
-    let packet = ChunkSerializer::new().serialize(&payload, true, false).unwrap();
-    assert_eq!(publisher.receive(&packet.bytes), Ok(()));
+    ChunkSerializer::new().serialize(&payload, true, false).unwrap().bytes
+}
+
+#[test]
+fn an_on_status_error_refuses_the_publication() {
+    let url = RtmpUrl::parse("rtmp://localhost/live/taken").unwrap();
+    let mut publisher = Publisher::new(url).unwrap();
+    let mut server = Server::new(Answer::Hold);
+    converse(&mut publisher, &mut server).unwrap();
+    assert!(!publisher.is_live());
+    // nginx-rtmp's answer to a name already publishing.
+    let info = HashMap::from([
+        ("level".to_string(), Amf0Value::Utf8String("error".into())),
+        (
+            "code".to_string(),
+            Amf0Value::Utf8String("NetStream.Publish.BadName".into()),
+        ),
+        (
+            "description".to_string(),
+            Amf0Value::Utf8String("Already publishing".into()),
+        ),
+    ]);
+    let status = command_chunk(vec![
+        Amf0Value::Utf8String("onStatus".into()),
+        Amf0Value::Number(0.0),
+        Amf0Value::Null,
+        Amf0Value::Object(info),
+    ]);
+    assert_eq!(
+        publisher.receive(&status),
+        Err(PublishError::Refused(
+            "NetStream.Publish.BadName (Already publishing)".into()
+        ))
+    );
+}
+
+#[test]
+fn unpublishing_ends_the_stream_at_the_server() {
+    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
+    let mut publisher = Publisher::new(url).unwrap();
+    let mut server = Server::new(Answer::Accept);
+    converse(&mut publisher, &mut server).unwrap();
+    publisher.unpublish().unwrap();
+    converse(&mut publisher, &mut server).unwrap();
+    assert!(server.events.iter().any(|e| matches!(e,
+        ServerSessionEvent::PublishStreamFinished { stream_key, .. } if stream_key == "key")));
+    publisher.send_tag(&tag(VIDEO, 0, &[0x17, 1])).unwrap();
+    assert!(publisher.take_output().is_empty(), "nothing is sent after unpublishing");
+}
+
+#[test]
+fn a_short_command_from_the_server_is_read_not_a_panic() {
+    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
+    let mut publisher = Publisher::new(url).unwrap();
+    let mut server = Server::new(Answer::Accept);
+    converse(&mut publisher, &mut server).unwrap();
+    // ffmpeg's server answers FCPublish with `onFCPublish, 0`: two values, no command object.
+    let short = command_chunk(vec![
+        Amf0Value::Utf8String("onFCPublish".into()),
+        Amf0Value::Number(0.0),
+    ]);
+    assert_eq!(publisher.receive(&short), Ok(()));
     assert!(publisher.is_live());
 }

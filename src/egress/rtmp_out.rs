@@ -149,6 +149,13 @@ impl Connection {
         Ok(out.len())
     }
 
+    /// Unpublishes and sends it (within a second), before the connection is dropped.
+    async fn close(mut self) {
+        if self.publisher.unpublish().is_ok() {
+            let _ = timeout(Duration::from_secs(1), self.flush()).await;
+        }
+    }
+
     fn tag(&mut self, tag: &[u8]) -> Result<(), String> {
         self.publisher.send_tag(tag).map_err(|e: PublishError| e.to_string())
     }
@@ -186,7 +193,10 @@ pub(super) async fn attempt(
     let mut batch = Vec::with_capacity(BATCH);
     let reason = loop {
         tokio::select! {
-            () = cancel.cancelled() => return Attempt::Cancelled,
+            () = cancel.cancelled() => {
+                connection.close().await;
+                return Attempt::Cancelled;
+            }
             read = connection.read() => {
                 if let Err(reason) = read {
                     break reason;
@@ -198,6 +208,7 @@ pub(super) async fn attempt(
             _ = tick.tick() => progress.tick(),
             n = frames.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
+                    connection.close().await;
                     return Attempt::Cancelled;
                 }
                 let written = send(&mut connection, &mut batch, &mut sending, headers, progress).await;
