@@ -102,6 +102,15 @@ fn converse(publisher: &mut Publisher, server: &mut Server) -> Result<(), Publis
     panic!("the conversation does not end");
 }
 
+/// A publisher of `url` that has talked with a server answering `publish` with `answer`, until both were
+/// quiet (or the publisher failed: the error).
+fn connected(url: &str, answer: Answer) -> (Publisher, Server, Result<(), PublishError>) {
+    let mut publisher = Publisher::new(RtmpUrl::parse(url).unwrap()).unwrap();
+    let mut server = Server::new(answer);
+    let result = converse(&mut publisher, &mut server);
+    (publisher, server, result)
+}
+
 fn tag(kind: u8, ms: u32, body: &[u8]) -> Vec<u8> {
     let mut tag = vec![kind];
     tag.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
@@ -115,10 +124,8 @@ fn tag(kind: u8, ms: u32, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn publishes_metadata_and_media_with_their_timestamps() {
-    let url = RtmpUrl::parse("rtmp://127.0.0.1:1935/live/show?token=1").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Accept);
-    converse(&mut publisher, &mut server).unwrap();
+    let (mut publisher, mut server, result) = connected("rtmp://127.0.0.1:1935/live/show?token=1", Answer::Accept);
+    result.unwrap();
     assert!(publisher.is_live());
     assert!(server.events.iter().any(|e| matches!(e,
         ServerSessionEvent::PublishStreamRequested { app_name, stream_key, .. }
@@ -163,10 +170,11 @@ fn publishes_metadata_and_media_with_their_timestamps() {
 
 #[test]
 fn a_refused_publication_is_an_error_with_the_servers_code() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/wrong").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Refuse("NetStream.Publish.BadName"));
-    let refused = converse(&mut publisher, &mut server).unwrap_err();
+    let (publisher, _server, result) = connected(
+        "rtmp://localhost/live/wrong",
+        Answer::Refuse("NetStream.Publish.BadName"),
+    );
+    let refused = result.unwrap_err();
     assert_eq!(
         refused,
         PublishError::Refused("NetStream.Publish.BadName (not here)".into())
@@ -176,10 +184,8 @@ fn a_refused_publication_is_an_error_with_the_servers_code() {
 
 #[test]
 fn garbage_from_the_server_is_an_error_not_a_panic() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Accept);
-    converse(&mut publisher, &mut server).unwrap();
+    let (mut publisher, _server, result) = connected("rtmp://localhost/live/key", Answer::Accept);
+    result.unwrap();
     // A chunk header naming a 16 MiB message of an unknown type, then a chunk-size message of size 0.
     let mut garbage = vec![0x02, 0, 0, 0, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0];
     garbage.extend_from_slice(&[0u8; 300]);
@@ -234,10 +240,8 @@ fn command_chunk(values: Vec<Amf0Value>) -> Vec<u8> {
 
 #[test]
 fn an_on_status_error_refuses_the_publication() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/taken").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Hold);
-    converse(&mut publisher, &mut server).unwrap();
+    let (mut publisher, _server, result) = connected("rtmp://localhost/live/taken", Answer::Hold);
+    result.unwrap();
     assert!(!publisher.is_live());
     // nginx-rtmp's answer to a name already publishing.
     let info = HashMap::from([
@@ -267,10 +271,8 @@ fn an_on_status_error_refuses_the_publication() {
 
 #[test]
 fn unpublishing_ends_the_stream_at_the_server() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Accept);
-    converse(&mut publisher, &mut server).unwrap();
+    let (mut publisher, mut server, result) = connected("rtmp://localhost/live/key", Answer::Accept);
+    result.unwrap();
     publisher.unpublish().unwrap();
     converse(&mut publisher, &mut server).unwrap();
     assert!(server.events.iter().any(|e| matches!(e,
@@ -281,10 +283,8 @@ fn unpublishing_ends_the_stream_at_the_server() {
 
 #[test]
 fn a_short_command_from_the_server_is_read_not_a_panic() {
-    let url = RtmpUrl::parse("rtmp://localhost/live/key").unwrap();
-    let mut publisher = Publisher::new(url).unwrap();
-    let mut server = Server::new(Answer::Accept);
-    converse(&mut publisher, &mut server).unwrap();
+    let (mut publisher, _server, result) = connected("rtmp://localhost/live/key", Answer::Accept);
+    result.unwrap();
     // ffmpeg's server answers FCPublish with `onFCPublish, 0`: two values, no command object.
     let short = command_chunk(vec![
         Amf0Value::Utf8String("onFCPublish".into()),
