@@ -15,6 +15,58 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A muxer buffer numbered by the egress (consecutive: a jump is a gap this output had to drop).
+pub type Sequenced = (u64, Frame);
+
+/// The FLV tag type of video.
+const FLV_VIDEO: u8 = 9;
+
+/// Which muxer buffers an output sends, sans-IO: from the first video keyframe on (the stream headers
+/// first), and after a gap — buffers dropped because the output fell behind — again from the next video
+/// keyframe, so the destination never gets frames that refer to ones it missed.
+#[derive(Debug, Default)]
+pub(super) struct Gate {
+    sending: bool,
+    started: bool,
+    next: Option<u64>,
+}
+
+/// What to do with one buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// Not sent.
+    Skip,
+    /// Sent, and the output (re)starts with it: after the stream headers when `headers`.
+    Start { headers: bool },
+    /// Sent.
+    Send,
+}
+
+impl Gate {
+    /// Decides for buffer number `seq`.
+    pub(super) fn admit(&mut self, seq: u64, frame: &Frame) -> Admit {
+        let gap = self.next.is_some_and(|next| next != seq);
+        self.next = Some(seq + 1);
+        // flvmux also sends its headers as buffers; they come from the caps instead.
+        if frame.header {
+            return Admit::Skip;
+        }
+        if gap && self.sending {
+            self.sending = false;
+            metrics::counter!("egress_output_gaps_total").increment(1);
+        }
+        if self.sending {
+            return Admit::Send;
+        }
+        if frame.keyframe && frame.data.first() == Some(&FLV_VIDEO) {
+            self.sending = true;
+            let headers = !std::mem::replace(&mut self.started, true);
+            return Admit::Start { headers };
+        }
+        Admit::Skip
+    }
+}
+
 /// Longest wait between two restarts of one output.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// FLV buffers waiting for one output; beyond it the output drops and resumes at a keyframe.
@@ -77,7 +129,7 @@ pub fn spawn(
     target: Target,
     caps: gst::Caps,
     cancel: CancellationToken,
-) -> (mpsc::Sender<Frame>, tokio::task::JoinHandle<()>) {
+) -> (mpsc::Sender<Sequenced>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = tokio::spawn(run(store, egress, index, target, caps, rx, cancel));
     (tx, task)
@@ -165,7 +217,7 @@ async fn run(
     index: usize,
     target: Target,
     caps: gst::Caps,
-    mut frames: mpsc::Receiver<Frame>,
+    mut frames: mpsc::Receiver<Sequenced>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -217,7 +269,7 @@ async fn pipeline_attempt(
     target: &Target,
     caps: &gst::Caps,
     headers: &[gst::Buffer],
-    frames: &mut mpsc::Receiver<Frame>,
+    frames: &mut mpsc::Receiver<Sequenced>,
     cancel: &CancellationToken,
     progress: &mut Progress,
 ) -> Attempt {
@@ -232,7 +284,7 @@ async fn pipeline_attempt(
         Err(e) => return Attempt::Down(e.to_string()),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sending = false;
+    let mut gate = Gate::default();
     loop {
         tokio::select! {
             () = cancel.cancelled() => {
@@ -243,26 +295,63 @@ async fn pipeline_attempt(
             }
             end = &mut ended => return Attempt::Down(end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into())),
             frame = frames.recv() => {
-                let Some(frame) = frame else { return Attempt::Cancelled };
-                // flvmux also sends its headers as buffers; they come from the caps instead.
-                if frame.header {
-                    continue;
-                }
-                // A (re)started output begins at a keyframe, after the stream headers of the caps.
-                if !sending && !frame.keyframe {
-                    continue;
-                }
-                if !sending {
-                    sending = true;
-                    for header in headers {
-                        pusher.push_buffer(header.clone());
+                let Some((seq, frame)) = frame else { return Attempt::Cancelled };
+                match gate.admit(seq, &frame) {
+                    Admit::Skip => continue,
+                    Admit::Start { headers: first } => {
+                        if first {
+                            for header in headers {
+                                pusher.push_buffer(header.clone());
+                            }
+                        }
+                        progress.active();
                     }
-                    progress.active();
+                    Admit::Send => {}
                 }
                 pusher.push_with_dts(&frame.data, frame.pts_ns, frame.pts_ns, frame.keyframe);
                 progress.sent(frame.data.len());
             }
             _ = tick.tick() => progress.tick(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(video: bool, keyframe: bool) -> Frame {
+        Frame {
+            pts_ns: 0,
+            keyframe,
+            header: false,
+            data: vec![if video { FLV_VIDEO } else { 8 }, 0, 0],
+        }
+    }
+
+    #[test]
+    fn an_output_starts_at_a_video_keyframe_and_resumes_at_the_next_one_after_a_gap() {
+        let mut gate = Gate::default();
+        let (audio, delta, key) = (buffer(false, true), buffer(true, false), buffer(true, true));
+        assert_eq!(gate.admit(1, &audio), Admit::Skip, "audio does not start a stream");
+        assert_eq!(gate.admit(2, &delta), Admit::Skip);
+        assert_eq!(gate.admit(3, &key), Admit::Start { headers: true });
+        assert_eq!(gate.admit(4, &delta), Admit::Send);
+        assert_eq!(gate.admit(5, &audio), Admit::Send);
+        // 6 and 7 were dropped: what follows refers to them.
+        assert_eq!(gate.admit(8, &delta), Admit::Skip);
+        assert_eq!(gate.admit(9, &audio), Admit::Skip);
+        assert_eq!(
+            gate.admit(10, &key),
+            Admit::Start { headers: false },
+            "headers once per connection"
+        );
+        assert_eq!(gate.admit(11, &audio), Admit::Send);
+        let header = Frame {
+            header: true,
+            ..buffer(true, true)
+        };
+        assert_eq!(gate.admit(12, &header), Admit::Skip, "muxer headers come from the caps");
+        assert_eq!(gate.admit(13, &delta), Admit::Send);
     }
 }

@@ -3,10 +3,9 @@
 //! tags written straight to the socket from the output's task: no pipeline, no extra thread, one write per
 //! batch of tags.
 
-use super::output::{Attempt, Progress};
+use super::output::{Admit, Attempt, Gate, Progress, Sequenced};
 use super::publish::{PublishError, Publisher, RtmpUrl};
 use crate::config::ConfigError;
-use crate::media::frames::Frame;
 use crate::redact::Secret;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
@@ -26,8 +25,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// FLV tags written in one batch at most.
 const BATCH: usize = 32;
-/// The FLV tag type of video.
-const FLV_VIDEO: u8 = 9;
 
 /// The TLS client configuration of rtmps:// outputs: the system's root certificates, and the CAs of
 /// `extra_ca` (a PEM file; for private servers) when given.
@@ -167,7 +164,7 @@ pub(super) async fn attempt(
     url: &Secret,
     tls: &Arc<ClientConfig>,
     headers: &[Vec<u8>],
-    frames: &mut mpsc::Receiver<Frame>,
+    frames: &mut mpsc::Receiver<Sequenced>,
     cancel: &CancellationToken,
     progress: &mut Progress,
 ) -> Attempt {
@@ -188,7 +185,7 @@ pub(super) async fn attempt(
         },
     };
     while frames.try_recv().is_ok() {} // what queued while connecting is stale
-    let mut sending = false;
+    let mut gate = Gate::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::with_capacity(BATCH);
     let reason = loop {
@@ -211,7 +208,7 @@ pub(super) async fn attempt(
                     connection.close().await;
                     return Attempt::Cancelled;
                 }
-                let written = send(&mut connection, &mut batch, &mut sending, headers, progress).await;
+                let written = send(&mut connection, &mut batch, &mut gate, headers, progress).await;
                 match written {
                     Ok(bytes) => progress.sent(bytes),
                     Err(reason) => break reason,
@@ -222,28 +219,26 @@ pub(super) async fn attempt(
     Attempt::Down(redact(reason))
 }
 
-/// Sends a batch of muxer buffers (from the first video keyframe on); returns the bytes written.
+/// Sends a batch of muxer buffers (as the gate admits them); returns the bytes written.
 async fn send(
     connection: &mut Connection,
-    batch: &mut Vec<Frame>,
-    sending: &mut bool,
+    batch: &mut Vec<Sequenced>,
+    gate: &mut Gate,
     headers: &[Vec<u8>],
     progress: &mut Progress,
 ) -> Result<usize, String> {
-    for frame in batch.drain(..) {
-        // flvmux also sends its headers as buffers; they come from the caps instead.
-        if frame.header {
-            continue;
-        }
-        if !*sending {
-            if !(frame.keyframe && frame.data.first() == Some(&FLV_VIDEO)) {
-                continue;
+    for (seq, frame) in batch.drain(..) {
+        match gate.admit(seq, &frame) {
+            Admit::Skip => continue,
+            Admit::Start { headers: first } => {
+                if first {
+                    for header in headers {
+                        connection.tag(header)?;
+                    }
+                }
+                progress.active();
             }
-            *sending = true;
-            for header in headers {
-                connection.tag(header)?;
-            }
-            progress.active();
+            Admit::Send => {}
         }
         connection.tag(&frame.data)?;
     }

@@ -5,6 +5,7 @@
 //! if it fails itself.
 
 use super::composite::{Composite, Pushed, TrackInfo};
+use super::output::Sequenced;
 use super::pipeline;
 pub use super::sources::Sources;
 use super::sources::{
@@ -171,7 +172,9 @@ pub async fn run(
         let outputs_stop = ctx.cancel_token().child_token();
         // Outputs stop with this attempt, however it ends.
         let _outputs_guard = outputs_stop.clone().drop_guard();
-        let mut senders: Vec<mpsc::Sender<Frame>> = Vec::new();
+        let mut senders: Vec<mpsc::Sender<Sequenced>> = Vec::new();
+        // Numbers the muxer's buffers, so an output that had to drop some sees the gap.
+        let mut seq = 0u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut levels = tokio::time::interval(super::speaker::TICK);
         let mut frames = 0u64;
@@ -204,8 +207,10 @@ pub async fn run(
                             output_tasks.push(task);
                         }
                     }
+                    seq += 1;
                     for sender in &senders {
-                        let _ = sender.try_send(flv.clone()); // a slow output drops, then resumes at a keyframe
+                        // A slow output drops; it sees the gap and resumes at the next keyframe.
+                        let _ = sender.try_send((seq, flv.clone()));
                     }
                 }
                 frame = media_in.recv() => {
