@@ -185,11 +185,12 @@ async fn a_destination_that_comes_back_is_not_given_up() {
     assert_eq!(get_egress(&setup, &id).await["state"], "active");
 }
 
-/// One output failing (nothing listens) does not disturb the other: the good destination records one
-/// continuous stream while the bad one is retried, and the egress reports itself degraded.
+/// Failing outputs (nothing listens; a black hole that accepts the connection and never answers) do not
+/// disturb the good one: it records one continuous stream while the bad ones are retried — the black hole
+/// after the 10 s publishing deadline — and the egress reports itself degraded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_output_leaves_the_others_untouched() {
-    let setup = start();
+    let mut setup = start();
     let nginx = NginxRtmp::start();
     let (session, publisher) = live_source(&setup, "split", BASELINE, 2).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -197,11 +198,18 @@ async fn a_failing_output_leaves_the_others_untouched() {
         .local_addr()
         .unwrap()
         .port();
+    // The kernel completes its TCP handshakes; nobody ever reads or answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
     let id = create_egress(
         &setup,
         json!({
             "tracks": [{"sessionId": session, "trackName": "split-video"}, {"sessionId": session, "trackName": "split-audio"}],
-            "outputs": [{"url": nginx.url("good")}, {"url": format!("rtmp://127.0.0.1:{dead}/live/bad")}],
+            "outputs": [
+                {"url": nginx.url("good")},
+                {"url": format!("rtmp://127.0.0.1:{dead}/live/bad")},
+                {"url": format!("rtmp://127.0.0.1:{hole_port}/live/hole")},
+            ],
             "video": {"width": 320, "height": 180, "fps": 25, "bitrateKbps": 400},
         }),
     )
@@ -218,6 +226,15 @@ async fn a_failing_output_leaves_the_others_untouched() {
         egress["outputs"][1]["reconnects"].as_u64().unwrap() >= 2,
         "the bad output was not retried: {egress}"
     );
+    let line = setup
+        .gateway
+        .wait_for_log("no answer within 10 s", Duration::from_secs(10));
+    assert!(
+        line.contains("egress output down") && line.contains(&hole_port.to_string()),
+        "{line}"
+    );
+    let egress = get_egress(&setup, &id).await;
+    assert_eq!(egress["outputs"][0]["reconnects"], 0, "{egress}");
     drop(publisher);
     let recording = stop_and_wait(&setup, &id, &nginx, "good").await;
     let probed = probe(&recording);
