@@ -1,5 +1,5 @@
-//! Enhanced RTMP ingest through the real binary: a publisher speaking E-RTMP (HEVC or AV1 video, Opus or
-//! `mp4a` audio) → the gateway transcodes the video to H.264 (or passes AV1 through when asked), passes Opus
+//! Enhanced RTMP ingest through the real binary: a publisher speaking E-RTMP (HEVC, AV1 or VP9 video, Opus or
+//! `mp4a` audio) → the gateway transcodes the video to H.264 (or passes AV1 and VP9 through when asked), passes Opus
 //! through, decodes AAC → a subscriber through the embedded SFU decodes the picture and hears the tone.
 
 mod common;
@@ -7,6 +7,7 @@ mod common;
 use common::ertmp::{self, ExAudio, ExVideo};
 use common::rtmp::{Setup, receive, start, subscribe};
 use serde_json::Value;
+use sfu_gateway::sfu::peer::Codec;
 use std::time::Duration;
 
 /// Publishes `video` + `audio` as ingress `name` and checks what a subscriber decodes, and the ingress view
@@ -36,7 +37,14 @@ async fn published(setup: &Setup, ingress: Value, name: &str, video: ExVideo, au
     let (_peer, mut streams, subscribed) = subscribe(setup, &session, &[&tracks[0], &tracks[1]]).await;
     let received = receive(&mut streams, &subscribed, Duration::from_secs(6)).await;
 
-    let (pictures, first, last, frames, _) = &received[&subscribed[0].mid];
+    let (pictures, first, last, frames, codec) = &received[&subscribed[0].mid];
+    // The track carries what was published when it passes through, H.264 when it is transcoded.
+    let expected_codec = match (path, video) {
+        ("passthrough", ExVideo::Vp9) => Codec::Vp9,
+        ("passthrough", _) => Codec::Av1,
+        _ => Codec::H264,
+    };
+    assert_eq!(*codec, Some(expected_codec), "{name}: the track's codec");
     let expected = (last - first) / 3000 + 1;
     let decoded = pictures.settled().await;
     assert!(
@@ -104,6 +112,24 @@ async fn av1_passes_through_to_webrtc_when_passthrough_is_asked() {
         stats["videoFramesOut"].as_u64().unwrap(),
     );
     assert!(video_in > 150 && video_out == video_in, "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_passes_through_to_webrtc_when_passthrough_is_asked() {
+    let setup = start();
+    let ingress = passthrough_ingress(&setup, "vp9pass").await;
+    // The subscriber decodes the frames as VP9 (its decoder follows the track's codec).
+    let now = published(&setup, ingress, "vp9pass", ExVideo::Vp9, ExAudio::Opus, "passthrough").await;
+    let stats = &now["stats"];
+    assert_eq!(stats["inputVideoCodec"], "vp9", "{now}");
+    let (video_in, video_out) = (
+        stats["videoFramesIn"].as_u64().unwrap(),
+        stats["videoFramesOut"].as_u64().unwrap(),
+    );
+    assert!(video_in > 150 && video_out == video_in, "{now}");
+    // In `auto`, the same publisher is transcoded to H.264.
+    let now = enhanced(&setup, "vp9auto", ExVideo::Vp9, ExAudio::Opus).await;
+    assert_eq!(now["stats"]["inputVideoCodec"], "vp9", "{now}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,9 @@ pub enum ExVideo {
     /// [`ExVideo::Av1`] with the last frame before each keyframe (every 30th) replaced by a malformed
     /// temporal unit: an OBU whose size field runs past the data.
     Av1WithGarbage,
+    /// VP9, sequence start = vpcC (as ffmpeg writes it: version and flags, then the record); frames as the
+    /// encoder made them.
+    Vp9,
 }
 
 /// The audio codec the publisher sends (both as Enhanced RTMP audio).
@@ -53,6 +56,7 @@ fn video_source(video: ExVideo) -> EncodedSource {
             "av1enc usage-profile=realtime cpu-used=9 keyframe-max-dist=30 ! \
              av1parse ! video/x-av1,stream-format=obu-stream,alignment=tu"
         }
+        ExVideo::Vp9 => "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=500000 ! video/x-vp9",
     };
     start_source(
         "ertmp-video",
@@ -136,6 +140,12 @@ fn video_tags(video: ExVideo, frame: &[u8], keyframe: bool, index: u64, record: 
                 .collect();
             tags.push([fourcc_header(EX | frame_type | 1, b"av01"), kept].concat());
         }
+        ExVideo::Vp9 => {
+            if let Some(vpcc) = record.take() {
+                tags.push([fourcc_header(EX | (1 << 4), b"vp09"), vpcc].concat());
+            }
+            tags.push([fourcc_header(EX | frame_type | 1, b"vp09"), frame.to_vec()].concat());
+        }
     }
     tags
 }
@@ -179,6 +189,8 @@ pub async fn publish(
                     video_record = Some(match kind {
                         ExVideo::Hevc => codec_data(source).ok_or("no hvcC")?,
                         ExVideo::Av1 | ExVideo::Av1WithGarbage => Vec::new(), // from the first sequence header OBU
+                        // vpcC v1: profile 0, level 3.0, 8 bits 4:2:0 (colocated), BT.709, no init data.
+                        ExVideo::Vp9 => vec![1, 0, 0, 0, 0, 30, 0x82, 1, 1, 1, 0, 0],
                     });
                 }
                 let ms = (frame.pts_ns.saturating_sub(*video_base.get_or_insert(frame.pts_ns)) / 1_000_000) as u32;

@@ -73,6 +73,7 @@ impl Decoder {
     pub fn video(codec: &str) -> Decoder {
         let (caps, decode) = match codec {
             "vp8" => ("video/x-vp8", "vp8dec"),
+            "vp9" => ("video/x-vp9", "vp9dec"),
             "av1" => ("video/x-av1,stream-format=obu-stream,alignment=tu", "av1parse ! av1dec"),
             _ => (
                 "video/x-h264,stream-format=byte-stream,alignment=au",

@@ -222,6 +222,7 @@ pub async fn receive(
                 Some(Codec::Opus) => Decoder::opus(),
                 Some(Codec::Vp8) => Decoder::video("vp8"),
                 Some(Codec::Av1) => Decoder::video("av1"),
+                Some(Codec::Vp9) => Decoder::video("vp9"),
                 _ => Decoder::video("h264"),
             };
             (decoder, frame.rtp_time, frame.rtp_time, 0, frame.codec)

@@ -289,16 +289,20 @@ impl Ingest {
             };
             ladder(width, height, self.layers)
         });
-        // Browser-decodable H.264 passes through in `auto` and `passthrough`; AV1 only when `passthrough` is
-        // asked (not every viewer decodes AV1); HEVC and VP9 are transcoded whatever the mode. A track keeps
-        // the codec it was published with.
+        // Browser-decodable H.264 passes through in `auto` and `passthrough`; AV1 and VP9 only when
+        // `passthrough` is asked (not every viewer decodes them); HEVC is transcoded whatever the mode. A track
+        // keeps the codec it was published with.
         let browser_safe = avc.as_ref().is_some_and(AvcConfig::browser_profile);
-        let av1_pass = codec == flv::VideoCodec::Av1 && self.mode == VideoMode::Passthrough && layers.is_none();
-        let track_codec = match self.codec {
-            _ if av1_pass => Codec::Av1,
+        let passed_as = match codec {
+            flv::VideoCodec::Av1 => Some(Codec::Av1),
+            flv::VideoCodec::Vp9 => Some(Codec::Vp9),
+            flv::VideoCodec::Avc | flv::VideoCodec::Hevc => None,
+        }
+        .filter(|_| self.mode == VideoMode::Passthrough && layers.is_none());
+        let track_codec = passed_as.unwrap_or(match self.codec {
             VideoCodec::H264 => Codec::H264,
             VideoCodec::Vp8 => Codec::Vp8,
-        };
+        });
         if self.video_codec.is_some_and(|published| published != track_codec) {
             tracing::warn!(
                 codec = codec.name(),
@@ -307,14 +311,14 @@ impl Ingest {
             self.video = None;
             return;
         }
-        let browser_safe = browser_safe || av1_pass;
+        let browser_safe = browser_safe || passed_as.is_some();
         if !browser_safe && self.mode == VideoMode::Passthrough {
             tracing::info!(
                 codec = codec.name(),
                 "passthrough asked, but the stream needs a transcode"
             );
         }
-        let transcode = !av1_pass
+        let transcode = passed_as.is_none()
             && (layers.is_some()
                 || self.codec == VideoCodec::Vp8
                 || self.mode == VideoMode::Transcode
@@ -417,7 +421,15 @@ impl Ingest {
             }
             return;
         }
-        let payload = if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
+        let payload = if video.codec == flv::VideoCodec::Vp9 && self.video_codec == Some(Codec::Vp9) {
+            // VP9 passed through: the frame (or superframe) as it came, if it starts like one (frame marker).
+            if data.first().is_none_or(|b| b >> 6 != 0b10) {
+                tracing::debug!("malformed VP9 frame dropped");
+                self.update_store(|i| i.stats.dropped += 1);
+                return;
+            }
+            data.to_vec()
+        } else if video.codec == flv::VideoCodec::Av1 && self.video_codec == Some(Codec::Av1) {
             // AV1 passed through: the temporal unit as it came (its sequence header completed on keyframes),
             // once its OBUs add up (the packetizer would fail the whole SFU session on a malformed one).
             if flv::av1_obus(data).is_none() {
