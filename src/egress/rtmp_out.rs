@@ -139,11 +139,17 @@ impl Connection {
         if out.is_empty() {
             return Ok(0);
         }
-        timeout(WRITE_TIMEOUT, self.io.write_all(&out))
+        let (len, io) = (out.len(), &mut self.io);
+        // Flushed: TLS may hold the last record back until asked.
+        let write = async move {
+            io.write_all(&out).await?;
+            io.flush().await
+        };
+        timeout(WRITE_TIMEOUT, write)
             .await
             .map_err(|_| format!("the server took no data for {} s", WRITE_TIMEOUT.as_secs()))?
             .map_err(|e| e.to_string())?;
-        Ok(out.len())
+        Ok(len)
     }
 
     /// Unpublishes and sends it (within a second), before the connection is dropped.
