@@ -336,7 +336,7 @@ impl Publisher {
     }
 
     /// Sends one FLV tag (11-byte header, body, optional 4-byte trailer) as an RTMP message; the FLV file
-    /// header is skipped. Returns the bytes now waiting in [`Publisher::take_output`].
+    /// header is skipped. The bytes wait in [`Publisher::take_output`].
     pub fn send_tag(&mut self, tag: &[u8]) -> Result<(), PublishError> {
         if tag.starts_with(b"FLV") || matches!(self.state, State::Unpublished) {
             return Ok(());
