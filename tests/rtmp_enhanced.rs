@@ -158,22 +158,26 @@ async fn malformed_av1_frames_are_dropped_and_the_passthrough_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_decodes_an_av1_publisher_passed_through() {
+    chromium_decodes_passed_through("av1web", ExVideo::Av1, "video/AV1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_decodes_a_vp9_publisher_passed_through() {
+    chromium_decodes_passed_through("vp9web", ExVideo::Vp9, "video/VP9").await;
+}
+
+/// Headless Chromium pulls a passthrough ingress's tracks (`video` published as `name`) and decodes them:
+/// the codec it reports is `mime`, 320x240 frames and audio energy.
+async fn chromium_decodes_passed_through(name: &str, video: ExVideo, mime: &str) {
     use common::browser;
     use common::rtmp::{APP, SECRET};
     let setup = start();
-    let ingress = passthrough_ingress(&setup, "av1web").await;
+    let ingress = passthrough_ingress(&setup, name).await;
     let id = ingress["id"].as_str().unwrap().to_string();
     let key = ingress["streamKey"].as_str().unwrap().to_string();
     let addr = setup.rtmp.clone();
     let publisher = tokio::spawn(async move {
-        ertmp::publish(
-            &addr,
-            &key,
-            Some(ExVideo::Av1),
-            Some(ExAudio::Opus),
-            Duration::from_secs(30),
-        )
-        .await
+        ertmp::publish(&addr, &key, Some(video), Some(ExAudio::Opus), Duration::from_secs(30)).await
     });
     let live = setup
         .wait_ingress(&id, "live with 2 tracks", |i| {
@@ -181,11 +185,18 @@ async fn chromium_decodes_an_av1_publisher_passed_through() {
         })
         .await;
     let session = live["sfu"]["sessionId"].as_str().unwrap();
-    let mut page =
-        browser::open_subscriber(&setup.sfu_api, APP, SECRET, session, ["av1web-video", "av1web-audio"]).await;
+    let tracks = [format!("{name}-video"), format!("{name}-audio")];
+    let mut page = browser::open_subscriber(
+        &setup.sfu_api,
+        APP,
+        SECRET,
+        session,
+        [tracks[0].as_str(), tracks[1].as_str()],
+    )
+    .await;
     let report = page.next_loop_report(Duration::from_secs(45)).await;
     assert!(report.ok, "{report:?}\n{}", page.diagnostics());
-    assert_eq!(report.video_codec.as_deref(), Some("video/AV1"), "{report:?}");
+    assert_eq!(report.video_codec.as_deref(), Some(mime), "{report:?}");
     assert!(report.frames_decoded > 30, "{report:?}");
     assert_eq!((report.frame_width, report.frame_height), (320, 240), "{report:?}");
     assert!(
