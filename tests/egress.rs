@@ -242,6 +242,62 @@ async fn a_failing_output_leaves_the_others_untouched() {
     assert_eq!(decode_errors(&recording), "");
 }
 
+/// A destination that hangs (accepts the publication, then stops reading) is given up once it has taken
+/// no data for 10 s, and retried; the new connection starts clean: the AVC sequence header, then a
+/// keyframe, before any other video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_destination_is_given_up_after_the_write_deadline_and_the_retry_starts_clean() {
+    use common::rtmp_sink::RtmpSink;
+    let mut setup = start();
+    let sink = RtmpSink::start().await;
+    let (session, _publisher) = live_source(&setup, "hung", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "hung-video"}, {"sessionId": session, "trackName": "hung-audio"}],
+            "outputs": [{"url": sink.url("hung")}],
+            "video": {"width": 640, "height": 360, "fps": 25, "bitrateKbps": 1500},
+        }),
+    )
+    .await;
+    let videos = |connection: usize| {
+        let seen = sink.seen.lock().unwrap();
+        seen.connections
+            .get(connection)
+            .map_or(0, |c| c.iter().filter(|m| m.video).count())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while videos(0) < 25 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.seen.lock().unwrap().frozen.push(0);
+    let line = setup
+        .gateway
+        .wait_for_log("the server took no data for 10 s", Duration::from_secs(30));
+    assert!(line.contains("egress output down"), "{line}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while videos(1) < 25 {
+        assert!(tokio::time::Instant::now() < deadline, "the output did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let egress = get_egress(&setup, &id).await;
+    assert_eq!(egress["outputs"][0]["state"], "active", "{egress}");
+    assert!(egress["outputs"][0]["reconnects"].as_u64().unwrap() >= 1, "{egress}");
+    let retry: Vec<[u8; 2]> = sink.seen.lock().unwrap().connections[1]
+        .iter()
+        .filter(|m| m.video)
+        .map(|m| m.head)
+        .collect();
+    assert_eq!(
+        retry[0],
+        [0x17, 0x00],
+        "the AVC sequence header first: {:x?}",
+        &retry[..3]
+    );
+    assert_eq!(retry[1], [0x17, 0x01], "then a keyframe: {:x?}", &retry[..3]);
+}
+
 /// A file output: a fragmented MP4 recording in `egress.recordings_dir`, readable as H.264 + AAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_records_fragmented_mp4() {

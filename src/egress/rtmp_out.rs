@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// FLV tags written in one batch at most.
 const BATCH: usize = 32;
+/// The socket's send buffer (Linux doubles it): at most a few seconds of media wait in the kernel for a
+/// congested destination (autotuning would let 4 MiB, 10+ s, pile up there); beyond it the output's own queue
+/// fills and drops to the next keyframe. Still several times the bandwidth-delay product of a 20 Mbit/s
+/// stream at 200 ms.
+const SEND_BUFFER: u32 = 512 * 1024;
 
 /// The TLS client configuration of rtmps:// outputs: the system's root certificates, and the CAs of
 /// `extra_ca` (a PEM file; for private servers) when given.
@@ -82,7 +87,14 @@ impl Connection {
         let mut last = String::from("the host has no address");
         let mut tcp = None;
         for addr in addrs {
-            match timeout_at(deadline, TcpStream::connect(addr)).await {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            };
+            let socket = socket.map_err(|e| format!("cannot open a socket: {e}"))?;
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+            match timeout_at(deadline, socket.connect(addr)).await {
                 Ok(Ok(stream)) => {
                     tcp = Some(stream);
                     break;

@@ -9,6 +9,7 @@ pub mod media;
 pub mod nginx;
 pub mod rtmp;
 pub mod rtmp_client;
+pub mod rtmp_sink;
 pub mod sip;
 
 use std::io::{BufRead, BufReader};
