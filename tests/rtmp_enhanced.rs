@@ -40,7 +40,7 @@ async fn published(setup: &Setup, ingress: Value, name: &str, video: ExVideo, au
     let (pictures, first, last, frames, codec) = &received[&subscribed[0].mid];
     // The track carries what was published when it passes through, H.264 when it is transcoded.
     let expected_codec = match (path, video) {
-        ("passthrough", ExVideo::Vp9) => Codec::Vp9,
+        ("passthrough", ExVideo::Vp9 | ExVideo::Vp9WithGarbage) => Codec::Vp9,
         ("passthrough", _) => Codec::Av1,
         _ => Codec::H264,
     };
@@ -134,18 +134,20 @@ async fn vp9_passes_through_to_webrtc_when_passthrough_is_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_av1_frames_are_dropped_and_the_passthrough_goes_on() {
+    malformed_frames_are_dropped("av1bad", ExVideo::Av1WithGarbage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_vp9_frames_are_dropped_and_the_passthrough_goes_on() {
+    malformed_frames_are_dropped("vp9bad", ExVideo::Vp9WithGarbage).await;
+}
+
+/// Every 30th frame of `video` is garbage: each is dropped (counted), the rest still decode at the
+/// subscriber, and the ingress stays live.
+async fn malformed_frames_are_dropped(name: &str, video: ExVideo) {
     let setup = start();
-    let ingress = passthrough_ingress(&setup, "av1bad").await;
-    // Every 30th temporal unit is garbage: each is dropped (counted), the rest still decode at the subscriber.
-    let now = published(
-        &setup,
-        ingress,
-        "av1bad",
-        ExVideo::Av1WithGarbage,
-        ExAudio::Opus,
-        "passthrough",
-    )
-    .await;
+    let ingress = passthrough_ingress(&setup, name).await;
+    let now = published(&setup, ingress, name, video, ExAudio::Opus, "passthrough").await;
     let stats = &now["stats"];
     let (video_in, video_out, dropped) = (
         stats["videoFramesIn"].as_u64().unwrap(),

@@ -24,6 +24,9 @@ pub enum ExVideo {
     /// VP9, sequence start = vpcC (as ffmpeg writes it: version and flags, then the record); frames as the
     /// encoder made them.
     Vp9,
+    /// [`ExVideo::Vp9`] with the last frame before each keyframe (every 30th) replaced by bytes that are no
+    /// VP9 frame (no frame marker).
+    Vp9WithGarbage,
 }
 
 /// The audio codec the publisher sends (both as Enhanced RTMP audio).
@@ -56,7 +59,9 @@ fn video_source(video: ExVideo) -> EncodedSource {
             "av1enc usage-profile=realtime cpu-used=9 keyframe-max-dist=30 ! \
              av1parse ! video/x-av1,stream-format=obu-stream,alignment=tu"
         }
-        ExVideo::Vp9 => "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=500000 ! video/x-vp9",
+        ExVideo::Vp9 | ExVideo::Vp9WithGarbage => {
+            "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=500000 ! video/x-vp9"
+        }
     };
     start_source(
         "ertmp-video",
@@ -140,10 +145,15 @@ fn video_tags(video: ExVideo, frame: &[u8], keyframe: bool, index: u64, record: 
                 .collect();
             tags.push([fourcc_header(EX | frame_type | 1, b"av01"), kept].concat());
         }
-        ExVideo::Vp9 => {
+        ExVideo::Vp9 | ExVideo::Vp9WithGarbage => {
             if let Some(vpcc) = record.take() {
                 tags.push([fourcc_header(EX | (1 << 4), b"vp09"), vpcc].concat());
             }
+            let frame = if video == ExVideo::Vp9WithGarbage && index % 30 == 29 {
+                &[0x00, 0xde, 0xad, 0xbe, 0xef][..]
+            } else {
+                frame
+            };
             tags.push([fourcc_header(EX | frame_type | 1, b"vp09"), frame.to_vec()].concat());
         }
     }
@@ -190,7 +200,7 @@ pub async fn publish(
                         ExVideo::Hevc => codec_data(source).ok_or("no hvcC")?,
                         ExVideo::Av1 | ExVideo::Av1WithGarbage => Vec::new(), // from the first sequence header OBU
                         // vpcC v1: profile 0, level 3.0, 8 bits 4:2:0 (colocated), BT.709, no init data.
-                        ExVideo::Vp9 => vec![1, 0, 0, 0, 0, 30, 0x82, 1, 1, 1, 0, 0],
+                        ExVideo::Vp9 | ExVideo::Vp9WithGarbage => vec![1, 0, 0, 0, 0, 30, 0x82, 1, 1, 1, 0, 0],
                     });
                 }
                 let ms = (frame.pts_ns.saturating_sub(*video_base.get_or_insert(frame.pts_ns)) / 1_000_000) as u32;
