@@ -132,9 +132,34 @@ async fn a_room_egress_lays_out_a_grid_that_follows_joins_and_leaves() {
             json!({"room": "stage", "layout": "mosaic", "outputs": [{"url": nginx.url("x")}]}),
             400,
         ),
+        // RTMP URLs without a stream name, with a bad port, or of another scheme.
+        (
+            json!({"room": "stage", "outputs": [{"url": "rtmp://127.0.0.1/live"}]}),
+            422,
+        ),
+        (
+            json!({"room": "stage", "outputs": [{"url": "rtmp://127.0.0.1:port/live/k"}]}),
+            422,
+        ),
+        (
+            json!({"room": "stage", "outputs": [{"url": "srt://127.0.0.1:9000/live/k"}]}),
+            422,
+        ),
     ] {
-        let (got, _) = setup.post("/v1/egresses", &body).await;
+        let (got, answer) = setup.post("/v1/egresses", &body).await;
         assert_eq!(got, status, "{body}");
+        let bad_url = body["outputs"][0]["url"]
+            .as_str()
+            .is_some_and(|u| !u.starts_with(&nginx.url("")));
+        if bad_url {
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("outputs[0].url"),
+                "{answer}"
+            );
+        }
     }
     let red = publish(&setup, "red", "stage", "red", TONE).await;
     let _lime = publish(&setup, "lime", "stage", "lime", TONE2).await;
