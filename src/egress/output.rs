@@ -85,32 +85,31 @@ pub enum Target {
     Hls(std::path::PathBuf),
 }
 
-impl Target {
-    /// The pipeline of a file or HLS output (an RTMP output has none).
-    fn describe(&self) -> String {
-        match self {
-            Target::Rtmp(..) => String::new(),
-            Target::File(path) => format!(
-                "appsrc name=src format=time is-live=true ! flvdemux name=demux \
-                 demux.video ! queue ! h264parse ! rec.video demux.audio ! queue ! aacparse ! rec.audio_0 \
-                 splitmuxsink name=rec async-finalize=true muxer-factory=mp4mux \
-                 muxer-properties=\"properties,fragment-duration=(uint)1000\" max-size-time=600000000000 \
-                 location=\"{}_%05d.mp4\"",
-                path.display().to_string().replace('"', "")
-            ),
-            Target::Hls(dir) => {
-                let dir = dir.display().to_string().replace('"', "");
-                format!(
-                    "appsrc name=src format=time is-live=true ! flvdemux name=demux \
-                     demux.video ! queue ! h264parse ! hls.video demux.audio ! queue ! aacparse ! hls.audio \
-                     hlssink2 name=hls target-duration=2 playlist-length=6 max-files=12 \
-                     send-keyframe-requests=false location=\"{dir}/segment%05d.ts\" \
-                     playlist-location=\"{dir}/index.m3u8\""
-                )
-            }
-        }
-    }
+/// The pipeline of a file output: fragmented MP4 of 1 s fragments, a new file every 10 minutes.
+fn file_pipeline(path: &std::path::Path) -> String {
+    format!(
+        "appsrc name=src format=time is-live=true ! flvdemux name=demux \
+         demux.video ! queue ! h264parse ! rec.video demux.audio ! queue ! aacparse ! rec.audio_0 \
+         splitmuxsink name=rec async-finalize=true muxer-factory=mp4mux \
+         muxer-properties=\"properties,fragment-duration=(uint)1000\" max-size-time=600000000000 \
+         location=\"{}_%05d.mp4\"",
+        path.display().to_string().replace('"', "")
+    )
+}
 
+/// The pipeline of an HLS output.
+fn hls_pipeline(dir: &std::path::Path) -> String {
+    let dir = dir.display().to_string().replace('"', "");
+    format!(
+        "appsrc name=src format=time is-live=true ! flvdemux name=demux \
+         demux.video ! queue ! h264parse ! hls.video demux.audio ! queue ! aacparse ! hls.audio \
+         hlssink2 name=hls target-duration=2 playlist-length=6 max-files=12 \
+         send-keyframe-requests=false location=\"{dir}/segment%05d.ts\" \
+         playlist-location=\"{dir}/index.m3u8\""
+    )
+}
+
+impl Target {
     /// The target as it may be logged (stream key redacted).
     fn shown(&self) -> String {
         match self {
@@ -245,8 +244,13 @@ async fn run(
             Target::Rtmp(url, tls) => {
                 super::rtmp_out::attempt(url, tls, &tag_headers, &mut frames, &cancel, &mut progress).await
             }
-            Target::File(_) | Target::Hls(_) => {
-                pipeline_attempt(&target, &caps, &headers, &mut frames, &cancel, &mut progress).await
+            Target::File(path) => {
+                let description = file_pipeline(path);
+                pipeline_attempt(&description, &caps, &headers, &mut frames, &cancel, &mut progress).await
+            }
+            Target::Hls(dir) => {
+                let description = hls_pipeline(dir);
+                pipeline_attempt(&description, &caps, &headers, &mut frames, &cancel, &mut progress).await
             }
         };
         let Attempt::Down(reason) = attempt else { return };
@@ -264,16 +268,16 @@ async fn run(
     }
 }
 
-/// One attempt of a file or HLS output: its own small pipeline fed with the FLV bytes.
+/// One attempt of a file or HLS output: its own small pipeline (`description`) fed with the FLV bytes.
 async fn pipeline_attempt(
-    target: &Target,
+    description: &str,
     caps: &gst::Caps,
     headers: &[gst::Buffer],
     frames: &mut mpsc::Receiver<Sequenced>,
     cancel: &CancellationToken,
     progress: &mut Progress,
 ) -> Attempt {
-    let started = PipelineGuard::parse("egress-output", &target.describe()).and_then(|guard| {
+    let started = PipelineGuard::parse("egress-output", description).and_then(|guard| {
         guard.element("src")?.set_property("caps", caps);
         let pusher = FramePusher::new(&guard, "src")?;
         let ended = guard.start()?;
