@@ -6,7 +6,6 @@ use crate::egress::output::Target;
 use crate::egress::session::{self, EgressDeps, Sources};
 use crate::egress::store::{AudioOut, EgressSpec, TrackRef, VideoOut};
 use crate::error::ErrorClass;
-use crate::redact::Secret;
 use crate::rooms::validate_room_name;
 use crate::supervisor::SessionKind;
 use axum::Router;
@@ -91,13 +90,13 @@ fn targets(state: &AppState, outputs: &[Output]) -> Result<Vec<Target>, ApiError
     for (i, output) in outputs.iter().enumerate() {
         let target = match (&output.url, &output.file, &output.hls) {
             (Some(url), None, None) => {
-                if let Err(e) = crate::egress::publish::RtmpUrl::parse(url) {
-                    return Err(invalid(
+                let url = crate::egress::publish::RtmpUrl::parse(url).map_err(|e| {
+                    invalid(
                         &format!("outputs[{i}].url"),
                         &format!("must be rtmp[s]://host[:port]/app/stream ({e})"),
-                    ));
-                }
-                Target::Rtmp(Secret::new(url.clone()), state.egress_tls.clone())
+                    )
+                })?;
+                Target::Rtmp(url, state.egress_tls.clone())
             }
             (None, Some(name), None) | (None, None, Some(name)) => {
                 let field = if output.file.is_some() { "file" } else { "hls" };

@@ -7,7 +7,6 @@
 use super::store::{EgressState, EgressStore};
 use crate::media::PipelineGuard;
 use crate::media::frames::{Frame, FramePusher};
-use crate::redact::Secret;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
@@ -77,7 +76,7 @@ const QUEUE: usize = 512;
 pub enum Target {
     /// An rtmp:// or rtmps:// URL (its key is a secret), published by our own RTMP client
     /// (`rtmp_out.rs`); rtmps:// verifies the server with this TLS configuration.
-    Rtmp(Secret, Arc<rustls::ClientConfig>),
+    Rtmp(super::publish::RtmpUrl, Arc<rustls::ClientConfig>),
     /// A fragmented MP4 recording: files `{path}_00000.mp4`, ... (a new file every 10 minutes).
     File(std::path::PathBuf),
     /// Live HLS in a directory: `index.m3u8` over the last 6 segments of ~2 s (`segment00000.ts`, ...; the
@@ -113,7 +112,7 @@ impl Target {
     /// The target as it may be logged (stream key redacted).
     fn shown(&self) -> String {
         match self {
-            Target::Rtmp(url, _) => super::store::redact_url(url.expose()),
+            Target::Rtmp(url, _) => format!("{}/{}", url.tc_url, crate::redact::REDACTED),
             Target::File(path) | Target::Hls(path) => path.display().to_string(),
         }
     }

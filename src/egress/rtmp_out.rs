@@ -6,7 +6,6 @@
 use super::output::{Admit, Attempt, Gate, Progress, Sequenced};
 use super::publish::{PublishError, Publisher, RtmpUrl};
 use crate::config::ConfigError;
-use crate::redact::Secret;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -179,25 +178,21 @@ impl Connection {
 /// One attempt of an RTMP output: connect and publish, then send from the next video keyframe on (after
 /// the stream headers of the caps) until the connection fails or the egress stops.
 pub(super) async fn attempt(
-    url: &Secret,
+    url: &RtmpUrl,
     tls: &Arc<ClientConfig>,
     headers: &[Vec<u8>],
     frames: &mut mpsc::Receiver<Sequenced>,
     cancel: &CancellationToken,
     progress: &mut Progress,
 ) -> Attempt {
-    let parsed = match RtmpUrl::parse(url.expose()) {
-        Ok(parsed) => parsed,
-        Err(e) => return Attempt::Down(e.to_string()),
-    };
-    let key = parsed.stream.clone();
+    let key = url.stream.clone();
     let redact = |reason: String| match key.expose().len() {
         0 => reason,
         _ => reason.replace(key.expose().as_str(), crate::redact::REDACTED),
     };
     let mut connection = tokio::select! {
         () = cancel.cancelled() => return Attempt::Cancelled,
-        opened = Connection::open(parsed, tls) => match opened {
+        opened = Connection::open(url.clone(), tls) => match opened {
             Ok(connection) => connection,
             Err(reason) => return Attempt::Down(redact(reason)),
         },
