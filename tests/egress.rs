@@ -96,6 +96,39 @@ async fn audio_only_source_gets_a_black_picture() {
     assert!(rms > 0.02, "the sound is silent: {rms}");
 }
 
+/// A video-only egress: the destination still gets an audio stream (AAC silence) beside the source's picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_only_source_gets_silent_audio() {
+    let setup = start();
+    let nginx = NginxRtmp::start();
+    let (session, publisher) = live_source(&setup, "mute", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "mute-video"}],
+            "outputs": [{"url": nginx.url("mute")}],
+            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(publisher);
+    let recording = stop_and_wait(&setup, &id, &nginx, "mute").await;
+    let probed = probe(&recording);
+    let video = probed.video.as_ref().expect("a video stream");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 320, 180),
+        "{probed:?}"
+    );
+    assert_eq!(probed.audio.as_ref().expect("a (silent) audio stream").codec, "aac");
+    assert!(probed.duration >= 4.0, "{probed:?}");
+    assert_eq!(decode_errors(&recording), "");
+    let ((dark, light), rms) = picture_and_sound(&recording, "3");
+    assert!(light - dark > 100, "the source's picture is not there: {dark}..{light}");
+    assert!(rms < 0.001, "the audio is not silence: {rms}");
+}
+
 /// A browser source: Chromium publishes VP8 + Opus to the gateway's embedded SFU; the egress sends them to
 /// nginx as H.264 + AAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

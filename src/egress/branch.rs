@@ -131,8 +131,7 @@ impl Branch {
             return Err(build_error(format!("linking the branch: {e}")));
         }
         if video {
-            // Above the slate (zorder 0), scaled into its cell with black bars rather than stretched.
-            branch.pad.set_property("zorder", 1u32);
+            // Scaled into its cell with black bars rather than stretched.
             branch.pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
             branch.place(cell);
         }

@@ -1,4 +1,4 @@
-//! Broadcast egress: SFU tracks (named ones, or a whole room's) decoded, composited over a slate in a grid
+//! Broadcast egress: SFU tracks (named ones, or a whole room's) decoded, composited over a black background in a grid
 //! or speaker layout, re-encoded to H.264 + AAC and sent to RTMP(S) destinations, files and HLS.
 
 pub mod branch;

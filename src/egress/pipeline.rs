@@ -1,11 +1,14 @@
-//! The GStreamer pipeline of an egress: a black slate under a compositor and silence under an audio mixer (so
-//! the destination gets a valid stream from the first second, and audio-only or video-only sources still give
-//! both), encoded H.264 + AAC with the fragments of `pipelines/` and muxed to FLV once for every output. The
-//! sources are added to it while it plays, one branch per track (`branch.rs`).
+//! The GStreamer pipeline of an egress: a compositor and an audio mixer that run on the clock whether or not
+//! they have inputs (`force-live`), so the destination gets a valid stream — a black picture, silence — from
+//! the first second, and audio-only or video-only sources still give both; encoded H.264 + AAC with the
+//! fragments of `pipelines/` and muxed to FLV once for every output. The sources are added to it while it
+//! plays, one branch per track (`branch.rs`).
 
 use super::store::VideoOut;
 use crate::media::fragments::suffixed;
 use crate::media::{Fragments, MediaError};
+use gstreamer as gst;
+use gstreamer::prelude::*;
 
 /// The raw audio every source is mixed as (`branch.rs` measures its level in this format).
 pub const AUDIO_CAPS: &str = "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2";
@@ -28,19 +31,57 @@ pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaE
     };
     let (w, h, fps) = (video.width, video.height, video.fps);
     // I420 end to end: decoders give it and x264 takes it, so the compositor never converts (its default
-    // would be AYUV: two full-frame conversions per frame, most of an egress's CPU). The slate only has to
-    // keep the output going: a 16x16 black corner over the compositor's black background, not a full frame
-    // generated and copied 30 times a second.
+    // would be AYUV: two full-frame conversions per frame, most of an egress's CPU).
+    //
+    // No live test sources keep the mixers going: `force-live` makes each one produce its output on the clock
+    // (the black background, silence) when an input is late or there is none, and `async=false` on the sink
+    // lets the pipeline reach PLAYING without a first buffer (so the running time the sources are stamped
+    // with starts at once). A live slate and silence source under the mixers cost ~10 % of an egress's CPU:
+    // two more threads, and every output frame waited for both kinds of input.
     let raw = format!("video/x-raw,format=I420,width={w},height={h}");
     let d = format!(
-        "compositor name=mix background=black latency={LATENCY_NS} ! capsfilter caps=\"{raw},framerate={fps}/1\" ! \
-         {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! appsink name=flv sync=false \
-         videotestsrc is-live=true pattern=black ! \
-         capsfilter caps=\"video/x-raw,format=I420,width=16,height=16,framerate={fps}/1\" ! mix. \
-         audiomixer name=amix latency={LATENCY_NS} ! {} ! aacparse ! mux. \
-         audiotestsrc is-live=true wave=silence ! capsfilter caps=\"{AUDIO_CAPS}\" ! amix.",
+        "compositor name=mix background=black force-live=true latency={LATENCY_NS} ! \
+         capsfilter caps=\"{raw},framerate={fps}/1\" ! \
+         {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! \
+         appsink name=flv sync=false async=false \
+         audiomixer name=amix force-live=true latency={LATENCY_NS} ! \
+         {} ! aacparse ! mux.",
         fragment("video-encode-h264", "v")?,
         fragment("audio-encode-aac", "a")?,
     );
     Ok(d)
+}
+
+/// Keeps the mixers' output timestamps increasing: drops a buffer without a timestamp or not after the
+/// previous one. With `force-live`, GStreamer 1.22's mixers can put out such a buffer around the moment a
+/// source's pad is added while they run on their own clock; it reached the FLV as a frame stamped with the
+/// previous frame's time, which the MP4 muxer of a file output refuses ("Buffer has no PTS").
+pub fn keep_timestamps_increasing(pipeline: &gst::Pipeline) {
+    for name in ["mix", "amix"] {
+        let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("src")) else {
+            continue;
+        };
+        let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let previous = last.load(std::sync::atomic::Ordering::Relaxed);
+            match buffer.pts().map(|t| t.nseconds()) {
+                Some(pts) if previous == u64::MAX || pts > previous => {
+                    last.store(pts, std::sync::atomic::Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                }
+                pts => {
+                    tracing::debug!(
+                        mixer = name,
+                        ?pts,
+                        previous,
+                        "egress: dropped an output buffer out of time order"
+                    );
+                    gst::PadProbeReturn::Drop
+                }
+            }
+        });
+    }
 }
