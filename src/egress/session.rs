@@ -84,6 +84,9 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
         // A keyframe every 2 s, as streaming services require.
         ("encoder_v", "key-int-max", (egress.video.fps * 2).to_string()),
         ("encoder_a", "bitrate", (egress.audio.bitrate_kbps * 1000).to_string()),
+        // One encoding thread per egress: x264's slice threads cost CPU in hand-offs, and a gateway runs many
+        // egresses side by side (a 720p30 ultrafast frame takes a few ms on one core).
+        ("encoder_v", "threads", "1".to_string()),
     ] {
         if let Ok(element) = guard.element(name) {
             if element.has_property(property) {
