@@ -85,3 +85,46 @@ pub fn keep_timestamps_increasing(pipeline: &gst::Pipeline) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::PipelineGuard;
+    use gstreamer_app as gst_app;
+
+    #[test]
+    fn buffers_out_of_time_order_are_dropped() {
+        // `identity name=mix` stands in for the compositor: the probe goes on its src pad.
+        let guard = PipelineGuard::parse(
+            "probe-test",
+            "appsrc name=src format=time ! identity name=mix ! appsink name=out sync=false",
+        )
+        .expect("pipeline");
+        keep_timestamps_increasing(guard.pipeline());
+        let src = guard.element("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        let out = guard.element("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let _ended = guard.start().expect("start");
+        const MS: u64 = 1_000_000;
+        for pts in [
+            Some(0),
+            None,
+            Some(40 * MS),
+            Some(40 * MS),
+            Some(20 * MS),
+            Some(80 * MS),
+        ] {
+            let mut buffer = gst::Buffer::with_size(4).unwrap();
+            buffer
+                .get_mut()
+                .unwrap()
+                .set_pts(pts.map(gst::ClockTime::from_nseconds));
+            src.push_buffer(buffer).expect("push");
+        }
+        src.end_of_stream().expect("eos");
+        let mut seen = Vec::new();
+        while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+            seen.push(sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds() / MS));
+        }
+        assert_eq!(seen, vec![Some(0), Some(40), Some(80)]);
+    }
+}
