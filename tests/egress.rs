@@ -71,62 +71,53 @@ async fn rtmp_in_sfu_through_egress_out_to_nginx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_only_source_gets_a_black_picture() {
+    let (_nginx, recording, probed) = one_track_egress("radio", &[], 1, "radio-audio").await;
+    let ((dark, light), rms) = picture_and_sound(&recording, "3");
+    assert!(light < 40 && dark < 40, "the picture is not black: {dark}..{light}");
+    assert!(rms > 0.02, "the sound is silent: {rms}");
+    assert_eq!(probed.video.as_ref().expect("a (black) video stream").codec, "h264");
+}
+
+/// A video-only egress: the destination still gets an audio stream (AAC silence) beside the source's picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_only_source_gets_silent_audio() {
+    let (_nginx, recording, _) = one_track_egress("mute", BASELINE, 2, "mute-video").await;
+    let ((dark, light), rms) = picture_and_sound(&recording, "3");
+    assert!(light - dark > 100, "the source's picture is not there: {dark}..{light}");
+    assert!(rms < 0.001, "the audio is not silence: {rms}");
+}
+
+/// An RTMP publisher `name` (`video` options, `tracks` tracks) → an egress of its track `track` alone → nginx,
+/// for 6 s; returns nginx (keep it), the recording, and what ffprobe sees in it: a 320x180 picture and AAC
+/// audio whichever kind the track is, at least 4 s long, decoding without errors.
+async fn one_track_egress(
+    name: &str,
+    video: &[&str],
+    tracks: usize,
+    track: &str,
+) -> (NginxRtmp, std::path::PathBuf, common::nginx::Probe) {
     let setup = start();
     let nginx = NginxRtmp::start();
-    let (session, publisher) = live_source(&setup, "radio", &[], 1).await;
+    let (session, publisher) = live_source(&setup, name, video, tracks).await;
     let id = create_egress(
         &setup,
         json!({
-            "tracks": [{"sessionId": session, "trackName": "radio-audio"}],
-            "outputs": [{"url": nginx.url("radio")}],
+            "tracks": [{"sessionId": session, "trackName": track}],
+            "outputs": [{"url": nginx.url(name)}],
             "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
         }),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await; // let some seconds of the stream reach nginx
     drop(publisher);
-    let recording = stop_and_wait(&setup, &id, &nginx, "radio").await;
+    let recording = stop_and_wait(&setup, &id, &nginx, name).await;
     let probed = probe(&recording);
-    let video = probed.video.as_ref().expect("a (black) video stream");
-    assert_eq!((video.width, video.height), (320, 180), "{probed:?}");
-    assert_eq!(probed.audio.as_ref().expect("audio").codec, "aac");
-    assert!(probed.duration >= 4.0, "{probed:?}");
-    let ((dark, light), rms) = picture_and_sound(&recording, "3");
-    assert!(light < 40 && dark < 40, "the slate is not black: {dark}..{light}");
-    assert!(rms > 0.02, "the sound is silent: {rms}");
-}
-
-/// A video-only egress: the destination still gets an audio stream (AAC silence) beside the source's picture.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_only_source_gets_silent_audio() {
-    let setup = start();
-    let nginx = NginxRtmp::start();
-    let (session, publisher) = live_source(&setup, "mute", BASELINE, 2).await;
-    let id = create_egress(
-        &setup,
-        json!({
-            "tracks": [{"sessionId": session, "trackName": "mute-video"}],
-            "outputs": [{"url": nginx.url("mute")}],
-            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
-        }),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    drop(publisher);
-    let recording = stop_and_wait(&setup, &id, &nginx, "mute").await;
-    let probed = probe(&recording);
-    let video = probed.video.as_ref().expect("a video stream");
-    assert_eq!(
-        (video.codec.as_str(), video.width, video.height),
-        ("h264", 320, 180),
-        "{probed:?}"
-    );
-    assert_eq!(probed.audio.as_ref().expect("a (silent) audio stream").codec, "aac");
+    let picture = probed.video.as_ref().expect("a video stream");
+    assert_eq!((picture.width, picture.height), (320, 180), "{probed:?}");
+    assert_eq!(probed.audio.as_ref().expect("an audio stream").codec, "aac");
     assert!(probed.duration >= 4.0, "{probed:?}");
     assert_eq!(decode_errors(&recording), "");
-    let ((dark, light), rms) = picture_and_sound(&recording, "3");
-    assert!(light - dark > 100, "the source's picture is not there: {dark}..{light}");
-    assert!(rms < 0.001, "the audio is not silence: {rms}");
+    (nginx, recording, probed)
 }
 
 /// A browser source: Chromium publishes VP8 + Opus to the gateway's embedded SFU; the egress sends them to
