@@ -36,7 +36,7 @@ pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaE
     // No live test sources keep the mixers going: `force-live` makes each one produce its output on the clock
     // (the black background, silence) when an input is late or there is none, and `async=false` on the sink
     // lets the pipeline reach PLAYING without a first buffer (so the running time the sources are stamped
-    // with starts at once). A live slate and silence source under the mixers cost ~10 % of an egress's CPU:
+    // with starts at once). A live slate and silence source under the mixers cost ~7 % of an egress's CPU:
     // two more threads, and every output frame waited for both kinds of input.
     let raw = format!("video/x-raw,format=I420,width={w},height={h}");
     let d = format!(
