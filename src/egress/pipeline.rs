@@ -9,6 +9,7 @@ use crate::media::fragments::suffixed;
 use crate::media::{Fragments, MediaError};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The raw audio every source is mixed as (`branch.rs` measures its level in this format).
 pub const AUDIO_CAPS: &str = "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2";
@@ -61,15 +62,15 @@ pub fn keep_timestamps_increasing(pipeline: &gst::Pipeline) {
         let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("src")) else {
             continue;
         };
-        let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+        let last = AtomicU64::new(u64::MAX);
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
-            let previous = last.load(std::sync::atomic::Ordering::Relaxed);
+            let previous = last.load(Ordering::Relaxed);
             match buffer.pts().map(|t| t.nseconds()) {
                 Some(pts) if previous == u64::MAX || pts > previous => {
-                    last.store(pts, std::sync::atomic::Ordering::Relaxed);
+                    last.store(pts, Ordering::Relaxed);
                     gst::PadProbeReturn::Ok
                 }
                 pts => {
