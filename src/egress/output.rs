@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// A muxer buffer numbered by the egress (consecutive: a jump is a gap this output had to drop).
 pub type Sequenced = (u64, Frame);
 
-/// The FLV tag type of video.
-const FLV_VIDEO: u8 = 9;
+/// The FLV tag type of video (the first byte of a video tag).
+pub(super) const FLV_VIDEO_TAG: u8 = 9;
 
 /// Which muxer buffers an output sends, sans-IO: from the first video keyframe on (the stream headers
 /// first), and after a gap — buffers dropped because the output fell behind — again from the next video
@@ -57,7 +57,7 @@ impl Gate {
         if self.sending {
             return Admit::Send;
         }
-        if frame.keyframe && frame.data.first() == Some(&FLV_VIDEO) {
+        if frame.keyframe && frame.data.first() == Some(&FLV_VIDEO_TAG) {
             self.sending = true;
             let headers = !std::mem::replace(&mut self.started, true);
             return Admit::Start { headers };
@@ -328,7 +328,7 @@ mod tests {
             pts_ns: 0,
             keyframe,
             header: false,
-            data: vec![if video { FLV_VIDEO } else { 8 }, 0, 0],
+            data: vec![if video { FLV_VIDEO_TAG } else { 8 }, 0, 0],
         }
     }
 

@@ -28,9 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The first byte of an FLV video tag.
-const FLV_VIDEO_TAG: u8 = 9;
-
 /// Longest wait between two restarts of the main pipeline.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -190,7 +187,7 @@ pub async fn run(
                 end = &mut running.ended => break end.map(|e| e.to_string()).unwrap_or_else(|_| "stopped".into()),
                 flv = running.flv.recv() => {
                     let Some(flv) = flv else { continue };
-                    if !flv.header && flv.data.first() == Some(&FLV_VIDEO_TAG) {
+                    if !flv.header && flv.data.first() == Some(&super::output::FLV_VIDEO_TAG) {
                         if let Some(now) = running.guard.pipeline().current_running_time() {
                             // A frame is presented at capture + the playout delay: out − presentation + delay
                             // is capture → out, an upper bound of what the egress adds (it includes the path
