@@ -84,14 +84,22 @@ pub enum Target {
     Hls(std::path::PathBuf),
 }
 
+/// The front every file and HLS output shares: the FLV bytes demuxed and parsed into the `video` and `audio`
+/// pads of the element that writes them.
+fn demuxed(video: &str, audio: &str) -> String {
+    format!(
+        "appsrc name=src format=time is-live=true ! flvdemux name=demux \
+         demux.video ! queue ! h264parse ! {video} demux.audio ! queue ! aacparse ! {audio}"
+    )
+}
+
 /// The pipeline of a file output: fragmented MP4 of 1 s fragments, a new file every 10 minutes.
 fn file_pipeline(path: &std::path::Path) -> String {
     format!(
-        "appsrc name=src format=time is-live=true ! flvdemux name=demux \
-         demux.video ! queue ! h264parse ! rec.video demux.audio ! queue ! aacparse ! rec.audio_0 \
-         splitmuxsink name=rec async-finalize=true muxer-factory=mp4mux \
+        "{} splitmuxsink name=rec async-finalize=true muxer-factory=mp4mux \
          muxer-properties=\"properties,fragment-duration=(uint)1000\" max-size-time=600000000000 \
          location=\"{}_%05d.mp4\"",
+        demuxed("rec.video", "rec.audio_0"),
         path.display().to_string().replace('"', "")
     )
 }
@@ -100,11 +108,10 @@ fn file_pipeline(path: &std::path::Path) -> String {
 fn hls_pipeline(dir: &std::path::Path) -> String {
     let dir = dir.display().to_string().replace('"', "");
     format!(
-        "appsrc name=src format=time is-live=true ! flvdemux name=demux \
-         demux.video ! queue ! h264parse ! hls.video demux.audio ! queue ! aacparse ! hls.audio \
-         hlssink2 name=hls target-duration=2 playlist-length=6 max-files=12 \
+        "{} hlssink2 name=hls target-duration=2 playlist-length=6 max-files=12 \
          send-keyframe-requests=false location=\"{dir}/segment%05d.ts\" \
-         playlist-location=\"{dir}/index.m3u8\""
+         playlist-location=\"{dir}/index.m3u8\"",
+        demuxed("hls.video", "hls.audio")
     )
 }
 
