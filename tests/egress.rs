@@ -322,6 +322,87 @@ async fn a_hung_destination_is_given_up_after_the_write_deadline_and_the_retry_s
     assert_eq!(retry[1], [0x17, 0x01], "then a keyframe: {:x?}", &retry[..3]);
 }
 
+/// A destination that stops reading for a few seconds (less than the 10 s write deadline) makes its output
+/// fall behind: the egress drops that output's buffers (its `dropped` count, a warning), and when the
+/// destination reads again the same connection carries on after a gap that ends with a video keyframe, so
+/// it never gets a frame that refers to one it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_falls_behind_keeps_its_connection_and_resumes_at_a_keyframe() {
+    use common::rtmp_sink::RtmpSink;
+    let mut setup = start();
+    let sink = RtmpSink::start().await;
+    let (session, _publisher) = live_source(&setup, "behind", BASELINE, 2).await;
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "behind-video"}, {"sessionId": session, "trackName": "behind-audio"}],
+            "outputs": [{"url": sink.url("behind")}],
+            "video": {"width": 640, "height": 360, "fps": 30, "bitrateKbps": 1500},
+        }),
+    )
+    .await;
+    let videos = || {
+        let seen = sink.seen.lock().unwrap();
+        seen.connections
+            .first()
+            .map_or(0, |c| c.iter().filter(|m| m.video).count())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while videos() < 25 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.seen.lock().unwrap().frozen.push(0);
+    // The kernel's buffers fill, then the output's queue; from then on its buffers are dropped. The
+    // destination reads again well before the write deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let egress = get_egress(&setup, &id).await;
+        if egress["outputs"][0]["dropped"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the frozen output never dropped: {egress}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = setup
+        .gateway
+        .wait_for_log("egress output fell behind", Duration::from_secs(5));
+    assert!(line.contains(&id) && !line.contains("/live/behind"), "{line}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sink.seen.lock().unwrap().frozen.clear();
+    let resumed = videos() + 90;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while videos() < resumed {
+        assert!(tokio::time::Instant::now() < deadline, "the output did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let egress = get_egress(&setup, &id).await;
+    assert_eq!(egress["outputs"][0]["reconnects"], 0, "{egress}");
+    assert_eq!(egress["outputs"][0]["state"], "active", "{egress}");
+    let seen = sink.seen.lock().unwrap();
+    assert_eq!(seen.connections.len(), 1, "the output reconnected");
+    let video: Vec<_> = seen.connections[0].iter().filter(|m| m.video).collect();
+    let gaps: Vec<usize> = (1..video.len())
+        .filter(|&i| video[i].ms > video[i - 1].ms + 500)
+        .collect();
+    assert!(
+        !gaps.is_empty(),
+        "no gap in the video timestamps though buffers were dropped"
+    );
+    for i in gaps {
+        assert_eq!(
+            video[i].head,
+            [0x17, 0x01],
+            "after the gap {} → {} ms the stream goes on with a delta frame",
+            video[i - 1].ms,
+            video[i].ms
+        );
+    }
+}
+
 /// A file output: a fragmented MP4 recording in `egress.recordings_dir`, readable as H.264 + AAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_records_fragmented_mp4() {

@@ -223,7 +223,7 @@ pub(super) async fn list(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({"egresses": state.egresses.list()}))
 }
 
-#[utoipa::path(get, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 200, description = "State and per-output {url (key redacted), state, reconnects}", body = Object), (status = 404)))]
+#[utoipa::path(get, path = "/v1/egresses/{id}", tag = "egresses", params(("id" = String, Path)), responses((status = 200, description = "State and per-output {url (key redacted), state, reconnects, bytes, bitrateBps, dropped}", body = Object), (status = 404)))]
 pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     let egress = state.egresses.get(&id).ok_or_else(|| ApiError::not_found("egress"))?;
     Ok(axum::Json(serde_json::to_value(egress).unwrap_or(Value::Null)))

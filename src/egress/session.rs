@@ -5,7 +5,7 @@
 //! if it fails itself.
 
 use super::composite::{Composite, Pushed, TrackInfo};
-use super::output::Sequenced;
+use super::fanout::Fanout;
 use super::pipeline;
 pub use super::sources::Sources;
 use super::sources::{
@@ -173,9 +173,7 @@ pub async fn run(
         let outputs_stop = ctx.cancel_token().child_token();
         // Outputs stop with this attempt, however it ends.
         let _outputs_guard = outputs_stop.clone().drop_guard();
-        let mut senders: Vec<mpsc::Sender<Sequenced>> = Vec::new();
-        // Numbers the muxer's buffers, so an output that had to drop some sees the gap.
-        let mut seq = 0u64;
+        let mut fanout = Fanout::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut levels = tokio::time::interval(super::speaker::TICK);
         let mut frames = 0u64;
@@ -196,7 +194,7 @@ pub async fn run(
                             added_latency.record((now.nseconds() + hold).saturating_sub(flv.pts_ns) as f64 / 1e9);
                         }
                     }
-                    if senders.is_empty() {
+                    if fanout.is_empty() {
                         // The first buffer fixes the caps (with the FLV stream headers) every output starts from.
                         let caps = running.guard.element("flv").ok()
                             .and_then(|sink| sink.static_pad("sink"))
@@ -204,15 +202,11 @@ pub async fn run(
                         let Some(caps) = caps else { continue };
                         for (i, target) in outputs.iter().enumerate() {
                             let (sender, task) = super::output::spawn(deps.store.clone(), id.clone(), i, target.clone(), caps.clone(), outputs_stop.clone());
-                            senders.push(sender);
+                            fanout.add(sender);
                             output_tasks.push(task);
                         }
                     }
-                    seq += 1;
-                    for sender in &senders {
-                        // A slow output drops; it sees the gap and resumes at the next keyframe.
-                        let _ = sender.try_send((seq, flv.clone()));
-                    }
+                    fanout.send(&id, &flv);
                 }
                 frame = media_in.recv() => {
                     let Some(frame) = frame else { break 'attempts Err("the SFU peer stopped".into()) };
@@ -293,7 +287,8 @@ pub async fn run(
                         e.tracks = current;
                         e.sources = sources;
                     });
-                    if !senders.is_empty() {
+                    fanout.publish(&deps.store, &id);
+                    if !fanout.is_empty() {
                         overall(&deps.store, &id);
                         ctx.set_state(SessionState::Active);
                     }

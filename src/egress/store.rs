@@ -86,6 +86,9 @@ pub struct OutputView {
     pub bytes: u64,
     /// Bits per second handed to the destination over the last second.
     pub bitrate_bps: u64,
+    /// FLV buffers dropped because the destination took them slower than they came (the output then
+    /// resumed at the next video keyframe).
+    pub dropped: u64,
 }
 
 /// A source being composited, as the API shows it.
@@ -209,6 +212,7 @@ impl EgressStore {
                     reconnects: 0,
                     bytes: 0,
                     bitrate_bps: 0,
+                    dropped: 0,
                 })
                 .collect(),
             video,

@@ -20,7 +20,7 @@ pub struct Message {
 #[derive(Debug, Default)]
 pub struct Seen {
     pub connections: Vec<Vec<Message>>,
-    /// Connections (by index) that stop reading.
+    /// Connections (by index) that stop reading while they are listed here.
     pub frozen: Vec<usize>,
 }
 
@@ -69,8 +69,8 @@ async fn serve(mut stream: TcpStream, index: usize, seen: Arc<Mutex<Seen>>) {
     let mut session: Option<ServerSession> = None;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        if seen.lock().unwrap().frozen.contains(&index) {
-            std::future::pending::<()>().await;
+        while seen.lock().unwrap().frozen.contains(&index) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let Ok(n) = stream.read(&mut buf).await else { return };
         if n == 0 {
