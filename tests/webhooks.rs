@@ -1,6 +1,7 @@
 //! Webhooks from the real binary: an RTMP ingest's start and end reach a receiver started by the test, each
 //! once, with a valid signature; a receiver that fails at first gets the event again, and media is not held
 //! up meanwhile.
+//! An egress announces its failure and its state changes (degraded, active).
 
 mod common;
 
@@ -191,4 +192,72 @@ async fn an_egress_that_cannot_subscribe_reports_egress_failed() {
         .iter()
         .any(|(_, h, _)| h["x-gateway-event"] == "egress.started");
     assert!(!started, "an egress that never subscribed did not start");
+}
+
+/// The first event `kind` the receiver accepted: its position among the requests, and its body.
+async fn accepted(received: &Mutex<Received>, kind: &str, within: Duration) -> (usize, Value) {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = received
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .enumerate()
+            .find_map(|(i, (status, headers, body))| {
+                (*status == 200 && headers["x-gateway-event"] == kind)
+                    .then(|| (i, serde_json::from_slice::<Value>(body).unwrap()))
+            });
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no {kind} webhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An egress announces its state changes: `egress.degraded` while an output is down (its URL shown without
+/// the stream key), then `egress.active` once that destination is up and every output sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_state_changes_are_announced() {
+    use common::egress::{create_egress, live_source};
+    use common::nginx::NginxRtmp;
+    let (received, hook_url) = receiver().await;
+    let setup = start_with(&[
+        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
+        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
+    ]);
+    let nginx = NginxRtmp::start();
+    let (session, _publisher) = live_source(&setup, "stated", BASELINE, 2).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = create_egress(
+        &setup,
+        serde_json::json!({
+            "tracks": [{"sessionId": session, "trackName": "stated-video"}, {"sessionId": session, "trackName": "stated-audio"}],
+            "outputs": [{"url": nginx.url("good")}, {"url": format!("rtmp://127.0.0.1:{port}/live/late-secret-key")}],
+            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
+        }),
+    )
+    .await;
+    let (degraded_at, degraded) = accepted(&received, "egress.degraded", Duration::from_secs(20)).await;
+    let data = &degraded["data"];
+    assert_eq!(data["egressId"], id.as_str(), "{degraded}");
+    assert_eq!(data["state"], "degraded", "{degraded}");
+    assert_eq!(data["outputs"][1]["state"], "reconnecting", "{degraded}");
+    assert!(
+        !degraded.to_string().contains("late-secret-key"),
+        "the stream key reached a webhook: {degraded}"
+    );
+    let _late = NginxRtmp::start_on(Some(port));
+    let (active_at, active) = accepted(&received, "egress.active", Duration::from_secs(40)).await;
+    assert!(active_at > degraded_at, "active before degraded");
+    let data = &active["data"];
+    assert_eq!(data["state"], "active", "{active}");
+    assert_eq!(data["outputs"][0]["state"], "active", "{active}");
+    assert_eq!(data["outputs"][1]["state"], "active", "{active}");
+    assert!(data["outputs"][1]["reconnects"].as_u64().unwrap() >= 1, "{active}");
 }

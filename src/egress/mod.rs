@@ -12,5 +12,6 @@ pub mod rtmp_out;
 pub mod session;
 pub mod sources;
 pub mod speaker;
+pub mod state;
 pub mod store;
 pub mod sync;

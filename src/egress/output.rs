@@ -4,7 +4,7 @@
 //! playlist. A destination that refuses or drops the connection is retried with backoff (forever) without
 //! touching the other outputs; after a restart it resumes at the next keyframe.
 
-use super::store::{EgressState, EgressStore};
+use super::state::StateReport;
 use crate::media::PipelineGuard;
 use crate::media::frames::{Frame, FramePusher};
 use gstreamer as gst;
@@ -128,15 +128,21 @@ impl Target {
 /// Starts the task of output `index` of egress `egress`; returns where to send the FLV buffers, and the task
 /// (which ends after `cancel`, once a recording has written its last fragment).
 pub fn spawn(
-    store: EgressStore,
-    egress: String,
+    report: StateReport,
     index: usize,
     target: Target,
     caps: gst::Caps,
     cancel: CancellationToken,
 ) -> (mpsc::Sender<Sequenced>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(store, egress, index, target, caps, rx, cancel));
+    let progress = Progress {
+        report,
+        index,
+        bytes: 0,
+        this_second: 0,
+        went_active: false,
+    };
+    let task = tokio::spawn(run(progress, target, caps, rx, cancel));
     (tx, task)
 }
 
@@ -151,21 +157,14 @@ fn stream_headers(caps: &gst::Caps) -> Vec<gst::Buffer> {
     headers
 }
 
-fn set_state(store: &EgressStore, egress: &str, index: usize, state: &str, reconnected: bool) {
-    store.update(egress, |e| {
+/// Sets output `index`'s state (and counts a reconnect); the egress's state follows.
+fn set_state(report: &StateReport, index: usize, state: &str, reconnected: bool) {
+    report.update(|e| {
         if let Some(output) = e.outputs.get_mut(index) {
             output.state = state.to_string();
             if reconnected {
                 output.reconnects += 1;
             }
-        }
-        // The egress is active the moment its last output sends, degraded the moment one goes down (the
-        // session's tick only refreshes this).
-        let all_active = e.outputs.iter().all(|o| o.state == "active");
-        match e.state {
-            EgressState::Starting | EgressState::Degraded if all_active => e.state = EgressState::Active,
-            EgressState::Active if !all_active => e.state = EgressState::Degraded,
-            _ => {}
         }
     });
 }
@@ -180,8 +179,7 @@ pub(super) enum Attempt {
 
 /// What an output reports to the egress state: its state, bytes and bitrate.
 pub(super) struct Progress {
-    store: EgressStore,
-    egress: String,
+    report: StateReport,
     index: usize,
     /// Bytes sent over all attempts, and in the current second.
     bytes: u64,
@@ -194,7 +192,7 @@ impl Progress {
     /// The output started sending.
     pub(super) fn active(&mut self) {
         self.went_active = true;
-        set_state(&self.store, &self.egress, self.index, "active", false);
+        set_state(&self.report, self.index, "active", false);
     }
 
     /// `n` more bytes were handed to the destination.
@@ -207,7 +205,7 @@ impl Progress {
     pub(super) fn tick(&mut self) {
         let rate = std::mem::take(&mut self.this_second) * 8;
         let bytes = self.bytes;
-        self.store.update(&self.egress, |e| {
+        self.report.store.update(&self.report.egress, |e| {
             if let Some(output) = e.outputs.get_mut(self.index) {
                 output.bytes = bytes;
                 output.bitrate_bps = rate;
@@ -217,29 +215,20 @@ impl Progress {
 }
 
 async fn run(
-    store: EgressStore,
-    egress: String,
-    index: usize,
+    mut progress: Progress,
     target: Target,
     caps: gst::Caps,
     mut frames: mpsc::Receiver<Sequenced>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let (egress, index) = (progress.report.egress.clone(), progress.index);
     let headers = stream_headers(&caps);
     if let Target::Hls(dir) = &target {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::warn!(egress = %egress, output = index, error = %e, "cannot create the HLS directory");
         }
     }
-    let mut progress = Progress {
-        store: store.clone(),
-        egress: egress.clone(),
-        index,
-        bytes: 0,
-        this_second: 0,
-        went_active: false,
-    };
     let tag_headers: Vec<Vec<u8>> = headers
         .iter()
         .filter_map(|b| b.map_readable().ok().map(|m| m.as_slice().to_vec()))
@@ -264,7 +253,7 @@ async fn run(
             backoff = Duration::from_millis(500);
         }
         tracing::warn!(egress = %egress, output = index, target = %target.shown(), %reason, ?backoff, "egress output down; retrying");
-        set_state(&store, &egress, index, "reconnecting", true);
+        set_state(&progress.report, index, "reconnecting", true);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}

@@ -11,6 +11,7 @@ pub use super::sources::Sources;
 use super::sources::{
     IngressFollow, KeyframeAsks, follow_ingress, info, key, pulled, room_event, subscribe_named, switch_layers,
 };
+use super::state::StateReport;
 use super::store::{EgressState, EgressStore, TrackRef};
 use super::sync::PlayoutClock;
 use crate::media::frames::{Frame, appsink_frames};
@@ -101,18 +102,6 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
     })
 }
 
-/// The egress's overall state from its outputs' states.
-fn overall(store: &EgressStore, id: &str) {
-    store.update(id, |e| {
-        let all_active = e.outputs.iter().all(|o| o.state == "active");
-        e.state = if all_active {
-            EgressState::Active
-        } else {
-            EgressState::Degraded
-        };
-    });
-}
-
 /// Runs an egress until it is stopped or deleted.
 pub async fn run(
     ctx: SessionCtx,
@@ -157,6 +146,11 @@ pub async fn run(
     tracing::info!(egress = %id, tracks = tracks.len(), "egress subscribed");
     deps.webhooks
         .send("egress.started", serde_json::json!({"egressId": id}));
+    let report = StateReport {
+        store: deps.store.clone(),
+        webhooks: deps.webhooks.clone(),
+        egress: id.clone(),
+    };
     let mut backoff = Duration::from_millis(500);
     // Output tasks of every attempt: awaited at the end, so `ended` means the recordings are complete.
     let mut output_tasks = Vec::new();
@@ -201,7 +195,7 @@ pub async fn run(
                             .and_then(|pad| pad.current_caps());
                         let Some(caps) = caps else { continue };
                         for (i, target) in outputs.iter().enumerate() {
-                            let (sender, task) = super::output::spawn(deps.store.clone(), id.clone(), i, target.clone(), caps.clone(), outputs_stop.clone());
+                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), outputs_stop.clone());
                             fanout.add(sender);
                             output_tasks.push(task);
                         }
@@ -289,7 +283,6 @@ pub async fn run(
                     });
                     fanout.publish(&deps.store, &id);
                     if !fanout.is_empty() {
-                        overall(&deps.store, &id);
                         ctx.set_state(SessionState::Active);
                     }
                     backoff = Duration::from_millis(500);
@@ -298,8 +291,11 @@ pub async fn run(
         };
         drop(running.guard);
         tracing::warn!(egress = %id, reason = %ended, ?backoff, "egress pipeline stopped; restarting");
-        deps.store.update(&id, |e| {
-            e.state = EgressState::Degraded;
+        // Every output is down until the new pipeline's outputs send again.
+        report.update(|e| {
+            for output in &mut e.outputs {
+                output.state = "reconnecting".into();
+            }
             e.reason = Some(ended.clone());
         });
         ctx.set_state(SessionState::Reconnecting);
