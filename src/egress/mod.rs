@@ -7,6 +7,7 @@ pub mod fanout;
 pub mod layout;
 pub mod output;
 pub mod pipeline;
+pub mod priming;
 pub mod publish;
 pub mod rtmp_out;
 pub mod session;

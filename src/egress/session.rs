@@ -77,6 +77,7 @@ fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> 
     let description = pipeline::describe(&deps.fragments, egress.video)?;
     let guard = PipelineGuard::parse("egress", &description)?;
     pipeline::keep_timestamps_increasing(guard.pipeline());
+    super::priming::compensate(guard.pipeline(), "encoder_a");
     for (name, property, value) in [
         ("encoder_v", "bitrate", egress.video.bitrate_kbps.to_string()),
         // A keyframe every 2 s, as streaming services require.
