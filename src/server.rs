@@ -127,6 +127,10 @@ async fn serve(config: Config, fragments: Fragments) -> std::io::Result<ExitCode
         egress_cost: config.supervisor.costs.egress,
         recordings_dir: Some(config.egress.recordings_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
         egress_tls,
+        egress_timing: crate::egress::session::EgressTiming {
+            jitter: config.egress.jitter,
+            max_backoff: config.egress.retry_max_backoff,
+        },
         fragments: fragments.clone(),
         webhooks: webhooks.clone(),
         sip,

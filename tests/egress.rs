@@ -209,6 +209,46 @@ async fn a_destination_that_comes_back_is_not_given_up() {
     assert_eq!(get_egress(&setup, &id).await["state"], "active");
 }
 
+/// The wait between two attempts of a failed output is capped by `egress.retry_max_backoff`: with a 1 s cap a
+/// refused output is retried about once a second (with the default 30 s cap, after 1, 2 and 4 s: three times
+/// in 8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_wait_of_an_output_is_capped_as_configured() {
+    let setup = common::rtmp::start_with(&[("GATEWAY__EGRESS__RETRY_MAX_BACKOFF", "1s")]);
+    let (session, _publisher) = live_source(&setup, "capped", BASELINE, 2).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = create_egress(
+        &setup,
+        json!({
+            "tracks": [{"sessionId": session, "trackName": "capped-video"}, {"sessionId": session, "trackName": "capped-audio"}],
+            "outputs": [{"url": format!("rtmp://127.0.0.1:{port}/live/capped")}],
+            "video": {"width": 320, "height": 180, "fps": 15, "bitrateKbps": 300},
+        }),
+    )
+    .await;
+    let reconnects = |egress: &serde_json::Value| egress["outputs"][0]["reconnects"].as_u64().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let egress = get_egress(&setup, &id).await;
+        if reconnects(&egress) >= 1 {
+            break reconnects(&egress);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused output was not retried: {egress}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let egress = get_egress(&setup, &id).await;
+    let retried = reconnects(&egress) - first;
+    assert!(retried >= 6, "{retried} retries in 8 s with a 1 s cap: {egress}");
+}
+
 /// Failing outputs (nothing listens; a black hole that accepts the connection and never answers) do not
 /// disturb the good one: it records one continuous stream while the bad ones are retried — the black hole
 /// after the 10 s publishing deadline — and the egress reports itself degraded.

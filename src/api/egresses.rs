@@ -193,6 +193,7 @@ pub(super) async fn create(
         webhooks: state.webhooks.clone(),
         rooms: state.rooms.clone(),
         ingresses: state.ingresses.clone(),
+        timing: state.egress_timing,
     };
     let id = egress.id.clone();
     let spawned = state

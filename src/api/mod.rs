@@ -65,6 +65,8 @@ pub struct AppState {
     pub egress_cost: u32,
     /// Where file outputs of egresses are written (none: file outputs are refused).
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// The egresses' jitter allowance and retry cap (`[egress]`).
+    pub egress_timing: crate::egress::session::EgressTiming,
     /// TLS client configuration of rtmps:// egress outputs.
     pub egress_tls: std::sync::Arc<rustls::ClientConfig>,
     /// Pipeline fragments.

@@ -148,14 +148,33 @@ pub struct RoomsConfig {
 }
 
 /// `[egress]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
+    /// How late a source's frame may arrive and still be composited and mixed (the compositor's, mixer's and
+    /// muxer's latency): more absorbs more network jitter, less adds less delay. 0–1 s.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Longest wait between two attempts of a failed output (the wait starts at 0.5 s and doubles); outputs
+    /// are retried forever. 1 s – 1 h.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
     /// Directory of the egresses' MP4 recordings (`outputs: [{file: "name"}]`); empty: recordings are off.
     pub recordings_dir: PathBuf,
     /// A PEM file of CA certificates rtmps:// outputs trust besides the system's (a private server's CA);
     /// empty: the system's only.
     pub tls_ca_file: PathBuf,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            jitter: Duration::from_millis(150),
+            retry_max_backoff: Duration::from_secs(30),
+            recordings_dir: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
+        }
+    }
 }
 
 /// `[webhooks]`
@@ -612,6 +631,15 @@ impl Config {
                 "max_attempts and queue must be at least 1",
             ));
         }
+        if self.egress.jitter > Duration::from_secs(1) {
+            return Err(ConfigError::invalid("egress.jitter", "must be at most 1 s"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.egress.retry_max_backoff) {
+            return Err(ConfigError::invalid(
+                "egress.retry_max_backoff",
+                "must be between 1 s and 1 h",
+            ));
+        }
         if !self.egress.recordings_dir.as_os_str().is_empty() && !self.egress.recordings_dir.is_dir() {
             return Err(ConfigError::invalid(
                 "egress.recordings_dir",
@@ -799,6 +827,8 @@ mod tests {
             ("[sfu]\nmode = \"cloudflare\"\n", "sfu.app_id"),
             ("[sfu.embedded]\nudp = \"0.0.0.0:8789\"\n", "sfu.embedded.public_ips"),
             ("[rtmp]\nlisten = \"127.0.0.1:8080\"\n", "rtmp.listen"),
+            ("[egress]\njitter = \"2s\"\n", "egress.jitter"),
+            ("[egress]\nretry_max_backoff = \"100ms\"\n", "egress.retry_max_backoff"),
             (
                 "[[ingresses]]\nname = \"a b\"\nstream_key = \"0123456789abcdef\"\n",
                 "ingresses[0].name",

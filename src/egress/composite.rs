@@ -258,7 +258,8 @@ mod tests {
     fn videos_beyond_the_last_cell_wait_for_one() {
         let fragments = Fragments::load(None).expect("built-in fragments");
         let video = VideoOut::default();
-        let description = super::super::pipeline::describe(&fragments, video).expect("pipeline");
+        let description = super::super::pipeline::describe(&fragments, video, std::time::Duration::from_millis(150))
+            .expect("pipeline");
         let guard = crate::media::PipelineGuard::parse("egress-test", &description).expect("parse");
         let mut composite = Composite::new(guard.pipeline().clone(), Layout::Grid, video);
         // (The pipeline is not started: branches are added, nothing flows.)

@@ -66,8 +66,6 @@ impl Gate {
     }
 }
 
-/// Longest wait between two restarts of one output.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// FLV buffers waiting for one output; beyond it the output drops and resumes at a keyframe.
 const QUEUE: usize = 512;
 
@@ -132,6 +130,7 @@ pub fn spawn(
     index: usize,
     target: Target,
     caps: gst::Caps,
+    max_backoff: Duration,
     cancel: CancellationToken,
 ) -> (mpsc::Sender<Sequenced>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -142,7 +141,7 @@ pub fn spawn(
         this_second: 0,
         went_active: false,
     };
-    let task = tokio::spawn(run(progress, target, caps, rx, cancel));
+    let task = tokio::spawn(run(progress, target, caps, max_backoff, rx, cancel));
     (tx, task)
 }
 
@@ -218,6 +217,7 @@ async fn run(
     mut progress: Progress,
     target: Target,
     caps: gst::Caps,
+    max_backoff: Duration,
     mut frames: mpsc::Receiver<Sequenced>,
     cancel: CancellationToken,
 ) {
@@ -258,7 +258,7 @@ async fn run(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).min(max_backoff);
         while frames.try_recv().is_ok() {} // stale: resume from a fresh keyframe
     }
 }

@@ -14,13 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The raw audio every source is mixed as (`branch.rs` measures its level in this format).
 pub const AUDIO_CAPS: &str = "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2";
 
-/// Jitter allowance of the compositor and mixer, in nanoseconds.
-const LATENCY_NS: u64 = 150_000_000;
-
 /// The launch description of an egress pipeline: the compositor `mix` and the audio mixer `amix` take the
 /// sources' branches; the muxed FLV comes out of the appsink `flv` (each output has its own pipeline, see
-/// `output.rs`).
-pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaError> {
+/// `output.rs`). The compositor, the mixer and the muxer wait up to `jitter` for a late input.
+pub fn describe(fragments: &Fragments, video: VideoOut, jitter: std::time::Duration) -> Result<String, MediaError> {
+    let latency = jitter.as_nanos();
     let fragment = |name: &str, suffix: &str| {
         fragments
             .get(name)
@@ -41,11 +39,11 @@ pub fn describe(fragments: &Fragments, video: VideoOut) -> Result<String, MediaE
     // two more threads, and every output frame waited for both kinds of input.
     let raw = format!("video/x-raw,format=I420,width={w},height={h}");
     let d = format!(
-        "compositor name=mix background=black force-live=true latency={LATENCY_NS} ! \
+        "compositor name=mix background=black force-live=true latency={latency} ! \
          capsfilter caps=\"{raw},framerate={fps}/1\" ! \
-         {} ! h264parse ! flvmux name=mux streamable=true latency={LATENCY_NS} ! \
+         {} ! h264parse ! flvmux name=mux streamable=true latency={latency} ! \
          appsink name=flv sync=false async=false \
-         audiomixer name=amix force-live=true latency={LATENCY_NS} ! \
+         audiomixer name=amix force-live=true latency={latency} ! \
          {} ! aacparse ! mux.",
         fragment("video-encode-h264", "v")?,
         fragment("audio-encode-aac", "a")?,
@@ -92,6 +90,18 @@ mod tests {
     use super::*;
     use crate::media::PipelineGuard;
     use gstreamer_app as gst_app;
+
+    #[test]
+    fn the_mixers_and_the_muxer_wait_as_long_as_configured() {
+        let fragments = crate::media::Fragments::load(None).expect("built-in fragments");
+        let jitter = std::time::Duration::from_millis(40);
+        let description = describe(&fragments, VideoOut::default(), jitter).expect("description");
+        let guard = PipelineGuard::parse("jitter-test", &description).expect("pipeline");
+        for name in ["mix", "amix", "mux"] {
+            let latency: u64 = guard.element(name).unwrap().property("latency");
+            assert_eq!(latency, 40_000_000, "{name}");
+        }
+    }
 
     #[test]
     fn buffers_out_of_time_order_are_dropped() {

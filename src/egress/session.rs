@@ -29,8 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Longest wait between two restarts of the main pipeline.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How an egress absorbs jitter and retries (`[egress]` of the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct EgressTiming {
+    /// How late a frame may arrive and still be composited and mixed.
+    pub jitter: Duration,
+    /// Longest wait between two restarts of a pipeline or an output.
+    pub max_backoff: Duration,
+}
 
 /// What an egress session needs.
 #[derive(Clone)]
@@ -47,6 +53,8 @@ pub struct EgressDeps {
     pub rooms: Rooms,
     /// The ingresses an ingress egress follows.
     pub ingresses: crate::ingress::store::IngressStore,
+    /// Jitter allowance and retry cap.
+    pub timing: EgressTiming,
 }
 
 /// The main pipeline of one attempt, its sources and its FLV output.
@@ -74,7 +82,7 @@ impl Running {
 
 fn start_pipeline(deps: &EgressDeps, id: &str) -> Result<Running, SessionError> {
     let egress = deps.store.get(id).ok_or("the egress was deleted")?;
-    let description = pipeline::describe(&deps.fragments, egress.video)?;
+    let description = pipeline::describe(&deps.fragments, egress.video, deps.timing.jitter)?;
     let guard = PipelineGuard::parse("egress", &description)?;
     pipeline::keep_timestamps_increasing(guard.pipeline());
     super::priming::compensate(guard.pipeline(), "encoder_a");
@@ -196,7 +204,7 @@ pub async fn run(
                             .and_then(|pad| pad.current_caps());
                         let Some(caps) = caps else { continue };
                         for (i, target) in outputs.iter().enumerate() {
-                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), outputs_stop.clone());
+                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), deps.timing.max_backoff, outputs_stop.clone());
                             fanout.add(sender);
                             output_tasks.push(task);
                         }
@@ -304,7 +312,7 @@ pub async fn run(
             () = ctx.cancel_token().cancelled() => break Ok(()),
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).min(deps.timing.max_backoff);
     };
     // The outputs were cancelled with their attempt; let them finish their files (bounded).
     let finished = async {
