@@ -5,7 +5,7 @@
 mod common;
 
 use common::egress::{create_egress, delete_egress, get_egress, live_source, picture_and_sound, stop_and_wait};
-use common::nginx::{NginxRtmp, decode_errors, probe};
+use common::nginx::{NginxRtmp, decode_errors, free_port, probe};
 use common::rtmp::{AAC_48K, BASELINE, Killed, TOKEN, ffmpeg, start};
 use serde_json::json;
 use std::process::Command;
@@ -165,11 +165,7 @@ async fn browser_vp8_and_opus_egress_to_nginx() {
 async fn a_destination_that_comes_back_is_not_given_up() {
     let setup = start();
     let (session, _publisher) = live_source(&setup, "later", BASELINE, 2).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/late");
     let id = create_egress(
         &setup,
@@ -216,11 +212,7 @@ async fn a_destination_that_comes_back_is_not_given_up() {
 async fn the_retry_wait_of_an_output_is_capped_as_configured() {
     let setup = common::rtmp::start_with(&[("GATEWAY__EGRESS__RETRY_MAX_BACKOFF", "1s")]);
     let (session, _publisher) = live_source(&setup, "capped", BASELINE, 2).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let id = create_egress(
         &setup,
         json!({
@@ -257,11 +249,7 @@ async fn a_failing_output_leaves_the_others_untouched() {
     let mut setup = start();
     let nginx = NginxRtmp::start();
     let (session, publisher) = live_source(&setup, "split", BASELINE, 2).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = free_port();
     // The kernel completes its TCP handshakes; nobody ever reads or answers.
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole_port = hole.local_addr().unwrap().port();

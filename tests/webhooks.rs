@@ -229,11 +229,7 @@ async fn egress_state_changes_are_announced() {
     ]);
     let nginx = NginxRtmp::start();
     let (session, _publisher) = live_source(&setup, "stated", BASELINE, 2).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::nginx::free_port();
     let id = create_egress(
         &setup,
         serde_json::json!({

@@ -187,7 +187,7 @@ fn read_log(dir: &Path) -> String {
 }
 
 /// A free loopback port: bound, read, and released again (see the race note on [`NginxRtmp::start`]).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("bind a free loopback port")
