@@ -294,6 +294,23 @@ async fn a_failing_output_leaves_the_others_untouched() {
     assert_eq!(decode_errors(&recording), "");
 }
 
+/// An egress of the tracks `{name}-video` and `{name}-audio` of `session` to the stream `name` of `sink`, at
+/// 640x360 and `fps`; its id.
+async fn egress_to_sink(
+    setup: &common::rtmp::Setup,
+    sink: &common::rtmp_sink::RtmpSink,
+    session: &str,
+    name: &str,
+    fps: u32,
+) -> String {
+    let body = json!({
+        "tracks": [{"sessionId": session, "trackName": format!("{name}-video")}, {"sessionId": session, "trackName": format!("{name}-audio")}],
+        "outputs": [{"url": sink.url(name)}],
+        "video": {"width": 640, "height": 360, "fps": fps, "bitrateKbps": 1500},
+    });
+    create_egress(setup, body).await
+}
+
 /// A destination that hangs (accepts the publication, then stops reading) is given up once it has taken
 /// no data for 10 s, and retried; the new connection starts clean: the AVC sequence header, then a
 /// keyframe, before any other video.
@@ -303,21 +320,8 @@ async fn a_hung_destination_is_given_up_after_the_write_deadline_and_the_retry_s
     let mut setup = start();
     let sink = RtmpSink::start().await;
     let (session, _publisher) = live_source(&setup, "hung", BASELINE, 2).await;
-    let id = create_egress(
-        &setup,
-        json!({
-            "tracks": [{"sessionId": session, "trackName": "hung-video"}, {"sessionId": session, "trackName": "hung-audio"}],
-            "outputs": [{"url": sink.url("hung")}],
-            "video": {"width": 640, "height": 360, "fps": 25, "bitrateKbps": 1500},
-        }),
-    )
-    .await;
-    let videos = |connection: usize| {
-        let seen = sink.seen.lock().unwrap();
-        seen.connections
-            .get(connection)
-            .map_or(0, |c| c.iter().filter(|m| m.video).count())
-    };
+    let id = egress_to_sink(&setup, &sink, &session, "hung", 25).await;
+    let videos = |connection: usize| sink.videos(connection);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while videos(0) < 25 {
         assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");
@@ -360,21 +364,8 @@ async fn an_output_that_falls_behind_keeps_its_connection_and_resumes_at_a_keyfr
     let mut setup = start();
     let sink = RtmpSink::start().await;
     let (session, _publisher) = live_source(&setup, "behind", BASELINE, 2).await;
-    let id = create_egress(
-        &setup,
-        json!({
-            "tracks": [{"sessionId": session, "trackName": "behind-video"}, {"sessionId": session, "trackName": "behind-audio"}],
-            "outputs": [{"url": sink.url("behind")}],
-            "video": {"width": 640, "height": 360, "fps": 30, "bitrateKbps": 1500},
-        }),
-    )
-    .await;
-    let videos = || {
-        let seen = sink.seen.lock().unwrap();
-        seen.connections
-            .first()
-            .map_or(0, |c| c.iter().filter(|m| m.video).count())
-    };
+    let id = egress_to_sink(&setup, &sink, &session, "behind", 30).await;
+    let videos = || sink.videos(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while videos() < 25 {
         assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");

@@ -62,6 +62,14 @@ impl RtmpSink {
     pub fn url(&self, stream: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{stream}", self.port)
     }
+
+    /// The video messages connection number `connection` has received so far.
+    pub fn videos(&self, connection: usize) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.connections
+            .get(connection)
+            .map_or(0, |c| c.iter().filter(|m| m.video).count())
+    }
 }
 
 async fn serve(mut stream: TcpStream, index: usize, seen: Arc<Mutex<Seen>>) {
