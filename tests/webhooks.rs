@@ -8,7 +8,7 @@ mod common;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::rtmp::{AAC_48K, BASELINE, Killed, ffmpeg, start_with};
+use common::rtmp::{AAC_48K, BASELINE, Killed, Setup, ffmpeg, start_with};
 use serde_json::Value;
 use sfu_gateway::redact::Secret;
 use sfu_gateway::webhooks::signature;
@@ -44,15 +44,21 @@ async fn receiver() -> (Arc<Mutex<Received>>, String) {
     (received, hook_url)
 }
 
+/// A gateway that sends its webhooks to `hook_url`, signed with [`HOOK_SECRET`], with `extra` settings.
+fn start_hooked(hook_url: &str, extra: &[(&str, &str)]) -> Setup {
+    let mut settings = vec![
+        ("GATEWAY__WEBHOOKS__URLS", hook_url),
+        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
+    ];
+    settings.extend_from_slice(extra);
+    start_with(&settings)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_events_arrive_once_signed_and_retried() {
     let (received, hook_url) = receiver().await;
 
-    let setup = start_with(&[
-        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
-        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
-        ("GATEWAY__RTMP__RECONNECT_GRACE", "1s"),
-    ]);
+    let setup = start_hooked(&hook_url, &[("GATEWAY__RTMP__RECONNECT_GRACE", "1s")]);
     let ingress = setup.create_ingress("hooked").await;
     let id = ingress["id"].as_str().unwrap().to_string();
     let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
@@ -132,10 +138,7 @@ async fn ingress_events_arrive_once_signed_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egress_that_cannot_subscribe_reports_egress_failed() {
     let (received, hook_url) = receiver().await;
-    let setup = start_with(&[
-        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
-        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
-    ]);
+    let setup = start_hooked(&hook_url, &[]);
     let response = setup
         .http
         .post(format!("{}/v1/egresses", setup.gateway.api))
@@ -223,10 +226,7 @@ async fn egress_state_changes_are_announced() {
     use common::egress::{create_egress, live_source};
     use common::nginx::NginxRtmp;
     let (received, hook_url) = receiver().await;
-    let setup = start_with(&[
-        ("GATEWAY__WEBHOOKS__URLS", &hook_url),
-        ("GATEWAY__WEBHOOKS__SECRET", HOOK_SECRET),
-    ]);
+    let setup = start_hooked(&hook_url, &[]);
     let nginx = NginxRtmp::start();
     let (session, _publisher) = live_source(&setup, "stated", BASELINE, 2).await;
     let port = common::nginx::free_port();
