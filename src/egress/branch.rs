@@ -4,6 +4,7 @@
 //! branch decodes on its own streaming thread; the compositor scales each video into its cell, keeping its
 //! aspect ratio (a pad property, so a new layout applies at the next output frame, with no renegotiation).
 
+use super::decode_watch::DecodeWatch;
 use super::layout::Cell;
 use super::pipeline::AUDIO_CAPS;
 use crate::media::MediaError;
@@ -12,8 +13,8 @@ use crate::sfu::peer::Codec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A decoding branch of one track.
 pub struct Branch {
@@ -24,6 +25,8 @@ pub struct Branch {
     pusher: FramePusher,
     /// The audio's loudness (audio only), see [`Level`].
     level: Option<Level>,
+    /// The frames the decoder has not put out yet (video only), see [`DecodeWatch`].
+    watch: Option<Arc<Mutex<DecodeWatch>>>,
 }
 
 /// The loudness of an audio branch: the mean square of its samples (full scale = 1), smoothed over about
@@ -119,12 +122,28 @@ impl Branch {
             });
             level
         });
+        let watch = video.then(|| {
+            // The bin's src pad is the decoder's: every decoded picture passes it.
+            let watch = Arc::new(Mutex::new(DecodeWatch::default()));
+            let decoded = watch.clone();
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    decoded
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .decoded(pts.nseconds());
+                }
+                gst::PadProbeReturn::Ok
+            });
+            watch
+        });
         let branch = Self {
             bin,
             pad,
             mixer,
             pusher: FramePusher::from_appsrc(appsrc),
             level,
+            watch,
         };
         if let Err(e) = src.link(&branch.pad) {
             branch.remove(pipeline);
@@ -166,7 +185,17 @@ impl Branch {
     /// Hands one encoded frame to the branch, to be presented at running time `pts_ns`; false if the pipeline
     /// refused it.
     pub fn push(&self, data: &[u8], pts_ns: u64) -> bool {
+        if let Some(watch) = &self.watch {
+            watch.lock().unwrap_or_else(|e| e.into_inner()).sent(pts_ns);
+        }
         self.pusher.push(data, pts_ns)
+    }
+
+    /// The frames the decoder could not decode since the last call (0 for audio).
+    pub fn take_undecoded(&self) -> u64 {
+        self.watch
+            .as_ref()
+            .map_or(0, |w| w.lock().unwrap_or_else(|e| e.into_inner()).take_undecoded())
     }
 
     /// Stops the branch and takes it out of the pipeline; the mixers go on with the others.

@@ -20,6 +20,9 @@ pub enum Pushed {
     NeedsKeyframe,
     /// Dropped: the picture already shows [`MAX_TILES`] videos (this one gets a cell when one frees up).
     NoRoom,
+    /// Into its branch, whose decoder has dropped this many earlier frames (`decode_watch.rs`): the pictures
+    /// after them miss a reference until the next keyframe (ask for one).
+    Undecoded(u64),
 }
 
 /// Most videos in one picture: beyond a 4 × 4 grid the cells are too small to see, and every video costs a
@@ -86,7 +89,10 @@ impl Composite {
         let (codec, keyframe, data) = frame;
         if let Some(source) = self.sources.get(mid) {
             source.branch.push(data, pts_ns);
-            return Ok(Pushed::Ok);
+            return Ok(match source.branch.take_undecoded() {
+                0 => Pushed::Ok,
+                n => Pushed::Undecoded(n),
+            });
         }
         let video = codec != Codec::Opus;
         if video && self.order.len() >= MAX_TILES {

@@ -3,6 +3,7 @@
 
 pub mod branch;
 pub mod composite;
+pub mod decode_watch;
 pub mod fanout;
 pub mod layout;
 pub mod output;

@@ -222,6 +222,11 @@ pub async fn run(
                     match running.composite.push(&frame.mid, track, (codec, frame.keyframe, &frame.data), pts) {
                         Ok(Pushed::Ok) => switch_layers(&peer, &mut running.composite, &mut keyframes).await,
                         Ok(Pushed::NeedsKeyframe) => keyframes.ask(&peer, &frame.mid).await,
+                        Ok(Pushed::Undecoded(n)) => {
+                            tracing::debug!(egress = %id, mid = %frame.mid, frames = n, "egress: the decoder dropped frames; asking for a keyframe");
+                            metrics::counter!("egress_undecodable_frames_total").increment(n);
+                            keyframes.ask(&peer, &frame.mid).await;
+                        }
                         Ok(Pushed::NoRoom) => {}
                         Err(e) => break e.to_string(),
                     }
