@@ -2,8 +2,9 @@
 //! publisher straight from this task (`rtmp_out.rs`), `appsrc ! flvdemux ! splitmuxsink` writing fragmented
 //! MP4 (a crash loses at most the last second), or `appsrc ! flvdemux ! hlssink2` writing a live HLS
 //! playlist. A destination that refuses or drops the connection is retried with backoff (forever) without
-//! touching the other outputs; after a restart it resumes at the next keyframe.
+//! touching the other outputs; after a restart it resumes at a keyframe, which it asks the encoder for.
 
+use super::keyframes::EncoderKeyframes;
 use super::state::StateReport;
 use crate::media::PipelineGuard;
 use crate::media::frames::{Frame, FramePusher};
@@ -33,8 +34,10 @@ pub(super) struct Gate {
 /// What to do with one buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Admit {
-    /// Not sent.
+    /// Not sent (a muxer header: those come from the caps).
     Skip,
+    /// Not sent: the output waits for a video keyframe (ask the encoder for one).
+    Wait,
     /// Sent, and the output (re)starts with it: after the stream headers when `headers`.
     Start { headers: bool },
     /// Sent.
@@ -62,7 +65,7 @@ impl Gate {
             let headers = !std::mem::replace(&mut self.started, true);
             return Admit::Start { headers };
         }
-        Admit::Skip
+        Admit::Wait
     }
 }
 
@@ -131,6 +134,7 @@ pub fn spawn(
     target: Target,
     caps: gst::Caps,
     max_backoff: Duration,
+    keyframes: EncoderKeyframes,
     cancel: CancellationToken,
 ) -> (mpsc::Sender<Sequenced>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -140,6 +144,7 @@ pub fn spawn(
         bytes: 0,
         this_second: 0,
         went_active: false,
+        keyframes,
     };
     let task = tokio::spawn(run(progress, target, caps, max_backoff, rx, cancel));
     (tx, task)
@@ -185,6 +190,8 @@ pub(super) struct Progress {
     this_second: u64,
     /// Whether the current attempt got to sending.
     went_active: bool,
+    /// Asked while the output waits for a keyframe to (re)start at.
+    keyframes: EncoderKeyframes,
 }
 
 impl Progress {
@@ -192,6 +199,11 @@ impl Progress {
     pub(super) fn active(&mut self) {
         self.went_active = true;
         set_state(&self.report, self.index, "active", false);
+    }
+
+    /// The output skips buffers until a keyframe: ask the encoder for one now.
+    pub(super) fn wait_keyframe(&self) {
+        self.keyframes.ask();
     }
 
     /// `n` more bytes were handed to the destination.
@@ -297,6 +309,10 @@ async fn pipeline_attempt(
                 let Some((seq, frame)) = frame else { return Attempt::Cancelled };
                 match gate.admit(seq, &frame) {
                     Admit::Skip => continue,
+                    Admit::Wait => {
+                        progress.wait_keyframe();
+                        continue;
+                    }
                     Admit::Start { headers: first } => {
                         if first {
                             for header in headers {
@@ -332,14 +348,14 @@ mod tests {
     fn an_output_starts_at_a_video_keyframe_and_resumes_at_the_next_one_after_a_gap() {
         let mut gate = Gate::default();
         let (audio, delta, key) = (buffer(false, true), buffer(true, false), buffer(true, true));
-        assert_eq!(gate.admit(1, &audio), Admit::Skip, "audio does not start a stream");
-        assert_eq!(gate.admit(2, &delta), Admit::Skip);
+        assert_eq!(gate.admit(1, &audio), Admit::Wait, "audio does not start a stream");
+        assert_eq!(gate.admit(2, &delta), Admit::Wait);
         assert_eq!(gate.admit(3, &key), Admit::Start { headers: true });
         assert_eq!(gate.admit(4, &delta), Admit::Send);
         assert_eq!(gate.admit(5, &audio), Admit::Send);
         // 6 and 7 were dropped: what follows refers to them.
-        assert_eq!(gate.admit(8, &delta), Admit::Skip);
-        assert_eq!(gate.admit(9, &audio), Admit::Skip);
+        assert_eq!(gate.admit(8, &delta), Admit::Wait);
+        assert_eq!(gate.admit(9, &audio), Admit::Wait);
         assert_eq!(
             gate.admit(10, &key),
             Admit::Start { headers: false },

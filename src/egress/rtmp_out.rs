@@ -243,6 +243,10 @@ async fn send(
     for (seq, frame) in batch.drain(..) {
         match gate.admit(seq, &frame) {
             Admit::Skip => continue,
+            Admit::Wait => {
+                progress.wait_keyframe();
+                continue;
+            }
             Admit::Start { headers: first } => {
                 if first {
                     for header in headers {

@@ -6,6 +6,7 @@
 
 use super::composite::{Composite, Pushed, TrackInfo};
 use super::fanout::Fanout;
+use super::keyframes::EncoderKeyframes;
 use super::pipeline;
 pub use super::sources::Sources;
 use super::sources::{
@@ -203,8 +204,10 @@ pub async fn run(
                             .and_then(|sink| sink.static_pad("sink"))
                             .and_then(|pad| pad.current_caps());
                         let Some(caps) = caps else { continue };
+                        // The `video-encode-h264` fragment's `encoder`, suffixed in `pipeline::describe`.
+                        let keyframes = EncoderKeyframes::new(running.guard.element("encoder_v").ok());
                         for (i, target) in outputs.iter().enumerate() {
-                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), deps.timing.max_backoff, outputs_stop.clone());
+                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), deps.timing.max_backoff, keyframes.clone(), outputs_stop.clone());
                             fanout.add(sender);
                             output_tasks.push(task);
                         }

@@ -98,3 +98,20 @@ pub async fn publisher(
     peer.publish(specs).await.expect("publish");
     (peer, streams)
 }
+
+/// An egress of the tracks `{name}-video` and `{name}-audio` of `session` to the stream `name` of `sink`, at
+/// 640x360 and `fps`; its id.
+pub async fn egress_to_sink(
+    setup: &Setup,
+    sink: &super::rtmp_sink::RtmpSink,
+    session: &str,
+    name: &str,
+    fps: u32,
+) -> String {
+    let body = serde_json::json!({
+        "tracks": [{"sessionId": session, "trackName": format!("{name}-video")}, {"sessionId": session, "trackName": format!("{name}-audio")}],
+        "outputs": [{"url": sink.url(name)}],
+        "video": {"width": 640, "height": 360, "fps": fps, "bitrateKbps": 1500},
+    });
+    create_egress(setup, body).await
+}

@@ -5,15 +5,18 @@
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// One media message: video or audio, its timestamp and first two bytes (FLV frame type and packet type).
+/// One media message: video or audio, its timestamp and first two bytes (FLV frame type and packet type), and
+/// when it arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message {
     pub video: bool,
     pub ms: u32,
     pub head: [u8; 2],
+    pub at: Instant,
 }
 
 /// What the sink saw: the messages of each connection, in order.
@@ -22,6 +25,10 @@ pub struct Seen {
     pub connections: Vec<Vec<Message>>,
     /// Connections (by index) that stop reading while they are listed here.
     pub frozen: Vec<usize>,
+    /// Connections (by index) the sink closes (as a restarting server would) once listed here.
+    pub closed: Vec<usize>,
+    /// When each connection was accepted.
+    pub accepted: Vec<Instant>,
 }
 
 /// The running sink (stops when dropped).
@@ -51,6 +58,7 @@ impl RtmpSink {
                 let index = {
                     let mut seen = shared.lock().unwrap();
                     seen.connections.push(Vec::new());
+                    seen.accepted.push(Instant::now());
                     seen.connections.len() - 1
                 };
                 tokio::spawn(serve(stream, index, shared.clone()));
@@ -79,6 +87,9 @@ async fn serve(mut stream: TcpStream, index: usize, seen: Arc<Mutex<Seen>>) {
     loop {
         while seen.lock().unwrap().frozen.contains(&index) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if seen.lock().unwrap().closed.contains(&index) {
+            return;
         }
         let Ok(n) = stream.read(&mut buf).await else { return };
         if n == 0 {
@@ -139,6 +150,7 @@ fn results(
                             video,
                             ms: timestamp.value,
                             head,
+                            at: Instant::now(),
                         });
                         None
                     }

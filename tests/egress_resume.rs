@@ -1,0 +1,68 @@
+//! An output that reconnects sends again at once: it asks the egress's encoder for a keyframe rather than
+//! waiting for the next periodic one (every 2 s). The destination drops the connection just after a
+//! periodic keyframe; the output reconnects after its 0.5 s backoff, when the next periodic keyframe is still
+//! ~1.5 s away. With the request, the first video arrives well within that, and it is the AVC sequence header
+//! and then a keyframe off the periodic grid.
+
+mod common;
+
+use common::egress::{egress_to_sink, live_source};
+use common::rtmp::{BASELINE, start};
+use common::rtmp_sink::{Message, RtmpSink};
+use std::time::Duration;
+
+/// Waits (bounded) until `check` holds for what the sink has seen.
+async fn until(sink: &RtmpSink, what: &str, check: impl Fn(&common::rtmp_sink::Seen) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check(&sink.seen.lock().unwrap()) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
+    let setup = start();
+    let sink = RtmpSink::start().await;
+    let (session, _publisher) = live_source(&setup, "resume", BASELINE, 2).await;
+    let _id = egress_to_sink(&setup, &sink, &session, "resume", 30).await;
+    let keyframes = |messages: &[Message]| -> Vec<u32> {
+        messages
+            .iter()
+            .filter(|m| m.video && m.head == [0x17, 0x01])
+            .map(|m| m.ms)
+            .collect()
+    };
+    // Dropped right after the second periodic keyframe.
+    until(&sink, "no second keyframe", |seen| {
+        seen.connections.first().is_some_and(|c| keyframes(c).len() >= 2)
+    })
+    .await;
+    sink.seen.lock().unwrap().closed.push(0);
+    until(&sink, "the output did not reconnect", |seen| {
+        seen.connections.len() >= 2
+    })
+    .await;
+    until(&sink, "no video on the new connection", |seen| {
+        seen.connections[1].iter().filter(|m| m.video).count() >= 2
+    })
+    .await;
+    let seen = sink.seen.lock().unwrap();
+    let periodic = keyframes(&seen.connections[0]);
+    let video: Vec<_> = seen.connections[1].iter().filter(|m| m.video).collect();
+    let waited = video[0].at.duration_since(seen.accepted[1]);
+    assert_eq!(video[0].head, [0x17, 0x00], "the AVC sequence header first");
+    assert_eq!(video[1].head, [0x17, 0x01], "then a keyframe");
+    assert!(
+        waited < Duration::from_millis(800),
+        "the first video came {waited:?} after the reconnection (keyframes before: {periodic:?} ms, after: {} ms)",
+        video[1].ms
+    );
+    // Made for this output: off the 2 s grid of the periodic ones.
+    let phase = (video[1].ms - periodic[0]) % 2000;
+    assert!(
+        (100..1900).contains(&phase),
+        "keyframe at {} ms, on the grid of {periodic:?}",
+        video[1].ms
+    );
+}
