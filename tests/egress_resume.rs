@@ -2,7 +2,7 @@
 //! waiting for the next periodic one (every 2 s). The destination drops the connection just after a
 //! periodic keyframe; the output reconnects after its 0.5 s backoff, when the next periodic keyframe is still
 //! ~1.5 s away. With the request, the first video arrives well within that, and it is the AVC sequence header
-//! and then a keyframe off the periodic grid.
+//! and then a keyframe off the periodic grid. The same holds for the output's first connection.
 
 mod common;
 
@@ -33,7 +33,8 @@ async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
             .map(|m| m.ms)
             .collect()
     };
-    // Dropped right after the second periodic keyframe.
+    // Dropped right after a periodic keyframe: the second one (the first is the one the output asked for
+    // when it started).
     until(&sink, "no second keyframe", |seen| {
         seen.connections.first().is_some_and(|c| keyframes(c).len() >= 2)
     })
@@ -49,6 +50,17 @@ async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
     .await;
     let seen = sink.seen.lock().unwrap();
     let periodic = keyframes(&seen.connections[0]);
+    // The first connection too started at once, not at the encoder's second keyframe 2 s in.
+    let started = seen.connections[0]
+        .iter()
+        .find(|m| m.video)
+        .unwrap()
+        .at
+        .duration_since(seen.accepted[0]);
+    assert!(
+        started < Duration::from_millis(800),
+        "the first video came {started:?} after connecting"
+    );
     let video: Vec<_> = seen.connections[1].iter().filter(|m| m.video).collect();
     let waited = video[0].at.duration_since(seen.accepted[1]);
     assert_eq!(video[0].head, [0x17, 0x00], "the AVC sequence header first");
@@ -58,8 +70,8 @@ async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
         "the first video came {waited:?} after the reconnection (keyframes before: {periodic:?} ms, after: {} ms)",
         video[1].ms
     );
-    // Made for this output: off the 2 s grid of the periodic ones.
-    let phase = (video[1].ms - periodic[0]) % 2000;
+    // Made for this output: not the periodic one, 2 s (60 frames) after the last before the reconnection.
+    let phase = video[1].ms - periodic[periodic.len() - 1];
     assert!(
         (100..1900).contains(&phase),
         "keyframe at {} ms, on the grid of {periodic:?}",
