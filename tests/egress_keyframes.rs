@@ -165,6 +165,9 @@ async fn a_frame_the_decoder_cannot_decode_gets_a_keyframe_request() {
         "no keyframe request within 1 s of the broken frame ({:.2} s); requests at t0 + {seconds:?} s",
         (broken_at - t0).as_secs_f64()
     );
+    // The egress shows it.
+    let egress = common::egress::get_egress(&setup, &id).await;
+    assert_eq!(egress["sources"][0]["undecodableFrames"], 1, "{egress}");
     // The picture goes on after it: the source's colour bars, not a black frame.
     let recording = stop_and_wait(&setup, &id, &nginx, "kf").await;
     let probe = common::nginx::probe(&recording);

@@ -45,6 +45,8 @@ struct Source {
     video: bool,
     /// The layer last asked for.
     rid: Option<String>,
+    /// Frames its decoder dropped (video).
+    undecodable: u64,
 }
 
 /// The branches of a running pipeline and their layout. Dropping it leaves the branches in the pipeline (which
@@ -87,11 +89,14 @@ impl Composite {
         pts_ns: u64,
     ) -> Result<Pushed, MediaError> {
         let (codec, keyframe, data) = frame;
-        if let Some(source) = self.sources.get(mid) {
+        if let Some(source) = self.sources.get_mut(mid) {
             source.branch.push(data, pts_ns);
             return Ok(match source.branch.take_undecoded() {
                 0 => Pushed::Ok,
-                n => Pushed::Undecoded(n),
+                n => {
+                    source.undecodable += n;
+                    Pushed::Undecoded(n)
+                }
             });
         }
         let video = codec != Codec::Opus;
@@ -126,6 +131,7 @@ impl Composite {
                 info: info.clone(),
                 video,
                 rid: None,
+                undecodable: 0,
             },
         );
         if video {
@@ -240,6 +246,7 @@ impl Composite {
                     rid: s.rid.clone(),
                     width: size.map(|(w, _)| w),
                     height: size.map(|(_, h)| h),
+                    undecodable_frames: s.undecodable,
                 }
             })
             .collect();

@@ -110,6 +110,8 @@ pub struct SourceView {
     /// The decoded picture's height (video).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// Frames the decoder could not decode (each one asks the publisher for a keyframe).
+    pub undecodable_frames: u64,
 }
 
 /// One egress.
