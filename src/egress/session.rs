@@ -205,9 +205,9 @@ pub async fn run(
                             .and_then(|pad| pad.current_caps());
                         let Some(caps) = caps else { continue };
                         // The `video-encode-h264` fragment's `encoder`, suffixed in `pipeline::describe`.
-                        let keyframes = EncoderKeyframes::new(running.guard.element("encoder_v").ok());
+                        let encoder_keyframes = EncoderKeyframes::new(running.guard.element("encoder_v").ok());
                         for (i, target) in outputs.iter().enumerate() {
-                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), deps.timing.max_backoff, keyframes.clone(), outputs_stop.clone());
+                            let (sender, task) = super::output::spawn(report.clone(), i, target.clone(), caps.clone(), deps.timing.max_backoff, encoder_keyframes.clone(), outputs_stop.clone());
                             fanout.add(sender);
                             output_tasks.push(task);
                         }
