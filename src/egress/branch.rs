@@ -183,20 +183,16 @@ impl Branch {
         self.level.as_ref()
     }
 
-    /// Hands one encoded frame to the branch, to be presented at running time `pts_ns`; false if the pipeline
-    /// refused it.
-    pub fn push(&self, data: &[u8], pts_ns: u64) -> bool {
-        if let Some(watch) = &self.watch {
-            watch.lock().unwrap_or_else(|e| e.into_inner()).sent(pts_ns);
-        }
-        self.pusher.push(data, pts_ns)
-    }
-
-    /// The frames the decoder could not decode since the last call (0 for audio).
-    pub fn take_undecoded(&self) -> u64 {
-        self.watch
-            .as_ref()
-            .map_or(0, |w| w.lock().unwrap_or_else(|e| e.into_inner()).take_undecoded())
+    /// Hands one encoded frame to the branch, to be presented at running time `pts_ns`; returns how many
+    /// earlier frames the decoder could not decode since the last push (0 for audio).
+    pub fn push(&self, data: &[u8], pts_ns: u64) -> u64 {
+        let undecoded = self.watch.as_ref().map_or(0, |watch| {
+            let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
+            watch.sent(pts_ns);
+            watch.take_undecoded()
+        });
+        self.pusher.push(data, pts_ns);
+        undecoded
     }
 
     /// Stops the branch and takes it out of the pipeline; the mixers go on with the others.

@@ -90,8 +90,7 @@ impl Composite {
     ) -> Result<Pushed, MediaError> {
         let (codec, keyframe, data) = frame;
         if let Some(source) = self.sources.get_mut(mid) {
-            source.branch.push(data, pts_ns);
-            return Ok(match source.branch.take_undecoded() {
+            return Ok(match source.branch.push(data, pts_ns) {
                 0 => Pushed::Ok,
                 n => {
                     source.undecodable += n;
