@@ -6,6 +6,7 @@ mod common;
 
 use common::egress::{
     create_egress, delete_egress, egress_to_sink, get_egress, live_source, picture_and_sound, stop_and_wait,
+    wait_egress,
 };
 use common::nginx::{NginxRtmp, decode_errors, free_port, probe};
 use common::rtmp::{AAC_48K, BASELINE, Killed, TOKEN, ffmpeg, start};
@@ -178,19 +179,15 @@ async fn a_destination_that_comes_back_is_not_given_up() {
         }),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let egress = get_egress(&setup, &id).await;
-        if egress["outputs"][0]["reconnects"].as_u64().unwrap_or(0) >= 1 {
-            assert_ne!(egress["state"], "failed", "{egress}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refused output was not retried: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let egress = wait_egress(
+        &setup,
+        &id,
+        Duration::from_secs(15),
+        "the refused output was not retried",
+        |e| e["outputs"][0]["reconnects"].as_u64().unwrap_or(0) >= 1,
+    )
+    .await;
+    assert_ne!(egress["state"], "failed", "{egress}");
     let nginx = NginxRtmp::start_on(Some(port));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
@@ -225,18 +222,16 @@ async fn the_retry_wait_of_an_output_is_capped_as_configured() {
     )
     .await;
     let reconnects = |egress: &serde_json::Value| egress["outputs"][0]["reconnects"].as_u64().unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let egress = get_egress(&setup, &id).await;
-        if reconnects(&egress) >= 1 {
-            break reconnects(&egress);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refused output was not retried: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = reconnects(
+        &wait_egress(
+            &setup,
+            &id,
+            Duration::from_secs(15),
+            "the refused output was not retried",
+            |e| reconnects(e) >= 1,
+        )
+        .await,
+    );
     tokio::time::sleep(Duration::from_secs(8)).await;
     let egress = get_egress(&setup, &id).await;
     let retried = reconnects(&egress) - first;
@@ -359,18 +354,14 @@ async fn an_output_that_falls_behind_keeps_its_connection_and_resumes_at_a_keyfr
     sink.seen.lock().unwrap().frozen.push(0);
     // The kernel's buffers fill, then the output's queue; from then on its buffers are dropped. The
     // destination reads again well before the write deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let egress = get_egress(&setup, &id).await;
-        if egress["outputs"][0]["dropped"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the frozen output never dropped: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_egress(
+        &setup,
+        &id,
+        Duration::from_secs(20),
+        "the frozen output never dropped",
+        |e| e["outputs"][0]["dropped"].as_u64().unwrap_or(0) > 0,
+    )
+    .await;
     let line = setup
         .gateway
         .wait_for_log("egress output fell behind", Duration::from_secs(5));
@@ -614,11 +605,14 @@ async fn a_recording_survives_a_kill_9_but_for_its_last_fragment() {
 
 /// Waits (bounded) until egress `id` is active; returns when it became so.
 async fn wait_active(setup: &common::rtmp::Setup, id: &str) -> tokio::time::Instant {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get_egress(setup, id).await["state"] != "active" {
-        assert!(tokio::time::Instant::now() < deadline, "the egress never became active");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_egress(
+        setup,
+        id,
+        Duration::from_secs(10),
+        "the egress never became active",
+        |e| e["state"] == "active",
+    )
+    .await;
     tokio::time::Instant::now()
 }
 
@@ -661,24 +655,22 @@ async fn an_ingress_egress_follows_its_publisher_into_a_new_session() {
         .wait_ingress(&ingress_id, "live in a new session", live(Some(first_session.clone())))
         .await;
     let new_session = again["sfu"]["sessionId"].as_str().unwrap().to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let egress = get_egress(&setup, &id).await;
-        let taken: Vec<&str> = egress["tracks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["sessionId"].as_str())
-            .collect();
-        if taken.len() == 2 && taken.iter().all(|s| *s == new_session) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the egress did not follow: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_egress(
+        &setup,
+        &id,
+        Duration::from_secs(15),
+        "the egress did not follow",
+        |egress| {
+            let taken: Vec<&str> = egress["tracks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["sessionId"].as_str())
+                .collect();
+            taken.len() == 2 && taken.iter().all(|s| *s == new_session)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let state = get_egress(&setup, &id).await;
     assert_eq!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::egress::{create_egress, get_egress, stop_and_wait};
+use common::egress::{create_egress, get_egress, stop_and_wait, wait_egress};
 use common::nginx::{NginxRtmp, decode_errors, probe};
 use common::rtmp::{AAC_48K, BASELINE, Killed, Setup, TOKEN, ffmpeg_with, start};
 use serde_json::json;
@@ -42,18 +42,11 @@ async fn publish_with(setup: &Setup, body: serde_json::Value, size: &str, color:
 
 /// Waits (bounded) until the egress takes `n` tracks.
 async fn wait_tracks(setup: &Setup, id: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let egress = get_egress(setup, id).await;
-        if egress["tracks"].as_array().is_some_and(|t| t.len() == n) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the egress does not take {n} tracks: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let what = format!("the egress does not take {n} tracks");
+    wait_egress(setup, id, Duration::from_secs(20), &what, |e| {
+        e["tracks"].as_array().is_some_and(|t| t.len() == n)
+    })
+    .await;
 }
 
 /// Every half second of the recording as 640x360 RGB.
@@ -292,21 +285,17 @@ async fn wait_source(
     track: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let egress = get_egress(setup, id).await;
-        let source = egress["sources"]
+    let source = |egress: &serde_json::Value| {
+        egress["sources"]
             .as_array()
-            .and_then(|s| s.iter().find(|s| s["trackName"] == track).cloned());
-        if let Some(source) = source.filter(|s| check(s)) {
-            return source;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{track} never as expected: {egress}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            .and_then(|s| s.iter().find(|s| s["trackName"] == track).cloned())
+    };
+    let what = format!("{track} never as expected");
+    let egress = wait_egress(setup, id, Duration::from_secs(20), &what, |e| {
+        source(e).is_some_and(|s| check(&s))
+    })
+    .await;
+    source(&egress).expect("checked")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,26 @@ pub async fn get_egress(setup: &Setup, id: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// Polls `GET /v1/egresses/{id}` (bounded by `within`) until `check` holds; returns that state. The egress
+/// twin of `Setup::wait_ingress`.
+pub async fn wait_egress(
+    setup: &Setup,
+    id: &str,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let egress = get_egress(setup, id).await;
+        if check(&egress) {
+            return egress;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {egress}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `DELETE /v1/egresses/{id}` (204).
 pub async fn delete_egress(setup: &Setup, id: &str) {
     let deleted = setup
