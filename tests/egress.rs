@@ -301,22 +301,19 @@ async fn a_hung_destination_is_given_up_after_the_write_deadline_and_the_retry_s
     let sink = RtmpSink::start().await;
     let (session, _publisher) = live_source(&setup, "hung", BASELINE, 2).await;
     let id = egress_to_sink(&setup, &sink, &session, "hung", 25).await;
-    let videos = |connection: usize| sink.videos(connection);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while videos(0) < 25 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sink.until(Duration::from_secs(20), "nothing reached the sink", |seen| {
+        seen.videos(0) >= 25
+    })
+    .await;
     sink.seen.lock().unwrap().frozen.push(0);
     let line = setup
         .gateway
         .wait_for_log("the server took no data for 10 s", Duration::from_secs(30));
     assert!(line.contains("egress output down"), "{line}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while videos(1) < 25 {
-        assert!(tokio::time::Instant::now() < deadline, "the output did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sink.until(Duration::from_secs(20), "the output did not come back", |seen| {
+        seen.videos(1) >= 25
+    })
+    .await;
     let egress = get_egress(&setup, &id).await;
     assert_eq!(egress["outputs"][0]["state"], "active", "{egress}");
     assert!(egress["outputs"][0]["reconnects"].as_u64().unwrap() >= 1, "{egress}");
@@ -345,12 +342,10 @@ async fn an_output_that_falls_behind_keeps_its_connection_and_resumes_at_a_keyfr
     let sink = RtmpSink::start().await;
     let (session, _publisher) = live_source(&setup, "behind", BASELINE, 2).await;
     let id = egress_to_sink(&setup, &sink, &session, "behind", 30).await;
-    let videos = || sink.videos(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while videos() < 25 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing reached the sink");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sink.until(Duration::from_secs(20), "nothing reached the sink", |seen| {
+        seen.videos(0) >= 25
+    })
+    .await;
     sink.seen.lock().unwrap().frozen.push(0);
     // The kernel's buffers fill, then the output's queue; from then on its buffers are dropped. The
     // destination reads again well before the write deadline.

@@ -11,14 +11,8 @@ use common::rtmp::{BASELINE, start};
 use common::rtmp_sink::{Message, RtmpSink};
 use std::time::Duration;
 
-/// Waits (bounded) until `check` holds for what the sink has seen.
-async fn until(sink: &RtmpSink, what: &str, check: impl Fn(&common::rtmp_sink::Seen) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check(&sink.seen.lock().unwrap()) {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long each step may take.
+const WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
@@ -35,19 +29,17 @@ async fn a_reconnected_output_resumes_at_once_with_a_keyframe_made_for_it() {
     };
     // Dropped right after a periodic keyframe: the second one (the first is the one the output asked for
     // when it started).
-    until(&sink, "no second keyframe", |seen| {
+    sink.until(WITHIN, "no second keyframe", |seen| {
         seen.connections.first().is_some_and(|c| keyframes(c).len() >= 2)
     })
     .await;
     sink.seen.lock().unwrap().closed.push(0);
-    until(&sink, "the output did not reconnect", |seen| {
+    sink.until(WITHIN, "the output did not reconnect", |seen| {
         seen.connections.len() >= 2
     })
     .await;
-    until(&sink, "no video on the new connection", |seen| {
-        seen.connections[1].iter().filter(|m| m.video).count() >= 2
-    })
-    .await;
+    sink.until(WITHIN, "no video on the new connection", |seen| seen.videos(1) >= 2)
+        .await;
     let seen = sink.seen.lock().unwrap();
     let periodic = keyframes(&seen.connections[0]);
     // The first connection too started at once, not at the encoder's second keyframe 2 s in.

@@ -31,6 +31,15 @@ pub struct Seen {
     pub accepted: Vec<Instant>,
 }
 
+impl Seen {
+    /// The video messages connection number `connection` has received so far.
+    pub fn videos(&self, connection: usize) -> usize {
+        self.connections
+            .get(connection)
+            .map_or(0, |c| c.iter().filter(|m| m.video).count())
+    }
+}
+
 /// The running sink (stops when dropped).
 pub struct RtmpSink {
     pub port: u16,
@@ -71,12 +80,18 @@ impl RtmpSink {
         format!("rtmp://127.0.0.1:{}/live/{stream}", self.port)
     }
 
+    /// Waits (bounded by `within`) until `check` holds for what the sink has seen.
+    pub async fn until(&self, within: std::time::Duration, what: &str, check: impl Fn(&Seen) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !check(&self.seen.lock().unwrap()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The video messages connection number `connection` has received so far.
     pub fn videos(&self, connection: usize) -> usize {
-        let seen = self.seen.lock().unwrap();
-        seen.connections
-            .get(connection)
-            .map_or(0, |c| c.iter().filter(|m| m.video).count())
+        self.seen.lock().unwrap().videos(connection)
     }
 }
 
