@@ -5,7 +5,6 @@ pub mod branch;
 pub mod composite;
 pub mod decode_watch;
 pub mod fanout;
-pub mod keyframes;
 pub mod layout;
 pub mod output;
 pub mod pipeline;

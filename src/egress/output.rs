@@ -4,10 +4,10 @@
 //! playlist. A destination that refuses or drops the connection is retried with backoff (forever) without
 //! touching the other outputs; after a restart it resumes at a keyframe, which it asks the encoder for.
 
-use super::keyframes::EncoderKeyframes;
 use super::state::StateReport;
 use crate::media::PipelineGuard;
 use crate::media::frames::{Frame, FramePusher};
+use crate::media::keyframes::EncoderKeyframes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;

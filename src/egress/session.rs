@@ -6,7 +6,6 @@
 
 use super::composite::{Composite, Pushed, TrackInfo};
 use super::fanout::Fanout;
-use super::keyframes::EncoderKeyframes;
 use super::pipeline;
 pub use super::sources::Sources;
 use super::sources::{
@@ -16,6 +15,7 @@ use super::state::StateReport;
 use super::store::{EgressState, EgressStore, TrackRef};
 use super::sync::PlayoutClock;
 use crate::media::frames::{Frame, appsink_frames};
+use crate::media::keyframes::EncoderKeyframes;
 use crate::media::{Fragments, PipelineGuard};
 use crate::rooms::follow::{Follower, TrackKey};
 use crate::rooms::pull::RoomPull;

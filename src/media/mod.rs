@@ -3,6 +3,7 @@
 
 pub mod fragments;
 pub mod frames;
+pub mod keyframes;
 pub mod pipeline;
 
 pub use fragments::Fragments;

@@ -632,6 +632,24 @@ impl Latency {
     }
 }
 
+impl Ingest {
+    /// The SFU asks for a keyframe of the video (layer `rid`): a new subscriber, a simulcast layer switch, or
+    /// loss. A transcode makes one at its next frame; passed-through video has to wait for the publisher's
+    /// next keyframe (RTMP has no way to ask for one).
+    fn keyframe_requested(&self, rid: Option<&str>) {
+        match self.video.as_ref().and_then(|v| v.transcoder.as_ref()) {
+            Some(transcoder) => {
+                let asked = transcoder.force_keyframe(rid);
+                tracing::debug!(?rid, asked, "keyframe requested by the SFU: asked of the encoder");
+            }
+            None => tracing::debug!(
+                ?rid,
+                "keyframe requested by the SFU: passthrough, waiting for the publisher's"
+            ),
+        }
+    }
+}
+
 async fn recv_frame(transcoder: Option<&mut Transcoder>) -> Option<(Option<String>, Frame)> {
     match transcoder {
         Some(t) => t.output.recv().await,
@@ -743,6 +761,9 @@ pub async fn run(
             Some((_, frame)) = audio_out => ingest.transcoded_audio(frame),
             event = events.recv() => match event {
                 Some(PeerEvent::Failed { reason }) => break Err(reason.into()),
+                Some(PeerEvent::KeyframeRequested { track, rid }) if track == ingest.video_track => {
+                    ingest.keyframe_requested(rid.as_deref());
+                }
                 Some(event) => tracing::debug!(?event, "peer event"),
                 None => break Err("the SFU peer stopped".into()),
             },

@@ -4,6 +4,7 @@
 use super::flv::VideoCodec;
 use crate::media::fragments::suffixed;
 use crate::media::frames::{Frame, FramePusher, appsink_frames};
+use crate::media::keyframes::EncoderKeyframes;
 use crate::media::{Fragments, MediaError, PipelineGuard};
 use tokio::sync::mpsc;
 
@@ -11,6 +12,8 @@ use tokio::sync::mpsc;
 pub struct Transcoder {
     _guard: PipelineGuard,
     pusher: FramePusher,
+    /// The video encoder of each output (by simulcast layer), for keyframes on request.
+    keyframes: Vec<(Option<String>, EncoderKeyframes)>,
     /// Encoded output frames, with their simulcast layer (`None`: a single output).
     pub output: mpsc::Receiver<(Option<String>, Frame)>,
 }
@@ -85,7 +88,14 @@ impl Transcoder {
         let guard = PipelineGuard::parse(role, description)?;
         let pusher = FramePusher::new(&guard, "src")?;
         let (tx, output) = mpsc::channel(512);
+        let mut keyframes = Vec::new();
         for (sink, rid) in sinks {
+            // The fragments name their encoder `encoder`; a layer's copy is suffixed with its rid.
+            let encoder = match rid {
+                Some(rid) => format!("encoder_{rid}"),
+                None => "encoder".to_string(),
+            };
+            keyframes.push((rid.clone(), EncoderKeyframes::new(guard.element(&encoder).ok())));
             let (mut frames, _dropped) = appsink_frames(&guard, sink, 512)?;
             let (tx, rid) = (tx.clone(), rid.clone());
             // Merges the layers into one channel; ends when the pipeline or the receiver goes away.
@@ -101,6 +111,7 @@ impl Transcoder {
         Ok(Self {
             _guard: guard,
             pusher,
+            keyframes,
             output,
         })
     }
@@ -167,6 +178,17 @@ impl Transcoder {
             above = Some(&layer.rid);
         }
         Self::start("rtmp-video-layers", &description, &sinks)
+    }
+
+    /// Asks the encoder of layer `rid` (any layer's when `None` or unknown: a request without a rid is for
+    /// the whole track) for a keyframe at its next frame; whether one was asked (at most one per encoder in
+    /// 500 ms).
+    pub fn force_keyframe(&self, rid: Option<&str>) -> bool {
+        let layer = self.keyframes.iter().find(|(r, _)| r.as_deref() == rid);
+        match layer {
+            Some((_, keyframes)) => keyframes.ask(),
+            None => self.keyframes.iter().fold(false, |asked, (_, k)| k.ask() | asked),
+        }
     }
 
     /// Pushes one input frame.

@@ -149,6 +149,8 @@ pub enum PeerEvent {
     KeyframeRequested {
         /// The track's name.
         track: String,
+        /// The simulcast layer it is for (`None`: the track, or it has no layers).
+        rid: Option<String>,
     },
     /// The transport failed; a new session is being created.
     Reconnecting {

@@ -417,7 +417,8 @@ impl PeerTask {
                     .find(|(_, (mid, _))| *mid == request.mid)
                     .map(|(name, _)| name.clone());
                 if let Some(track) = track {
-                    self.emit(PeerEvent::KeyframeRequested { track });
+                    let rid = request.rid.map(|r| r.to_string());
+                    self.emit(PeerEvent::KeyframeRequested { track, rid });
                 }
             }
             Event::PeerStats(stats) => {

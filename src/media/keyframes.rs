@@ -1,18 +1,22 @@
-//! Keyframes on demand from the egress's own H.264 encoder. An output that starts late, reconnects, or fell
-//! behind and dropped buffers can only (re)start at a keyframe; the encoder makes one every 2 s, so it would
-//! wait up to 2 s (and the destination sees nothing meanwhile). Instead it asks for one at once: an upstream
-//! force-key-unit event on the encoder's src pad, which `GstVideoEncoder` turns into a keyframe with the
-//! stream headers at its next frame. The other outputs get one extra keyframe.
+//! Keyframes on demand from one of our own video encoders: an upstream force-key-unit event on the encoder's
+//! src pad, which `GstVideoEncoder` (x264enc, vp8enc) turns into a keyframe with the stream headers at its
+//! next frame.
+//!
+//! An egress output that starts late, reconnects, or fell behind and dropped buffers can only (re)start at a
+//! keyframe; the encoder makes one every 2 s, so it would wait up to 2 s (and the destination sees nothing
+//! meanwhile) — it asks instead, and the other outputs get one extra keyframe. A transcoding RTMP ingest
+//! answers the SFU's keyframe requests (PLI/FIR: a new subscriber, a simulcast layer switch, loss) the same
+//! way, per layer.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// At most one request per egress in this time (several outputs waiting share one keyframe).
+/// At most one request per encoder in this time (several waiting outputs or subscribers share one keyframe).
 const MIN_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Asks the encoder of one egress for keyframes; cloned into each output.
+/// Asks one encoder for keyframes; cloned into each user (an egress's outputs).
 #[derive(Clone, Debug, Default)]
 pub struct EncoderKeyframes {
     /// The encoder's src pad (none when the pipeline has no encoder named as expected).
@@ -21,7 +25,7 @@ pub struct EncoderKeyframes {
 }
 
 impl EncoderKeyframes {
-    /// Requests go to `encoder` (the `video-encode-h264` fragment's element `encoder`).
+    /// Requests go to `encoder` (the element named `encoder` in the `video-encode-*` fragments).
     pub fn new(encoder: Option<gst::Element>) -> Self {
         Self {
             pad: encoder.and_then(|e| e.static_pad("src")),
@@ -47,7 +51,7 @@ impl EncoderKeyframes {
             .field("count", 0u32)
             .build();
         let sent = pad.send_event(gst::event::CustomUpstream::new(structure));
-        tracing::debug!(sent, "egress: keyframe asked of the encoder for an output");
+        tracing::debug!(sent, "keyframe asked of the encoder");
         sent
     }
 }
