@@ -405,14 +405,8 @@ impl Leg {
         for block in received.blocks.iter().filter(|b| b.ssrc == self.ssrc) {
             self.stats.loss_to_phone_pct = Some(f64::from(block.fraction_lost) * 100.0 / 256.0);
             self.stats.jitter_to_phone_ms = Some(f64::from(block.jitter) * 1000.0 / rate);
-            if block.lsr != 0 {
-                // RTT = now − LSR − DLSR, all in 1/65536 s (middle NTP bits).
-                let rtt = rtcp::middle(rtcp::ntp(wall))
-                    .wrapping_sub(block.lsr)
-                    .wrapping_sub(block.dlsr);
-                if rtt < 65_536 * 10 {
-                    self.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
-                }
+            if let Some(rtt) = rtcp::round_trip(rtcp::middle(rtcp::ntp(wall)), block.lsr, block.dlsr) {
+                self.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
             }
         }
         true

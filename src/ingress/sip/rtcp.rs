@@ -52,6 +52,23 @@ pub fn middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
+/// The round trip in 1/65536 s from a report block received at `now` (middle NTP bits) that answers our sender
+/// report `lsr` after holding it `dlsr` (RFC 3550 6.4.1): `now − LSR − DLSR`. `None` without a sender report
+/// (`lsr` 0) or beyond 10 s (a stale or garbled block). A phone's DLSR is only as fine as its timer (libre's,
+/// under baresip, counts milliseconds), so on a path shorter than that the difference can come out a little below zero: up to
+/// 10 ms below, that is a round trip of 0, not a wrapped-around one of 18 hours.
+pub fn round_trip(now: u32, lsr: u32, dlsr: u32) -> Option<u32> {
+    const ROUNDING: u32 = 65_536 / 100;
+    if lsr == 0 {
+        return None;
+    }
+    match now.wrapping_sub(lsr).wrapping_sub(dlsr) {
+        rtt if rtt < 65_536 * 10 => Some(rtt),
+        rtt if rtt > u32::MAX - ROUNDING => Some(0),
+        _ => None,
+    }
+}
+
 /// A 1/65536 s count (DLSR) of `d`.
 pub fn short(d: Duration) -> u32 {
     ((d.as_nanos() << 16) / 1_000_000_000).min(u128::from(u32::MAX)) as u32
@@ -157,6 +174,19 @@ pub fn parse(mut data: &[u8]) -> Option<Received> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn round_trip_is_now_less_lsr_less_dlsr_and_a_rounded_dlsr_is_not_a_wrap() {
+        let lsr = 0x1234_0000;
+        // Sent at LSR, held 1 s (65,536) by the phone, back 20 ms after that.
+        assert_eq!(round_trip(lsr + 65_536 + 1_311, lsr, 65_536), Some(1_311));
+        // On loopback a DLSR rounded up to the millisecond makes it ~−1 ms: a round trip of 0.
+        assert_eq!(round_trip(lsr + 65_536, lsr, 65_536 + 66), Some(0));
+        // No sender report yet; a block from 20 s ago or a garbled one.
+        assert_eq!(round_trip(lsr + 65_536, 0, 0), None);
+        assert_eq!(round_trip(lsr + 20 * 65_536, lsr, 0), None);
+        assert_eq!(round_trip(lsr, lsr, 65_536), None);
+    }
+
     use super::*;
 
     #[test]
