@@ -503,16 +503,9 @@ async fn egress_records_fragmented_mp4() {
 async fn a_source_that_drops_and_comes_back_resumes_in_the_same_egress() {
     let setup = start();
     let nginx = NginxRtmp::start();
-    let ingress = setup.create_ingress("flaky").await;
-    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
-    let id = ingress["id"].as_str().unwrap();
-    let live = setup
-        .wait_ingress(id, "live", |i| {
-            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
-        })
-        .await;
-    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"name": "flaky"});
+    let live = setup.publish_live(&body, 30, BASELINE, AAC_48K, 2).await;
+    let (id, url, session, publisher) = (live.id.as_str(), &live.url, live.session.clone(), live.publisher);
     let egress = create_egress(
         &setup,
         json!({
@@ -526,7 +519,7 @@ async fn a_source_that_drops_and_comes_back_resumes_in_the_same_egress() {
     // The publisher drops for 3 s (within the ingest's reconnect grace) and comes back on the same key.
     drop(publisher);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _back = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
+    let _back = Killed(ffmpeg(url, 30, BASELINE, AAC_48K));
     setup
         .wait_ingress(id, "live again", |i| {
             i["stats"]["connections"] == 2 && i["state"] == "live"

@@ -6,7 +6,7 @@
 mod common;
 
 use common::media::Decoder;
-use common::rtmp::{AAC_48K, BASELINE, Killed, Setup, ffmpeg, start_with};
+use common::rtmp::{AAC_48K, BASELINE, start_with};
 use sfu_gateway::sfu::peer::{Peer, PeerConfig, PeerStreams, RemoteTrackSpec};
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
@@ -47,25 +47,12 @@ async fn until_size(
     panic!("no {width}x{height} picture within {within:?}: {seen:?}");
 }
 
-async fn live_layers(setup: &Setup) -> (String, Killed) {
-    let body = serde_json::json!({"name": "gop", "video": {"mode": "transcode", "layers": 3}});
-    let ingress = setup.create("/v1/ingresses", &body).await;
-    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let publisher = Killed(ffmpeg(&url, 40, BASELINE, AAC_48K));
-    let id = ingress["id"].as_str().unwrap();
-    let live = setup
-        .wait_ingress(id, "live", |i| {
-            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
-        })
-        .await;
-    (live["sfu"]["sessionId"].as_str().unwrap().to_string(), publisher)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transcoded_ingest_makes_a_keyframe_for_a_new_subscriber_and_each_layer_switch() {
     let pipelines = long_gop_pipelines();
     let setup = start_with(&[("GATEWAY__PIPELINES__DIR", pipelines.path().to_str().unwrap())]);
-    let (session, _publisher) = live_layers(&setup).await;
+    let body = serde_json::json!({"name": "gop", "video": {"mode": "transcode", "layers": 3}});
+    let live = setup.publish_live(&body, 40, BASELINE, AAC_48K, 2).await;
     // Well past the encoders' first keyframes.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -73,7 +60,7 @@ async fn a_transcoded_ingest_makes_a_keyframe_for_a_new_subscriber_and_each_laye
         .await
         .expect("peer");
     let spec = RemoteTrackSpec {
-        session_id: session,
+        session_id: live.session.clone(),
         track_name: "gop-video".into(),
         preferred_rid: Some("a".into()),
     };

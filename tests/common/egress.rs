@@ -1,7 +1,7 @@
 //! Egress helpers: live RTMP sources, the egress API, and what a recording shows and sounds like.
 
 use super::nginx::NginxRtmp;
-use super::rtmp::{AAC_48K, Killed, Setup, TOKEN, ffmpeg};
+use super::rtmp::{AAC_48K, Killed, Setup, TOKEN};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -9,16 +9,9 @@ use std::time::Duration;
 /// Publishes `name` with ffmpeg (14 s of `video` + AAC) and waits until its `tracks` are in the SFU; returns
 /// its SFU session and the publisher.
 pub async fn live_source(setup: &Setup, name: &str, video: &[&str], tracks: usize) -> (String, Killed) {
-    let ingress = setup.create_ingress(name).await;
-    let id = ingress["id"].as_str().unwrap().to_string();
-    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let publisher = Killed(ffmpeg(&url, 14, video, AAC_48K));
-    let live = setup
-        .wait_ingress(&id, "live", |i| {
-            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == tracks)
-        })
-        .await;
-    (live["sfu"]["sessionId"].as_str().unwrap().to_string(), publisher)
+    let body = serde_json::json!({"name": name});
+    let live = setup.publish_live(&body, 14, video, AAC_48K, tracks).await;
+    (live.session, live.publisher)
 }
 
 /// `POST /v1/egresses` (201); returns the new id.

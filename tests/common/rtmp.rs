@@ -80,6 +80,34 @@ impl Setup {
         self.create("/v1/ingresses", &json!({"name": name})).await
     }
 
+    /// Creates the ingress `body`, publishes ffmpeg's test picture and tone to it for `seconds` (encoded as
+    /// `video` and `audio`, see [`ffmpeg`]), and waits (bounded) until its `tracks` tracks are in the SFU.
+    pub async fn publish_live(
+        &self,
+        body: &Value,
+        seconds: u32,
+        video: &[&str],
+        audio: &[&str],
+        tracks: usize,
+    ) -> Live {
+        let ingress = self.create("/v1/ingresses", body).await;
+        let id = ingress["id"].as_str().unwrap().to_string();
+        let url = format!("rtmp://{}/live/{}", self.rtmp, ingress["streamKey"].as_str().unwrap());
+        let publisher = Killed(ffmpeg(&url, seconds, video, audio));
+        let live = self
+            .wait_ingress(&id, "live", |i| {
+                i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == tracks)
+            })
+            .await;
+        let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+        Live {
+            id,
+            url,
+            session,
+            publisher,
+        }
+    }
+
     pub async fn ingress(&self, id: &str) -> Value {
         let response = self
             .http
@@ -173,6 +201,18 @@ pub const BASELINE: &[&str] = &[
     "yuv420p",
 ];
 pub const AAC_48K: &[&str] = &["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"];
+
+/// A live RTMP ingress and its publisher (see [`Setup::publish_live`]).
+pub struct Live {
+    /// The ingress id.
+    pub id: String,
+    /// Where to publish (with the stream key).
+    pub url: String,
+    /// The SFU session its tracks are in.
+    pub session: String,
+    /// The ffmpeg publishing.
+    pub publisher: Killed,
+}
 
 pub struct Killed(pub Child);
 impl Drop for Killed {
