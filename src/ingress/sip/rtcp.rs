@@ -52,11 +52,11 @@ pub fn middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
-/// The round trip in 1/65536 s from a report block received at `now` (middle NTP bits) that answers our sender
-/// report `lsr` after holding it `dlsr` (RFC 3550 6.4.1): `now − LSR − DLSR`. `None` without a sender report
-/// (`lsr` 0) or beyond 10 s (a stale or garbled block). A phone's DLSR is only as fine as its timer (libre's,
-/// under baresip, counts milliseconds), so on a path shorter than that the difference can come out a little below zero: up to
-/// 10 ms below, that is a round trip of 0, not a wrapped-around one of 18 hours.
+/// The round trip in 1/65536 s from a report block received at `now` (middle NTP bits) that answers our
+/// sender report `lsr` after holding it `dlsr` (RFC 3550 6.4.1): `now − LSR − DLSR`. `None` without a sender
+/// report (`lsr` 0) or beyond 10 s (a stale or garbled block). A phone's DLSR is only as fine as its timer
+/// (libre's, under baresip, counts milliseconds), so on a path shorter than that the difference can come out
+/// a little below zero: up to 10 ms below, that is a round trip of 0, not a wrapped-around one of 18 hours.
 pub fn round_trip(now: u32, lsr: u32, dlsr: u32) -> Option<u32> {
     const ROUNDING: u32 = 65_536 / 100;
     if lsr == 0 {
