@@ -162,25 +162,9 @@ async fn transcoded_layers(video: Value, layers: &[(&str, usize, usize)], codec:
             .unwrap();
         assert_eq!(refused.status().as_u16(), 422);
     }
-    let response = setup
-        .http
-        .post(format!("{}/v1/ingresses", setup.gateway.api))
-        .bearer_auth(common::rtmp::TOKEN)
-        .json(&serde_json::json!({"name": "ladder", "video": video}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let ingress: Value = response.json().await.unwrap();
-    let id = ingress["id"].as_str().unwrap().to_string();
-    let url = format!("rtmp://{}/live/{}", setup.rtmp, ingress["streamKey"].as_str().unwrap());
-    let _publisher = Killed(ffmpeg(&url, 30, BASELINE, AAC_48K));
-    let live = setup
-        .wait_ingress(&id, "live", |i| {
-            i["sfu"]["tracks"].as_array().is_some_and(|t| t.len() == 2)
-        })
-        .await;
-    let session = live["sfu"]["sessionId"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"name": "ladder", "video": video});
+    let live = setup.publish_live(&body, 30, BASELINE, AAC_48K, 2).await;
+    let (id, session) = (live.id.clone(), live.session.clone());
     let (peer, mut streams) =
         sfu_gateway::sfu::peer::Peer::connect(setup.client(), sfu_gateway::sfu::peer::PeerConfig::default())
             .await
